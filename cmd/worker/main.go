@@ -1,0 +1,46 @@
+// Command worker runs Breakwater's task pipeline: it pulls tasks from the
+// TASKS stream, routes each to a backend, stores the result in RESULTS and
+// dead-letters what cannot be done. With --embedded it brings its own NATS
+// server, so one command gives a working system.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// run is the whole program; it returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, getenv, stdout)
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return exitUsage
+	}
+	if err := serve(ctx, f, getenv, stderr); err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/pipeline"
+)
+
+// serve runs the worker until ctx ends, then drains and returns nil; any
+// error before or while running is returned for run to print.
+func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.Writer) error {
+	log := newLogger(f, stderr)
+
+	cfg := config.Default()
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return err
+		}
+	}
+	var probe readiness
+	if f.httpAddr != "" {
+		stopHTTP, err := serveHTTP(f.httpAddr, &probe, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
+
+	url := firstNonEmpty(f.natsURL, cfg.NATS.URL, bus.DefaultURL)
+	id := f.id
+	if id == "" {
+		host, _ := os.Hostname()
+		id = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+
+	if f.embedded != "" {
+		host, port, err := bus.HostPort(url)
+		if err != nil {
+			return fmt.Errorf("--embedded listens at --nats-url: %w", err)
+		}
+		dir, _ := filepath.Abs(f.embedded)
+		srv, err := bus.StartEmbedded(bus.EmbeddedOptions{
+			Host: host, Port: port, StoreDir: dir,
+			NoSyncAlways: f.embeddedSync == "interval",
+			Logger:       log.With("component", "nats-server"),
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		url = srv.ClientURL()
+		log.Info("embedded nats server started", "url", url, "store", dir, "fsync", f.embeddedSync)
+	}
+
+	nc, err := bus.Connect(ctx, bus.ConnectOptions{
+		URL:      url,
+		Name:     "breakwater-worker " + id,
+		Creds:    firstNonEmpty(f.creds, cfg.NATS.Creds),
+		User:     firstNonEmpty(f.user, cfg.NATS.User),
+		Password: firstNonEmpty(f.password, cfg.NATS.Password),
+		Token:    firstNonEmpty(f.token, cfg.NATS.Token),
+		TLSCA:    firstNonEmpty(f.tlsCA, cfg.NATS.TLS.CA),
+		TLSCert:  firstNonEmpty(f.tlsCert, cfg.NATS.TLS.Cert),
+		TLSKey:   firstNonEmpty(f.tlsKey, cfg.NATS.TLS.Key),
+		Logger:   log,
+		// A worker may start before its server (systemd, Kubernetes).
+		RetryOnFailedConnect: true,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it ever connected
+		}
+		return err
+	}
+	defer nc.Close()
+
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*cfg.Worker.Concurrency+256),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	topo := bus.Topology{
+		Prefix:        cfg.Prefix,
+		Replicas:      cfg.Streams.Replicas,
+		ResultsMaxAge: cfg.Streams.ResultsMaxAge.D(),
+		DLQMaxBytes:   int64(cfg.Streams.DLQMaxBytes),
+	}
+	consumer, err := setup(ctx, js, topo, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	router, closeBackends, err := buildRouter(cfg, nc, log)
+	if err != nil {
+		return err
+	}
+	defer closeBackends()
+
+	w, err := pipeline.New(ctx, pipeline.Options{
+		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: router,
+		DLQ:         dlq.NewWriter(js, dlq.WriterOptions{Topology: topo, Worker: id}),
+		Concurrency: cfg.Worker.Concurrency,
+		AckWait:     cfg.Worker.AckWait.D(),
+		MaxDeliver:  cfg.Worker.MaxDeliver,
+		MaxPayload:  int(cfg.Worker.MaxPayload),
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+
+	probe.nc.Store(nc)
+	probe.worker.Store(w)
+	log.Info("worker started", "id", id, "nats", nc.ConnectedUrlRedacted(), "routes", len(cfg.Routes))
+	if err := w.Run(ctx); err != nil {
+		return err
+	}
+	// Results and acks are async: flush them before closing.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("flush on shutdown", "err", err)
+	}
+	log.Info("worker stopped", "stats", fmt.Sprintf("%+v", w.Stats()))
+	return nil
+}
+
+// setup creates or updates the streams and the shared consumer, retrying
+// while the server has no JetStream leader yet (a cluster starting up).
+func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *config.Config, log *slog.Logger) (jetstream.Consumer, error) {
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := bus.EnsureStreams(sctx, js, topo)
+		var c jetstream.Consumer
+		if err == nil {
+			c, err = bus.EnsureConsumer(sctx, js, topo, bus.ConsumerOptions{
+				AckWait: cfg.Worker.AckWait.D(), MaxDeliver: cfg.Worker.MaxDeliver,
+			})
+		}
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, bus.ErrStreamMismatch) || errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+			return nil, err
+		}
+		if lastErr == nil || lastErr.Error() != err.Error() {
+			log.Warn("streams not ready; retrying", "err", err)
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(time.Duration(attempt+1)*250*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// readiness holds what /readyz reports on; it fills in as the worker starts.
+type readiness struct {
+	nc     atomic.Pointer[nats.Conn]
+	worker atomic.Pointer[pipeline.Worker]
+}
+
+// serveHTTP serves the liveness and readiness endpoints until the returned
+// stop is called. It starts before the connection so that an orchestrator
+// sees a live but unready worker while NATS is unreachable.
+func serveHTTP(addr string, probe *readiness, log *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(rw, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		nc, w := probe.nc.Load(), probe.worker.Load()
+		switch {
+		case nc == nil || !nc.IsConnected():
+			http.Error(rw, "not connected to nats", http.StatusServiceUnavailable)
+		case w == nil || !w.Ready():
+			http.Error(rw, "not consuming (starting or draining)", http.StatusServiceUnavailable)
+		default:
+			st := w.Stats()
+			_, _ = io.WriteString(rw, "ready in_flight="+strconv.FormatInt(st.InFlight, 10)+"\n")
+		}
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
+}
+
+func newLogger(f *flags, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(f.logLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if f.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

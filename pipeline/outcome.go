@@ -1,0 +1,106 @@
+package pipeline
+
+import (
+	"errors"
+	"time"
+
+	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/resilience"
+	"github.com/breakwater/breakwater/task"
+)
+
+// Sentinel errors of the pipeline itself, for Decide.
+var (
+	// ErrExpired: the task's Task-Deadline passed before it started.
+	ErrExpired = errors.New("task deadline passed")
+	// ErrInvalidResult: the answer cannot be stored (too large) or failed
+	// validation.
+	ErrInvalidResult = errors.New("invalid result")
+	// ErrShutdown: the worker stopped before the task finished; the task
+	// goes back to the stream at once for another worker.
+	ErrShutdown = errors.New("worker shutting down")
+)
+
+// Action is what happens to a task message.
+type Action int
+
+// The three fates of a task.
+const (
+	// Ack: done; the message leaves TASKS.
+	Ack Action = iota
+	// Redeliver: NakWithDelay(Fate.Delay); the task will be tried again.
+	Redeliver
+	// DeadLetter: store a copy in the DLQ with Fate.Reason, then Term.
+	DeadLetter
+)
+
+func (a Action) String() string {
+	switch a {
+	case Ack:
+		return "ack"
+	case Redeliver:
+		return "redeliver"
+	default:
+		return "dead-letter"
+	}
+}
+
+// Fate is the decision about one delivery of a task.
+type Fate struct {
+	Action Action
+	Delay  time.Duration // with Redeliver
+	Reason dlq.Reason    // with DeadLetter
+}
+
+// Redelivery backoff bounds: the n-th redelivery waits base·2^(n-1),
+// at most max, or the backend's Retry-After when that is longer.
+const (
+	redeliverBase = time.Second
+	redeliverMax  = 30 * time.Second
+)
+
+// Decide maps the error of a delivery to the task's fate. It is the only
+// place that does: delivered is the delivery count (from 1) and maxDeliver
+// the consumer's limit (≤0: unlimited).
+//
+//	nil                          → Ack
+//	ErrShutdown                  → Redeliver now (another worker takes it)
+//	task.ErrPoison               → DeadLetter poison
+//	ErrExpired                   → DeadLetter expired
+//	resilience.ErrNoRoute        → DeadLetter no_route
+//	ErrInvalidResult             → DeadLetter invalid_result
+//	handlers.ErrPermanent        → DeadLetter rejected
+//	anything else (transient)    → Redeliver with backoff, or DeadLetter
+//	                               exhausted on the last delivery
+func Decide(err error, delivered, maxDeliver int) Fate {
+	switch {
+	case err == nil:
+		return Fate{Action: Ack}
+	case errors.Is(err, ErrShutdown):
+		return Fate{Action: Redeliver}
+	case errors.Is(err, task.ErrPoison):
+		return Fate{Action: DeadLetter, Reason: dlq.Poison}
+	case errors.Is(err, ErrExpired):
+		return Fate{Action: DeadLetter, Reason: dlq.Expired}
+	case errors.Is(err, resilience.ErrNoRoute):
+		return Fate{Action: DeadLetter, Reason: dlq.NoRoute}
+	case errors.Is(err, ErrInvalidResult):
+		return Fate{Action: DeadLetter, Reason: dlq.InvalidResult}
+	case handlers.IsPermanent(err):
+		return Fate{Action: DeadLetter, Reason: dlq.Rejected}
+	}
+	if maxDeliver > 0 && delivered >= maxDeliver {
+		return Fate{Action: DeadLetter, Reason: dlq.Exhausted}
+	}
+	return Fate{Action: Redeliver, Delay: redeliverDelay(delivered, handlers.RetryAfter(err))}
+}
+
+func redeliverDelay(delivered int, retryAfter time.Duration) time.Duration {
+	d := redeliverBase
+	for i := 1; i < delivered && d < redeliverMax; i++ {
+		d *= 2
+	}
+	d = min(d, redeliverMax)
+	return max(d, retryAfter)
+}

@@ -1,0 +1,376 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/resilience"
+	"github.com/breakwater/breakwater/task"
+)
+
+// Options configure a Worker. JS, Consumer, Router and DLQ are required.
+type Options struct {
+	// JS publishes results and reads stored ones.
+	JS jetstream.JetStream
+	// Conn publishes replies to Task-Reply-To (core NATS).
+	Conn *nats.Conn
+	// Consumer is the shared durable pull consumer on TASKS.
+	Consumer jetstream.Consumer
+	Topology bus.Topology
+	Router   *resilience.Router
+	DLQ      *dlq.Writer
+
+	// Concurrency is the number of tasks processed at once. Default 64.
+	Concurrency int
+	// AckWait is the consumer's ack wait; a task running longer than half
+	// of it sends InProgress so that it is not redelivered. Default 30s.
+	AckWait time.Duration
+	// MaxDeliver is the consumer's delivery limit; the last delivery of a
+	// transiently failing task is dead-lettered as exhausted. Default 5.
+	MaxDeliver int
+	// MaxPayload makes larger payloads poison; 0: no limit of ours.
+	MaxPayload int
+	// DrainTimeout bounds how long Run waits for in-flight tasks after
+	// its context ends; the rest are handed back to the stream. Default 25s.
+	DrainTimeout time.Duration
+	// Logger for task failures and lifecycle. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are counted on the task path.
+type Stats struct {
+	Done, Failed, DeadLettered, Redelivered, Duplicates uint64
+	InFlight                                            int64
+}
+
+// Worker runs the task pipeline. Create it with New and run it with Run.
+type Worker struct {
+	o       Options
+	log     *slog.Logger
+	results jetstream.Stream
+
+	ready                                       atomic.Bool
+	done, failed, dead, redelivered, duplicates atomic.Uint64
+	inFlight                                    atomic.Int64
+}
+
+// New checks o and returns a Worker; it does not start anything.
+func New(ctx context.Context, o Options) (*Worker, error) {
+	if o.JS == nil || o.Consumer == nil || o.Router == nil || o.DLQ == nil || o.Conn == nil {
+		return nil, errors.New("pipeline: JS, Conn, Consumer, Router and DLQ are required")
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 64
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxDeliver == 0 {
+		o.MaxDeliver = 5
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 25 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	results, err := o.JS.Stream(ctx, o.Topology.ResultsStream())
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: results stream: %w", err)
+	}
+	return &Worker{o: o, log: o.Logger, results: results}, nil
+}
+
+// Ready reports whether the worker is pulling tasks (false before Run has
+// started consuming and once it is draining).
+func (w *Worker) Ready() bool { return w.ready.Load() }
+
+// Stats returns the counters so far.
+func (w *Worker) Stats() Stats {
+	return Stats{
+		Done: w.done.Load(), Failed: w.failed.Load(), DeadLettered: w.dead.Load(),
+		Redelivered: w.redelivered.Load(), Duplicates: w.duplicates.Load(),
+		InFlight: w.inFlight.Load(),
+	}
+}
+
+// Run pulls and processes tasks until ctx ends, then drains: it stops
+// pulling, hands buffered tasks straight back to the stream, and waits up to
+// DrainTimeout for in-flight tasks; those still running then are cancelled
+// and handed back too. Run returns nil after a drain, or the error that
+// stopped consuming.
+func (w *Worker) Run(ctx context.Context) error {
+	jobs := make(chan jetstream.Msg)
+	stopping := make(chan struct{})
+
+	// Tasks run under their own context so that a drain lets them finish;
+	// it is cancelled only when the drain times out.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	var wg sync.WaitGroup
+	for range w.o.Concurrency {
+		wg.Go(func() {
+			for msg := range jobs {
+				w.process(workCtx, msg)
+			}
+		})
+	}
+
+	consumeErr := make(chan error, 1)
+	cc, err := w.o.Consumer.Consume(func(msg jetstream.Msg) {
+		select {
+		case jobs <- msg:
+		case <-stopping:
+			// Draining: hand the buffered task back at once.
+			_ = msg.Nak()
+		}
+	},
+		jetstream.PullMaxMessages(w.o.Concurrency),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				select {
+				case consumeErr <- err:
+				default:
+				}
+				return
+			}
+			w.log.Warn("consume", "err", err)
+		}),
+	)
+	if err != nil {
+		close(jobs)
+		wg.Wait()
+		return fmt.Errorf("consume: %w", err)
+	}
+	w.ready.Store(true)
+	w.log.Info("worker consuming", "concurrency", w.o.Concurrency, "stream", w.o.Topology.TasksStream())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-consumeErr:
+		runErr = fmt.Errorf("consume: %w", err)
+	}
+	w.ready.Store(false)
+	close(stopping)
+	cc.Drain()
+	<-cc.Closed()
+	close(jobs)
+
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	w.log.Info("worker draining", "in_flight", w.inFlight.Load(), "timeout", w.o.DrainTimeout)
+	t := time.NewTimer(w.o.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		w.log.Warn("drain timeout: handing back in-flight tasks", "in_flight", w.inFlight.Load())
+		cancelWork()
+		<-finished
+	}
+	return runErr
+}
+
+// process handles one delivery of a task, start to settle.
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+	w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	start := time.Now()
+
+	var seq uint64
+	delivered := 1
+	if meta, err := msg.Metadata(); err == nil {
+		seq, delivered = meta.Sequence.Stream, int(meta.NumDelivered)
+	}
+	typ, _ := w.o.Topology.TaskType(msg.Subject())
+	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload})
+	if err != nil {
+		w.settle(ctx, msg, t, delivered, nil, err)
+		return
+	}
+	if t.Expired(start) {
+		w.settle(ctx, msg, t, delivered, nil, fmt.Errorf("%w at %s", ErrExpired, t.Deadline.Format(time.RFC3339)))
+		return
+	}
+	// At-least-once delivery: a redelivered task whose result is already
+	// stored was done before the worker could ack it.
+	if delivered > 1 {
+		if stored, err := w.results.GetLastMsgForSubject(ctx, w.o.Topology.ResultSubject(t.Type, t.ID)); err == nil {
+			w.duplicates.Add(1)
+			if t.ReplyTo != "" {
+				_ = w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: stored.Header, Data: stored.Data})
+			}
+			_ = msg.Ack()
+			return
+		}
+	}
+	route, err := w.o.Router.Route(t.Type)
+	if err != nil {
+		w.settle(ctx, msg, t, delivered, nil, err)
+		return
+	}
+
+	stopProgress := w.keepAlive(msg)
+	tctx := ctx
+	if !t.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		defer cancel()
+	}
+	ans, err := route.Do(tctx, &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header})
+	if err != nil {
+		stopProgress()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ErrShutdown, err)
+		}
+		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
+		return
+	}
+	err = w.publishResult(ctx, t, ans, time.Since(start))
+	stopProgress()
+	if err != nil {
+		w.settle(ctx, msg, t, delivered, ans.Attempts, err)
+		return
+	}
+	_ = msg.Ack()
+	w.done.Add(1)
+}
+
+// keepAlive sends InProgress every half ack wait until the returned stop
+// is called, so that a long task is not redelivered to another worker.
+func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
+	every := w.o.AckWait / 2
+	var mu sync.Mutex
+	stopped := false
+	var timer *time.Timer
+	timer = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		timer.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		timer.Stop()
+	}
+}
+
+// publishResult stores the result in RESULTS, waits for the server's ack,
+// and sends it to Task-Reply-To.
+func (w *Worker) publishResult(ctx context.Context, t *task.Task, ans *resilience.Answer, took time.Duration) error {
+	h := nats.Header{}
+	h.Set(task.HeaderID, t.ID)
+	h.Set(task.HeaderType, t.Type)
+	h.Set(task.HeaderStatus, task.StatusOK)
+	h.Set(task.HeaderBackend, ans.Backend)
+	h.Set(task.HeaderAttempts, strconv.Itoa(len(ans.Attempts)))
+	h.Set(task.HeaderCache, task.CacheMiss)
+	h.Set(task.HeaderDuration, took.String())
+	for _, k := range []string{"traceparent", "tracestate", "baggage"} {
+		if v, ok := t.Header[k]; ok {
+			h[k] = v
+		}
+	}
+	msg := &nats.Msg{Subject: w.o.Topology.ResultSubject(t.Type, t.ID), Header: h, Data: ans.Response.Body}
+	// The msg id makes a second store of the same result (a redelivery
+	// racing a slow ack) a no-op within the duplicates window.
+	fut, err := w.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID("result-"+t.Type+"-"+t.ID))
+	if err != nil {
+		return w.resultErr(err)
+	}
+	select {
+	case <-fut.Ok():
+	case err := <-fut.Err():
+		return w.resultErr(err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: result not acknowledged", ErrShutdown)
+	}
+	if t.ReplyTo != "" {
+		if err := w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: h, Data: ans.Response.Body}); err != nil {
+			w.log.Warn("reply", "task_id", t.ID, "reply_to", t.ReplyTo, "err", err)
+		}
+	}
+	return nil
+}
+
+func (w *Worker) resultErr(err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("%w: store result: %w", ErrInvalidResult, err)
+	}
+	return handlers.Transient(fmt.Errorf("store result: %w", err))
+}
+
+// settle carries out Decide's verdict for a failed delivery.
+func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, delivered int, attempts []resilience.Attempt, cause error) {
+	fate := Decide(cause, delivered, w.o.MaxDeliver)
+	log := w.log.With("task_id", t.ID, "type", t.Type, "delivery", delivered, "fate", fate.Action.String())
+	switch fate.Action {
+	case Ack:
+		_ = msg.Ack()
+	case Redeliver:
+		w.redelivered.Add(1)
+		log.Info("task will be redelivered", "delay", fate.Delay, "err", dlq.Redact(cause.Error()))
+		if fate.Delay > 0 {
+			_ = msg.NakWithDelay(fate.Delay)
+		} else {
+			_ = msg.Nak()
+		}
+	case DeadLetter:
+		w.failed.Add(1)
+		e := &dlq.Entry{
+			ID: t.ID, Type: t.Type, Subject: t.Subject, Seq: t.Seq,
+			Header: t.Header, Payload: t.Payload, Reason: fate.Reason, Err: cause,
+			Attempts: len(attempts), Backends: backendsOf(attempts),
+		}
+		if e.Type == "" {
+			e.Type = "_invalid" // a subject without a type still needs a DLQ subject
+		}
+		if err := w.o.DLQ.Write(ctx, e); err != nil {
+			// Never drop a task: it stays in TASKS and comes back.
+			log.Error("dead-letter failed; task will be redelivered", "err", err)
+			_ = msg.NakWithDelay(redeliverDelay(delivered, 0))
+			return
+		}
+		w.dead.Add(1)
+		log.Warn("task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
+		if t.ReplyTo != "" {
+			h := w.o.DLQ.Header(e)
+			h.Set(task.HeaderID, t.ID)
+			h.Set(task.HeaderType, t.Type)
+			h.Set(task.HeaderStatus, task.StatusError)
+			_ = w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: h})
+		}
+		_ = msg.TermWithReason(string(fate.Reason))
+	}
+}
+
+func backendsOf(attempts []resilience.Attempt) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range attempts {
+		if !seen[a.Backend] {
+			seen[a.Backend] = true
+			out = append(out, a.Backend)
+		}
+	}
+	return out
+}
