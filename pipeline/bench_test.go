@@ -1,0 +1,288 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/resilience"
+)
+
+// The benchmarks below measure tasks/s from a TASKS stream holding b.N
+// tasks of 128 bytes to b.N stored results, for the worker and for the
+// anchors of BENCHMARKS.md measured on the same server in the same run:
+//
+//	go test -run '^$' -bench . -benchtime 20000x -count 6 ./pipeline/ | tee bench.txt
+//	benchstat -col /impl bench.txt
+
+type benchEnv struct {
+	*env
+	results atomic.Int64
+	done    chan struct{}
+	n       int64
+}
+
+func newBenchEnv(b *testing.B, syncAlways bool) *benchEnv {
+	b.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir(), NoSyncAlways: !syncAlways})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if err := bus.EnsureStreams(ctx, js, bus.Topology{}); err != nil {
+		b.Fatal(err)
+	}
+	cons, err := bus.EnsureConsumer(ctx, js, bus.Topology{}, bus.ConsumerOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &benchEnv{env: &env{nc: nc, js: js, cons: cons}, done: make(chan struct{}), n: int64(b.N)}
+	// Count stored results as they are published.
+	sub, err := nc.Subscribe("results.>", func(*nats.Msg) {
+		if e.results.Add(1) == e.n {
+			close(e.done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	_ = sub.SetPendingLimits(-1, -1)
+	// Fill TASKS before the clock starts.
+	payload := bytes.Repeat([]byte("x"), 128)
+	for i := range b.N {
+		if _, err := js.PublishAsync("tasks.echo", payload, jetstream.WithMsgID(fmt.Sprintf("b%d", i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("filling TASKS timed out")
+	}
+	return e
+}
+
+func (e *benchEnv) wait(b *testing.B) {
+	select {
+	case <-e.done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("only %d of %d results", e.results.Load(), e.n)
+	}
+}
+
+func runWorker(b *testing.B, e *benchEnv, route *resilience.Route) {
+	w, err := pipeline.New(context.Background(), pipeline.Options{
+		JS: e.js, Conn: e.nc, Consumer: e.cons, Router: resilience.NewRouter([]*resilience.Route{route}),
+		DLQ: dlq.NewWriter(e.js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ResetTimer()
+	go func() { done <- w.Run(ctx) }()
+	e.wait(b)
+	b.StopTimer()
+	cancel()
+	<-done
+}
+
+// runMinimal is the ceiling: consume, publish the payload as the result,
+// ack once the result's publish is acknowledged; nothing else.
+func runMinimal(b *testing.B, e *benchEnv) {
+	type pending struct {
+		msg jetstream.Msg
+		fut jetstream.PubAckFuture
+	}
+	acks := make(chan pending, 4096)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for p := range acks {
+			select {
+			case <-p.fut.Ok():
+				_ = p.msg.Ack()
+			case err := <-p.fut.Err():
+				b.Error(err)
+			}
+		}
+	})
+	b.ResetTimer()
+	cc, err := e.cons.Consume(func(msg jetstream.Msg) {
+		md, _ := msg.Metadata()
+		fut, err := e.js.PublishAsync(fmt.Sprintf("results.echo.%d", md.Sequence.Stream), msg.Data())
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		acks <- pending{msg, fut}
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.wait(b)
+	b.StopTimer()
+	cc.Stop()
+	close(acks)
+	wg.Wait()
+}
+
+func BenchmarkEcho(b *testing.B) {
+	for _, fsync := range []struct {
+		name   string
+		always bool
+	}{{"interval", false}, {"always", true}} {
+		b.Run("fsync="+fsync.name+"/impl=minimal", func(b *testing.B) {
+			runMinimal(b, newBenchEnv(b, fsync.always))
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+		b.Run("fsync="+fsync.name+"/impl=worker", func(b *testing.B) {
+			e := newBenchEnv(b, fsync.always)
+			echo, _ := handlers.Builtin("echo")
+			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkHTTP compares the worker on an HTTP route with its anchor: the
+// same number of POSTs made directly by 64 goroutines to the same server.
+func BenchmarkHTTP(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(body)
+	}))
+	b.Cleanup(srv.Close)
+	b.Run("impl=direct", func(b *testing.B) {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+		payload := bytes.Repeat([]byte("x"), 128)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for range 64 {
+			wg.Go(func() {
+				for next.Add(1) <= int64(b.N) {
+					resp, err := client.Post(srv.URL, "application/octet-stream", bytes.NewReader(payload))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+	})
+	for _, fsync := range []struct {
+		name   string
+		always bool
+	}{{"interval", false}, {"always", true}} {
+		b.Run("fsync="+fsync.name+"/impl=worker", func(b *testing.B) {
+			e := newBenchEnv(b, fsync.always)
+			h, err := handlers.NewHTTP(handlers.HTTPOptions{Name: "svc", URL: srv.URL})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close()
+			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "svc", Backend: h}}})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+	}
+}
+
+// BenchmarkIdleLatency measures one task at a time, publish → stored
+// result seen by a subscriber, on an otherwise idle worker; ns/op is the
+// mean and p50-ns the median.
+func BenchmarkIdleLatency(b *testing.B) {
+	for _, fsync := range []struct {
+		name   string
+		always bool
+	}{{"interval", false}, {"always", true}} {
+		b.Run("fsync="+fsync.name, func(b *testing.B) {
+			srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir(), NoSyncAlways: !fsync.always})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Shutdown()
+			nc, err := nats.Connect(srv.ClientURL())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			ctx := context.Background()
+			if err := bus.EnsureStreams(ctx, js, bus.Topology{}); err != nil {
+				b.Fatal(err)
+			}
+			cons, err := bus.EnsureConsumer(ctx, js, bus.Topology{}, bus.ConsumerOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			echo, _ := handlers.Builtin("echo")
+			w, err := pipeline.New(ctx, pipeline.Options{
+				JS: js, Conn: nc, Consumer: cons,
+				Router: resilience.NewRouter([]*resilience.Route{{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}}}),
+				DLQ:    dlq.NewWriter(js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(rctx) }()
+			defer func() { cancel(); <-done }()
+
+			sub, err := nc.SubscribeSync("results.echo.>")
+			if err != nil {
+				b.Fatal(err)
+			}
+			lat := make([]time.Duration, 0, b.N)
+			payload := bytes.Repeat([]byte("x"), 128)
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				msg := nats.NewMsg("tasks.echo")
+				msg.Data = payload
+				msg.Header.Set("Nats-Msg-Id", fmt.Sprintf("l%d", i))
+				if _, err := js.PublishMsg(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := sub.NextMsg(10 * time.Second); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+		})
+	}
+}
