@@ -1,0 +1,199 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/task"
+)
+
+func TestPublishFile(t *testing.T) {
+	e := startServer(t)
+	input := strings.Join([]string{
+		`{"type":"echo","data":"plain text","id":"b-1"}`,
+		`{"type":"echo","data":{"k":[1,2]},"id":"b-2","headers":{"X-A":"1"}}`,
+		``,
+		`not json`,
+		`{"data":"no type"}`,
+		`{"type":"echo","id":"bad id"}`,
+		`{"type":"echo","id":"b-1"}`,
+		`{"type":"echo","hedaers":{}}`,
+		`{"type":"code.generate","data":42}`,
+		`{"type":"echo","headers":{"Task-Id":"x"}}`,
+		`{"type":"echo","id":"b-3"} {"type":"echo"}`,
+		`{"type":"echo","data":null,"id":"b-4"}`,
+	}, "\n") // no final newline: the last line still counts
+	path := filepath.Join(t.TempDir(), "tasks.jsonl")
+	if err := os.WriteFile(path, []byte(input), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := runCmd(t, "", "--nats-url", e.url, "publish", "--file", path, "--header", "X-Batch=yes")
+	if r.code != exitFailure {
+		t.Fatalf("exit code %d, want %d; stderr %q", r.code, exitFailure, r.stderr)
+	}
+	if want := "published 11 tasks (stored 4, duplicates 1, failed 6)\n"; r.stdout != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
+	}
+	for _, want := range []string{
+		"publisher: line 4: invalid JSON",
+		`publisher: line 5: missing "type"`,
+		`publisher: line 6: task id "bad id"`,
+		`publisher: line 8: invalid JSON: json: unknown field "hedaers"`,
+		"publisher: line 10: header Task-Id is set by the publisher",
+		"publisher: line 11: invalid JSON: more than one value",
+		"publisher: 6 of 11 tasks failed\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q, want it to contain %q", r.stderr, want)
+		}
+	}
+	if n := strings.Count(r.stderr, "\n"); n != 7 {
+		t.Errorf("stderr has %d lines, want 7 (6 bad lines and the summary)", n)
+	}
+
+	tests := []struct {
+		subject, id, data string
+		hdr               nats.Header
+	}{
+		{"tasks.echo", "b-4", "", nats.Header{"X-Batch": {"yes"}}},
+		{"tasks.code.generate", "", "42", nats.Header{"X-Batch": {"yes"}}},
+	}
+	for _, tt := range tests {
+		m := lastTask(t, e, "TASKS", tt.subject)
+		if tt.id != "" && m.Header.Get(task.HeaderID) != tt.id {
+			t.Errorf("%s: id %q, want %q", tt.subject, m.Header.Get(task.HeaderID), tt.id)
+		}
+		if string(m.Data) != tt.data {
+			t.Errorf("%s: payload %q, want %q", tt.subject, m.Data, tt.data)
+		}
+		for k, v := range tt.hdr {
+			if got := m.Header.Values(k); len(got) != 1 || got[0] != v[0] {
+				t.Errorf("%s: header %s = %q, want %q", tt.subject, k, got, v)
+			}
+		}
+	}
+	s, err := e.js.Stream(t.Context(), "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range map[uint64]string{1: "plain text", 2: `{"k":[1,2]}`} {
+		m, err := s.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) != want {
+			t.Errorf("seq %d: payload %q, want %q", seq, m.Data, want)
+		}
+	}
+}
+
+func TestPublishFileStdinAllGood(t *testing.T) {
+	e := startServer(t)
+	var b strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&b, `{"type":"echo","data":"task %d","id":"s-%d"}`+"\n", i, i)
+	}
+	r := runCmd(t, b.String(), "--nats-url", e.url, "publish", "--file", "-")
+	wantOK(t, r)
+	if want := "published 50 tasks (stored 50, duplicates 0, failed 0)\n"; r.stdout != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
+	}
+	if r.stderr != "" {
+		t.Errorf("stderr %q, want nothing", r.stderr)
+	}
+}
+
+// TestPublishFileLarge publishes more tasks than the async window holds,
+// so the backpressure path runs; it also shows the pace.
+func TestPublishFileLarge(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	e := startServer(t)
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"type":"bulk","data":{"i":%d}}`+"\n", i)
+	}
+	start := time.Now()
+	r := runCmd(t, b.String(), "--nats-url", e.url, "publish", "--file", "-")
+	took := time.Since(start)
+	wantOK(t, r)
+	if want := fmt.Sprintf("published %d tasks (stored %d, duplicates 0, failed 0)\n", n, n); r.stdout != want {
+		t.Errorf("stdout %q, want %q", r.stdout, want)
+	}
+	t.Logf("%d tasks in %s (%.0f tasks/s)", n, took, float64(n)/took.Seconds())
+	s, err := e.js.Stream(t.Context(), bus.Topology{}.TasksStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().State.Msgs; got != uint64(n) {
+		t.Errorf("TASKS holds %d messages, want %d", got, n)
+	}
+}
+
+func TestPayload(t *testing.T) {
+	tests := []struct{ give, want string }{
+		{``, ``},
+		{`null`, ``},
+		{`"text"`, `text`},
+		{`"a\nb\u00e9"`, "a\nbé"},
+		{`""`, ``},
+		{`{"a": 1}`, `{"a": 1}`},
+		{`[1,2]`, `[1,2]`},
+		{`12.5`, `12.5`},
+		{`true`, `true`},
+	}
+	for _, tt := range tests {
+		got, err := payload([]byte(tt.give))
+		if err != nil || string(got) != tt.want {
+			t.Errorf("payload(%q) = %q, %v; want %q, nil", tt.give, got, err, tt.want)
+		}
+	}
+}
+
+// FuzzParseLine checks that any input line either fails cleanly or gives a
+// message a worker accepts: a task subject and a valid id in both headers.
+func FuzzParseLine(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"echo","data":"x","id":"a","headers":{"K":"v"}}`,
+		`{"type":"a.b","data":{"n":1}}`,
+		`{"type":"echo","id":"a b"}`,
+		`{"type":"a.*"}`,
+		`{"type":"echo","headers":{"K":"a\r\nb"}}`,
+		`not json`,
+		`{}`,
+	} {
+		f.Add([]byte(s))
+	}
+	topo := bus.Topology{}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		m, err := parseLine(line, topo, nil)
+		if err != nil {
+			return
+		}
+		typ, ok := topo.TaskType(m.Subject)
+		if !ok || validType(typ) != nil {
+			t.Fatalf("subject %q for line %q", m.Subject, line)
+		}
+		id := m.Header.Get(task.HeaderID)
+		if err := task.ValidID(id); err != nil || m.Header.Get(task.HeaderMsgID) != id {
+			t.Fatalf("ids %q/%q for line %q: %v", id, m.Header.Get(task.HeaderMsgID), line, err)
+		}
+		for k, vs := range m.Header {
+			for _, v := range vs {
+				if err := validHeader(k, v); err != nil {
+					t.Fatalf("header %q: %v", k, err)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/task"
+)
+
+func TestPublishPayloadAndHeaders(t *testing.T) {
+	e := startServer(t)
+	file := filepath.Join(t.TempDir(), "payload.json")
+	if err := os.WriteFile(file, []byte(`{"from":"file"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		give      []string
+		stdin     string
+		wantData  string
+		wantHdr   map[string]string
+		wantIDArg string // the id given with --id, else a generated one is checked
+	}{
+		{name: "literal", give: []string{"publish", "echo", `{"a":1}`, "--id", "lit-1"}, wantData: `{"a":1}`, wantIDArg: "lit-1"},
+		{name: "at file", give: []string{"publish", "echo", "@" + file, "--id", "file-1"}, wantData: `{"from":"file"}`, wantIDArg: "file-1"},
+		{name: "stdin", give: []string{"publish", "echo", "-", "--id", "stdin-1"}, stdin: "from stdin\n", wantData: "from stdin\n", wantIDArg: "stdin-1"},
+		{name: "empty", give: []string{"publish", "echo", "--id", "empty-1"}, wantData: "", wantIDArg: "empty-1"},
+		{name: "generated id", give: []string{"publish", "code.generate", "x"}, wantData: "x"},
+		{
+			name: "headers",
+			give: []string{"publish", "echo", "h", "--id", "hdr-1",
+				"--header", "Cache-Control=no-cache, no-store", "--header", "X-Eq=a=b", "--header", "X-Empty="},
+			wantData:  "h",
+			wantIDArg: "hdr-1",
+			wantHdr:   map[string]string{"Cache-Control": "no-cache, no-store", "X-Eq": "a=b", "X-Empty": ""},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCmd(t, tt.stdin, append(tt.give, "--nats-url", e.url)...)
+			wantOK(t, r)
+			id := strings.TrimSuffix(r.stdout, "\n")
+			if strings.Contains(id, "\n") {
+				t.Fatalf("stdout %q, want one line", r.stdout)
+			}
+			if tt.wantIDArg != "" && id != tt.wantIDArg {
+				t.Errorf("printed id %q, want %q", id, tt.wantIDArg)
+			}
+			if err := task.ValidID(id); err != nil {
+				t.Errorf("printed id: %v", err)
+			}
+			typ := tt.give[1]
+			m := lastTask(t, e, "TASKS", bus.Topology{}.TaskSubject(typ))
+			if got := string(m.Data); got != tt.wantData {
+				t.Errorf("payload %q, want %q", got, tt.wantData)
+			}
+			for k, want := range map[string]string{task.HeaderID: id, task.HeaderMsgID: id} {
+				if got := m.Header.Get(k); got != want {
+					t.Errorf("header %s = %q, want %q", k, got, want)
+				}
+			}
+			for k, want := range tt.wantHdr {
+				if got := m.Header.Values(k); len(got) != 1 || got[0] != want {
+					t.Errorf("header %s = %q, want [%q]", k, got, want)
+				}
+			}
+			if got := m.Header.Get(task.HeaderReplyTo); got != "" {
+				t.Errorf("header %s = %q without --wait, want none", task.HeaderReplyTo, got)
+			}
+		})
+	}
+}
+
+func TestPublishDuplicate(t *testing.T) {
+	e := startServer(t)
+	args := []string{"--nats-url", e.url, "publish", "echo", "once", "--id", "dup-1"}
+	wantOK(t, runCmd(t, "", args...))
+	r := runCmd(t, "", args...)
+	wantOK(t, r)
+	if r.stdout != "dup-1\n" {
+		t.Errorf("stdout %q, want %q", r.stdout, "dup-1\n")
+	}
+	if !strings.Contains(r.stderr, "already published") {
+		t.Errorf("stderr %q, want a note about the duplicate", r.stderr)
+	}
+	info, err := e.js.Stream(t.Context(), "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("TASKS holds %d messages, want 1", n)
+	}
+}
+
+func TestPublishWait(t *testing.T) {
+	e := startServer(t)
+	fakeWorker(t, e, bus.Topology{})
+	tests := []struct {
+		name       string
+		give       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{"ok", []string{"publish", "echo", `{"x":1}`, "--wait"}, 0, "{\"x\":1}\n", ""},
+		{"ok keeps final newline", []string{"publish", "echo", "line\n", "--wait"}, 0, "line\n", ""},
+		{"multi-token type", []string{"publish", "code.generate", "gen", "--wait", "--id", "gen-1"}, 0, "gen\n", ""},
+		{"task failed", []string{"publish", "fail", "x", "--wait", "--id", "bad-1"}, 1, "",
+			"publisher: task bad-1 failed: rejected: boom\n"},
+		{"no result", []string{"publish", "silent", "x", "--wait", "--id", "quiet-1", "--timeout", "300ms"}, 1, "",
+			"publisher: no result for task quiet-1 within 300ms\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCmd(t, "", append([]string{"--nats-url", e.url}, tt.give...)...)
+			if r.code != tt.wantCode || r.stdout != tt.wantStdout || r.stderr != tt.wantStderr {
+				t.Errorf("got code %d, stdout %q, stderr %q; want %d, %q, %q",
+					r.code, r.stdout, r.stderr, tt.wantCode, tt.wantStdout, tt.wantStderr)
+			}
+		})
+	}
+}
+
+// A --wait publish of a task already done (a duplicate id) cannot get a
+// reply: the result is found in RESULTS instead.
+func TestPublishWaitDuplicate(t *testing.T) {
+	e := startServer(t)
+	fakeWorker(t, e, bus.Topology{})
+	wantOK(t, runCmd(t, "", "--nats-url", e.url, "publish", "echo", "first", "--id", "again-1"))
+	waitFor(t, 5*time.Second, "the first result", func() bool {
+		return runCmd(t, "", "--nats-url", e.url, "result", "echo", "again-1").code == 0
+	})
+	r := runCmd(t, "", "--nats-url", e.url, "publish", "echo", "second", "--id", "again-1", "--wait", "--timeout", "5s")
+	wantOK(t, r)
+	if r.stdout != "first\n" {
+		t.Errorf("stdout %q, want the stored result %q", r.stdout, "first\n")
+	}
+}
+
+func TestPublishNoStream(t *testing.T) {
+	e := startServer(t)
+	r := runCmd(t, "", "--nats-url", e.url, "--prefix", "other", "publish", "echo", "x", "--timeout", "2s")
+	wantFail(t, r, exitFailure, "publish to other.tasks.echo")
+}
+
+func TestPublishMissingFile(t *testing.T) {
+	e := startServer(t)
+	r := runCmd(t, "", "--nats-url", e.url, "publish", "echo", "@"+filepath.Join(t.TempDir(), "none"))
+	wantFail(t, r, exitFailure, "read payload")
+}
+
+func TestGlobalFlagPositions(t *testing.T) {
+	topo := bus.Topology{Prefix: "acme"}
+	e := startServer(t, bus.Topology{}, topo)
+	tests := []struct {
+		name    string
+		give    []string
+		env     map[string]string
+		stream  string
+		subject string
+	}{
+		{"before", []string{"--nats-url", e.url, "publish", "echo", "x", "--id", "pos-1"}, nil, "TASKS", "tasks.echo"},
+		{"after", []string{"publish", "echo", "x", "--id", "pos-2", "--nats-url", e.url}, nil, "TASKS", "tasks.echo"},
+		{"between", []string{"publish", "--nats-url=" + e.url, "echo", "x", "--id", "pos-3"}, nil, "TASKS", "tasks.echo"},
+		{"env url", []string{"publish", "echo", "x", "--id", "pos-4"}, map[string]string{"NATS_URL": e.url}, "TASKS", "tasks.echo"},
+		{"flag beats env", []string{"publish", "echo", "x", "--id", "pos-5", "--nats-url", e.url},
+			map[string]string{"NATS_URL": unreachable}, "TASKS", "tasks.echo"},
+		{"prefix flag", []string{"--prefix", "acme", "--nats-url", e.url, "publish", "echo", "x", "--id", "pos-6"}, nil, "acme_TASKS", "acme.tasks.echo"},
+		{"prefix env", []string{"--nats-url", e.url, "publish", "echo", "x", "--id", "pos-7"},
+			map[string]string{"BREAKWATER_PREFIX": "acme"}, "acme_TASKS", "acme.tasks.echo"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("NATS_URL", "")
+			t.Setenv("BREAKWATER_PREFIX", "")
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			r := runCmd(t, "", tt.give...)
+			wantOK(t, r)
+			id := strings.TrimSpace(r.stdout)
+			if got := lastTask(t, e, tt.stream, tt.subject).Header.Get(task.HeaderID); got != id {
+				t.Errorf("last task on %s has id %q, want %q", tt.subject, got, id)
+			}
+		})
+	}
+}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/breakwater/breakwater/bus"
+)
+
+// Defaults of --timeout, which means "how long to wait" for every command
+// but waits for different things.
+const (
+	// defaultRequestTimeout bounds JetStream API requests and publish acks.
+	defaultRequestTimeout = 10 * time.Second
+	// defaultResultTimeout bounds the wait for results (publish --wait,
+	// bench): a task may legitimately take seconds.
+	defaultResultTimeout = 30 * time.Second
+)
+
+// app holds what every command shares: the streams of the process and the
+// global flags. It is built per run, so tests get a fresh one each call.
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	g      globalFlags
+}
+
+// globalFlags are the connection and topology flags every command takes.
+// Empty strings mean "not given": the environment and the defaults are
+// applied at use, so --help never shows a secret from NATS_URL.
+type globalFlags struct {
+	url, creds, user, password, token string
+	tlsCA, tlsCert, tlsKey            string
+	prefix                            string
+	timeout                           time.Duration
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "publisher",
+		Short: "Publish Breakwater tasks and read their results",
+		Long: `publisher publishes tasks to a Breakwater installation's TASKS stream, waits for
+or reads their results from the RESULTS stream, and generates load.
+
+Global flags may stand before or after the command.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Without a command there is nothing to do; say so in one line
+		// rather than printing the whole help.
+		RunE: func(*cobra.Command, []string) error {
+			return usagef("missing command (see publisher --help)")
+		},
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError{msg: err.Error()}
+	})
+
+	f := root.PersistentFlags()
+	f.StringVar(&a.g.url, "nats-url", "", "NATS server URL(s), comma separated (default $NATS_URL, else "+bus.DefaultURL+")")
+	f.StringVar(&a.g.creds, "creds", "", "user credentials file (JWT and nkey seed)")
+	f.StringVar(&a.g.user, "user", "", "user name")
+	f.StringVar(&a.g.password, "password", "", "password (with --user)")
+	f.StringVar(&a.g.token, "token", "", "authentication token")
+	f.StringVar(&a.g.tlsCA, "tls-ca", "", "PEM file of the certificate authorities to trust")
+	f.StringVar(&a.g.tlsCert, "tls-cert", "", "client certificate PEM file (with --tls-key)")
+	f.StringVar(&a.g.tlsKey, "tls-key", "", "client private key PEM file (with --tls-cert)")
+	f.StringVar(&a.g.prefix, "prefix", "", "topology prefix of subjects and streams (default $BREAKWATER_PREFIX, else none)")
+	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s) and, with publish --wait and bench, for results (default 30s)")
+
+	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd())
+	return root
+}
+
+// runE adapts a command's work to cobra and tags its errors as failures
+// (exit 1) unless they are usage errors (exit 2).
+func runE(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		var ue usageError
+		if err == nil || errors.As(err, &ue) {
+			return err
+		}
+		return failure{err: err}
+	}
+}
+
+// argsRange validates the number of positional arguments with a usage
+// error that names what is expected.
+func argsRange(lo, hi int, want string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return usagef("%s: want %s, got %d argument(s)", cmd.Name(), want, len(args))
+		}
+		return nil
+	}
+}
+
+// topology is the installation the flags and environment name.
+func (a *app) topology() (bus.Topology, error) {
+	p := a.g.prefix
+	if p == "" {
+		p = os.Getenv("BREAKWATER_PREFIX")
+	}
+	if p != "" && !isToken(p) {
+		return bus.Topology{}, usagef("invalid prefix %q: allowed are A-Z a-z 0-9 _ -", p)
+	}
+	return bus.Topology{Prefix: p}, nil
+}
+
+func (a *app) requestTimeout() time.Duration {
+	if a.g.timeout > 0 {
+		return a.g.timeout
+	}
+	return defaultRequestTimeout
+}
+
+func (a *app) resultTimeout() time.Duration {
+	if a.g.timeout > 0 {
+		return a.g.timeout
+	}
+	return defaultResultTimeout
+}
+
+// connect opens the connection the global flags describe. The caller
+// closes it.
+func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
+	url := a.g.url
+	if url == "" {
+		url = os.Getenv("NATS_URL")
+	}
+	if url == "" {
+		url = bus.DefaultURL
+	}
+	return bus.Connect(ctx, bus.ConnectOptions{
+		URL:      url,
+		Name:     "breakwater-publisher " + name,
+		Creds:    a.g.creds,
+		User:     a.g.user,
+		Password: a.g.password,
+		Token:    a.g.token,
+		TLSCA:    a.g.tlsCA,
+		TLSCert:  a.g.tlsCert,
+		TLSKey:   a.g.tlsKey,
+		// Disconnects and reconnects are worth a line; routine closes
+		// (info and debug) would only clutter a command's output.
+		Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+}
+
+// streamHint explains the usual reason behind a JetStream error a user
+// sees: no stream, so no worker has ever started on this server.
+func streamHint(err error, stream string) error {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s not found (has a worker started on this server, with the same prefix?)", stream)
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("%w (no stream %s stores this subject: has a worker started on this server, with the same prefix?)", err, stream)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("%w: the server does not run JetStream", err)
+	}
+	return err
+}
+
+// flagChanged reports whether the named local flag was given.
+func flagChanged(fs *pflag.FlagSet, name string) bool {
+	f := fs.Lookup(name)
+	return f != nil && f.Changed
+}
+
+// isToken reports whether s is a subject-safe token: [A-Za-z0-9_-]+.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validType checks that typ can stand in a subject as tasks.<typ> and
+// results.<typ>.<id>: dot-separated non-empty tokens without wildcards,
+// whitespace or control characters.
+func validType(typ string) error {
+	if typ == "" {
+		return errors.New("empty task type")
+	}
+	for tok := range strings.SplitSeq(typ, ".") {
+		if tok == "" {
+			return fmt.Errorf("task type %q has an empty token", typ)
+		}
+		for _, c := range tok {
+			if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
+				return fmt.Errorf("task type %q has %q; wildcards, spaces and control characters are not allowed", typ, c)
+			}
+		}
+	}
+	return nil
+}
+
+// validHeader checks a header name and value the way the NATS wire format
+// needs them: a name of visible ASCII without ':', a value without CR or LF
+// (which would end the header early).
+func validHeader(k, v string) error {
+	if k == "" {
+		return errors.New("empty header name")
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return fmt.Errorf("header name %q has %q", k, c)
+		}
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		return fmt.Errorf("header %s: value has a line break", k)
+	}
+	return nil
+}
