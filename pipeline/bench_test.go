@@ -210,7 +210,7 @@ func BenchmarkHTTP(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer h.Close()
+			defer func() { _ = h.Close() }()
 			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "svc", Backend: h}}})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 		})

@@ -42,7 +42,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 				closeAll()
 				return nil, nil, fmt.Errorf("backend %s: %w", name, err)
 			}
-			closers = append(closers, h.Close)
+			closers = append(closers, func() { _ = h.Close() })
 			be = h
 		case "nats":
 			n, err := handlers.NewNATS(handlers.NATSOptions{Name: name, Conn: nc, Subject: b.NATS.Subject})

@@ -1,0 +1,166 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Reply headers of a NATS service error, as set by nats.go micro's
+// Request.Error(code, description, data).
+const (
+	// HeaderServiceError carries the error's description.
+	HeaderServiceError = "Nats-Service-Error"
+	// HeaderServiceErrorCode carries the error's code, by convention an
+	// HTTP-like status ("400", "503").
+	HeaderServiceErrorCode = "Nats-Service-Error-Code"
+)
+
+// natsErrorExcerpt bounds how much of a service error's description goes
+// into the error message.
+const natsErrorExcerpt = 512
+
+// NATSOptions configures a NATS request-reply backend. All fields but Name
+// are required.
+type NATSOptions struct {
+	// Name identifies the backend in errors (Error.Backend).
+	Name string
+	// Conn is the connection requests are made on. The backend does not own
+	// it: the caller closes it after the last call.
+	Conn *nats.Conn
+	// Subject is the literal subject (no wildcards) a service, typically a
+	// nats.go micro endpoint, listens on.
+	Subject string
+}
+
+// NATS is a Backend that sends the task as a core NATS request and waits for
+// one reply. It is safe for concurrent use.
+//
+// The request carries the payload and Task-Id, Task-Type, Task-Attempt and
+// the task's headers except Nats-*, Authorization and Proxy-Authorization.
+// The call waits as long as ctx allows: give it a deadline (there is no
+// default timeout).
+//
+// A reply with Nats-Service-Error-Code is a failure (*Error with Status =
+// code and the Retry-After reply header as RetryAfter): 4xx codes but 408
+// and 429 are permanent; 5xx, 408, 429 and a missing, unparsable or other
+// code are transient. No responders, a timeout, a cancelled context or a
+// closed connection are transient; a payload over the server's max_payload
+// is permanent.
+type NATS struct {
+	name    string
+	conn    *nats.Conn
+	subject string
+}
+
+var _ Backend = (*NATS)(nil)
+
+// NewNATS returns a NATS request-reply backend. Errors wrap ErrBadOption.
+func NewNATS(o NATSOptions) (*NATS, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("nats backend %q: %w: %s", o.Name, ErrBadOption, fmt.Sprintf(format, a...))
+	}
+	if o.Conn == nil {
+		return nil, bad("no connection")
+	}
+	if !literalSubject(o.Subject) {
+		return nil, bad("subject %q is not a literal subject", o.Subject)
+	}
+	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject}, nil
+}
+
+// Call sends req as a request on the subject; see NATS for error classes.
+func (n *NATS) Call(ctx context.Context, req *Request) (*Response, error) {
+	msg := &nats.Msg{Subject: n.subject, Data: req.Payload, Header: make(nats.Header, len(req.Header)+3)}
+	for k, v := range req.Header {
+		if forwardable(k) {
+			msg.Header[k] = v
+		}
+	}
+	if req.TaskID != "" {
+		msg.Header[HeaderTaskID] = []string{req.TaskID}
+	}
+	if req.Type != "" {
+		msg.Header[HeaderTaskType] = []string{req.Type}
+	}
+	msg.Header[HeaderTaskAttempt] = []string{strconv.Itoa(req.Attempt)}
+
+	reply, err := n.conn.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, n.requestError(ctx, err)
+	}
+	if st := reply.Header.Get("Status"); st == "503" && len(reply.Data) == 0 {
+		// Also caught by nats.go; kept for replies relayed by other clients.
+		return nil, &Error{Class: ErrTransient, Backend: n.name, Err: fmt.Errorf("request %s: %w", n.subject, nats.ErrNoResponders)}
+	}
+	if isServiceError(reply.Header) {
+		return nil, n.serviceError(reply)
+	}
+	return &Response{Body: reply.Data, Header: reply.Header}, nil
+}
+
+func (n *NATS) requestError(ctx context.Context, err error) error {
+	class := ErrTransient
+	if errors.Is(err, nats.ErrMaxPayload) {
+		class = ErrPermanent // the same payload will never fit
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", cerr, err)
+	}
+	return &Error{Class: class, Backend: n.name, Err: fmt.Errorf("request %s: %w", n.subject, err)}
+}
+
+func isServiceError(h nats.Header) bool {
+	if h == nil {
+		return false
+	}
+	_, code := h[HeaderServiceErrorCode]
+	_, desc := h[HeaderServiceError]
+	return code || desc
+}
+
+func (n *NATS) serviceError(reply *nats.Msg) error {
+	raw := reply.Header.Get(HeaderServiceErrorCode)
+	code, err := strconv.Atoi(strings.TrimSpace(raw))
+	if err != nil || code < 0 {
+		code = 0
+	}
+	class := ErrTransient
+	if code >= 400 && code < 500 && code != 408 && code != 429 {
+		class = ErrPermanent
+	}
+	e := &Error{Class: class, Backend: n.name, Status: code}
+	if class == ErrTransient {
+		e.RetryAfter = parseRetryAfter(reply.Header.Get(HeaderRetryAfter), time.Now())
+	}
+	msg := "service error"
+	if code == 0 && raw != "" {
+		msg += " (code " + strconv.Quote(cleanText([]byte(raw), 32)) + ")"
+	}
+	if d := cleanText([]byte(reply.Header.Get(HeaderServiceError)), natsErrorExcerpt); d != "" {
+		msg += ": " + d
+	}
+	e.Err = errors.New(msg)
+	return e
+}
+
+// literalSubject reports whether s is a valid subject to publish to.
+func literalSubject(s string) bool {
+	if s == "" {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		if strings.ContainsAny(tok, " \t\r\n") {
+			return false
+		}
+	}
+	return true
+}
