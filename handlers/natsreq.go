@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/task"
 )
 
 // Reply headers of a NATS service error, as set by nats.go micro's
@@ -68,7 +70,7 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if o.Conn == nil {
 		return nil, bad("no connection")
 	}
-	if !literalSubject(o.Subject) {
+	if !task.ValidSubject(o.Subject) {
 		return nil, bad("subject %q is not a literal subject", o.Subject)
 	}
 	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject}, nil
@@ -147,20 +149,4 @@ func (n *NATS) serviceError(reply *nats.Msg) error {
 	}
 	e.Err = errors.New(msg)
 	return e
-}
-
-// literalSubject reports whether s is a valid subject to publish to.
-func literalSubject(s string) bool {
-	if s == "" {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		if strings.ContainsAny(tok, " \t\r\n") {
-			return false
-		}
-	}
-	return true
 }

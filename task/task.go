@@ -69,7 +69,7 @@ func Parse(subject, typ string, header nats.Header, payload []byte, seq uint64, 
 		t.Deadline = d
 	}
 	if v := header.Get(HeaderReplyTo); v != "" {
-		if !validSubject(v) {
+		if !ValidSubject(v) {
 			return t, fmt.Errorf("%w: %s %q is not a valid subject", ErrPoison, HeaderReplyTo, v)
 		}
 		t.ReplyTo = v
@@ -107,9 +107,9 @@ func ValidID(id string) error {
 	return nil
 }
 
-// validSubject accepts a publishable subject: non-empty tokens, no
-// wildcards, no whitespace.
-func validSubject(s string) bool {
+// ValidSubject reports whether s is a subject one can publish to:
+// non-empty tokens, no wildcards, no whitespace, at most 4 KiB.
+func ValidSubject(s string) bool {
 	if s == "" || len(s) > 4096 {
 		return false
 	}
