@@ -249,5 +249,4 @@ func httpURL(s string) error {
 
 func quote(s string) string { return strconv.Quote(s) }
 
-
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
