@@ -143,6 +143,7 @@ func (p *parser) yamlErr(_ *yaml.Node, err error) error {
 var (
 	unknownField = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
 	cannotDecode = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+	gotValue     = regexp.MustCompile(`got "(.*)"$`)
 )
 
 // addYAML records one of yaml.v3's per-field errors ("line N: ...") with
@@ -165,6 +166,8 @@ func (p *parser) addYAML(msg string) {
 	} else if c := cannotDecode.FindStringSubmatch(reason); c != nil {
 		e.Path = joinPath(p.findKey(line, "", c[2]))
 		e.Reason = fmt.Sprintf("want %s, got %s %q", goTypeName(c[3]), yamlKind(c[1]), c[2])
+	} else if g := gotValue.FindStringSubmatch(reason); g != nil {
+		e.Path = joinPath(p.findKey(line, "", g[1]))
 	} else {
 		e.Path = joinPath(p.findKey(line, "", ""))
 	}

@@ -51,7 +51,7 @@ func NewWriter(js Publisher, o WriterOptions) *Writer {
 
 // Entry is one task to dead-letter.
 type Entry struct {
-	ID       string      // the task id (set as Task-Id on the copy)
+	ID       string // the task id (set as Task-Id on the copy)
 	Type     string
 	Subject  string      // original subject
 	Seq      uint64      // original stream sequence in TASKS

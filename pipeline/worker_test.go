@@ -436,5 +436,3 @@ func keys[V any](m map[string]V) []string {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
-

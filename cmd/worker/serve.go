@@ -60,7 +60,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		srv, err := bus.StartEmbedded(bus.EmbeddedOptions{
 			Host: host, Port: port, StoreDir: dir,
 			NoSyncAlways: f.embeddedSync == "interval",
-			Logger:       log.With("component", "nats-server"),
+			Logger:       log,
 		})
 		if err != nil {
 			return err
