@@ -112,7 +112,7 @@ func (w *Worker) Stats() Stats {
 // and handed back too. Run returns nil after a drain, or the error that
 // stopped consuming.
 func (w *Worker) Run(ctx context.Context) error {
-	jobs := make(chan jetstream.Msg)
+	jobs := make(chan jetstream.Msg, w.o.Concurrency)
 	stopping := make(chan struct{})
 
 	// Tasks run under their own context so that a drain lets them finish;
@@ -120,11 +120,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
+	// Workers hand stored-result futures to the settler and move on, so
+	// the wait for the server's ack pipelines instead of holding a worker.
+	pending := make(chan *pendingResult, max(4*w.o.Concurrency, 256))
+	settled := make(chan struct{})
+	go func() {
+		defer close(settled)
+		for p := range pending {
+			w.settleResult(workCtx, p)
+		}
+	}()
+
 	var wg sync.WaitGroup
 	for range w.o.Concurrency {
 		wg.Go(func() {
 			for msg := range jobs {
-				w.process(workCtx, msg)
+				w.process(workCtx, msg, pending)
 			}
 		})
 	}
@@ -171,7 +182,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(jobs)
 
 	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
+	go func() {
+		wg.Wait()
+		close(pending)
+		<-settled
+		close(finished)
+	}()
 	w.log.Info("worker draining", "in_flight", w.inFlight.Load(), "timeout", w.o.DrainTimeout)
 	t := time.NewTimer(w.o.DrainTimeout)
 	defer t.Stop()
@@ -186,9 +202,14 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // process handles one delivery of a task, start to settle.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- *pendingResult) {
 	w.inFlight.Add(1)
-	defer w.inFlight.Add(-1)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			w.inFlight.Add(-1)
+		}
+	}()
 	start := time.Now()
 
 	var seq uint64
@@ -240,14 +261,52 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
 		return
 	}
-	err = w.publishResult(ctx, t, ans, time.Since(start))
-	stopProgress()
+	p, err := w.publishResult(t, ans, time.Since(start))
 	if err != nil {
+		stopProgress()
 		w.settle(ctx, msg, t, delivered, ans.Attempts, err)
 		return
 	}
-	_ = msg.Ack()
+	p.msg, p.delivered, p.stopProgress = msg, delivered, stopProgress
+	handedOff = true
+	pending <- p
+}
+
+// pendingResult is a task whose result is published but not yet
+// acknowledged by the server.
+type pendingResult struct {
+	msg          jetstream.Msg
+	t            *task.Task
+	delivered    int
+	fut          jetstream.PubAckFuture
+	result       *nats.Msg
+	attempts     []resilience.Attempt
+	stopProgress func()
+}
+
+// settleResult waits for the result's publish ack, then acks the task and
+// answers Task-Reply-To: the task leaves TASKS only once its result is
+// stored. A failed store is settled like a transient failure.
+func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
+	defer w.inFlight.Add(-1)
+	defer p.stopProgress()
+	select {
+	case <-p.fut.Ok():
+	case err := <-p.fut.Err():
+		w.settle(ctx, p.msg, p.t, p.delivered, p.attempts, w.resultErr(err))
+		return
+	case <-ctx.Done():
+		w.settle(ctx, p.msg, p.t, p.delivered, p.attempts, fmt.Errorf("%w: result not acknowledged", ErrShutdown))
+		return
+	}
+	_ = p.msg.Ack()
 	w.done.Add(1)
+	if p.t.ReplyTo != "" {
+		reply := &nats.Msg{Subject: p.t.ReplyTo, Header: p.result.Header, Data: p.result.Data}
+		if err := w.o.Conn.PublishMsg(reply); err != nil {
+			w.log.Warn("reply", "task_id", p.t.ID, "reply_to", p.t.ReplyTo, "err", err)
+		}
+	}
 }
 
 // keepAlive sends InProgress every half ack wait until the returned stop
@@ -274,10 +333,10 @@ func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
 	}
 }
 
-// publishResult stores the result in RESULTS, waits for the server's ack,
-// and sends it to Task-Reply-To.
-func (w *Worker) publishResult(ctx context.Context, t *task.Task, ans *resilience.Answer, took time.Duration) error {
-	h := nats.Header{}
+// publishResult starts storing the result in RESULTS; the returned
+// pendingResult carries the publish future for settleResult.
+func (w *Worker) publishResult(t *task.Task, ans *resilience.Answer, took time.Duration) (*pendingResult, error) {
+	h := make(nats.Header, 10)
 	h.Set(task.HeaderID, t.ID)
 	h.Set(task.HeaderType, t.Type)
 	h.Set(task.HeaderStatus, task.StatusOK)
@@ -295,21 +354,9 @@ func (w *Worker) publishResult(ctx context.Context, t *task.Task, ans *resilienc
 	// racing a slow ack) a no-op within the duplicates window.
 	fut, err := w.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID("result-"+t.Type+"-"+t.ID))
 	if err != nil {
-		return w.resultErr(err)
+		return nil, w.resultErr(err)
 	}
-	select {
-	case <-fut.Ok():
-	case err := <-fut.Err():
-		return w.resultErr(err)
-	case <-ctx.Done():
-		return fmt.Errorf("%w: result not acknowledged", ErrShutdown)
-	}
-	if t.ReplyTo != "" {
-		if err := w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: h, Data: ans.Response.Body}); err != nil {
-			w.log.Warn("reply", "task_id", t.ID, "reply_to", t.ReplyTo, "err", err)
-		}
-	}
-	return nil
+	return &pendingResult{t: t, fut: fut, result: msg, attempts: ans.Attempts}, nil
 }
 
 func (w *Worker) resultErr(err error) error {
