@@ -57,9 +57,10 @@ type Stats struct {
 
 // Worker runs the task pipeline. Create it with New and run it with Run.
 type Worker struct {
-	o       Options
-	log     *slog.Logger
-	results jetstream.Stream
+	o        Options
+	log      *slog.Logger
+	results  jetstream.Stream
+	progress *progress
 
 	ready                                       atomic.Bool
 	done, failed, dead, redelivered, duplicates atomic.Uint64
@@ -90,7 +91,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: results stream: %w", err)
 	}
-	return &Worker{o: o, log: o.Logger, results: results}, nil
+	return &Worker{o: o, log: o.Logger, results: results, progress: newProgress(o.AckWait)}, nil
 }
 
 // Ready reports whether the worker is pulling tasks (false before Run has
@@ -122,6 +123,16 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	// Workers hand stored-result futures to the settler and move on, so
 	// the wait for the server's ack pipelines instead of holding a worker.
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		w.progress.run(workCtx)
+	}()
+	defer func() {
+		cancelWork()
+		<-progressDone
+	}()
+
 	pending := make(chan *pendingResult, max(4*w.o.Concurrency, 256))
 	settled := make(chan struct{})
 	go func() {
@@ -245,7 +256,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 		return
 	}
 
-	stopProgress := w.keepAlive(msg)
+	pid := w.progress.add(msg)
 	tctx := ctx
 	if !t.Deadline.IsZero() {
 		var cancel context.CancelFunc
@@ -254,7 +265,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 	}
 	ans, err := route.Do(tctx, &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header})
 	if err != nil {
-		stopProgress()
+		w.progress.done(pid)
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrShutdown, err)
 		}
@@ -263,11 +274,11 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 	}
 	p, err := w.publishResult(t, ans, time.Since(start))
 	if err != nil {
-		stopProgress()
+		w.progress.done(pid)
 		w.settle(ctx, msg, t, delivered, ans.Attempts, err)
 		return
 	}
-	p.msg, p.delivered, p.stopProgress = msg, delivered, stopProgress
+	p.msg, p.delivered, p.progressID = msg, delivered, pid
 	handedOff = true
 	pending <- p
 }
@@ -275,13 +286,13 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 // pendingResult is a task whose result is published but not yet
 // acknowledged by the server.
 type pendingResult struct {
-	msg          jetstream.Msg
-	t            *task.Task
-	delivered    int
-	fut          jetstream.PubAckFuture
-	result       *nats.Msg
-	attempts     []resilience.Attempt
-	stopProgress func()
+	msg        jetstream.Msg
+	t          *task.Task
+	delivered  int
+	fut        jetstream.PubAckFuture
+	result     *nats.Msg
+	attempts   []resilience.Attempt
+	progressID uint64
 }
 
 // settleResult waits for the result's publish ack, then acks the task and
@@ -289,7 +300,7 @@ type pendingResult struct {
 // stored. A failed store is settled like a transient failure.
 func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 	defer w.inFlight.Add(-1)
-	defer p.stopProgress()
+	defer w.progress.done(p.progressID)
 	select {
 	case <-p.fut.Ok():
 	case err := <-p.fut.Err():
@@ -309,50 +320,30 @@ func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 	}
 }
 
-// keepAlive sends InProgress every half ack wait until the returned stop
-// is called, so that a long task is not redelivered to another worker.
-func (w *Worker) keepAlive(msg jetstream.Msg) (stop func()) {
-	every := w.o.AckWait / 2
-	var mu sync.Mutex
-	stopped := false
-	var timer *time.Timer
-	timer = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		_ = msg.InProgress()
-		timer.Reset(every)
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
-		timer.Stop()
-	}
-}
-
 // publishResult starts storing the result in RESULTS; the returned
 // pendingResult carries the publish future for settleResult.
 func (w *Worker) publishResult(t *task.Task, ans *resilience.Answer, took time.Duration) (*pendingResult, error) {
-	h := make(nats.Header, 10)
-	h.Set(task.HeaderID, t.ID)
-	h.Set(task.HeaderType, t.Type)
-	h.Set(task.HeaderStatus, task.StatusOK)
-	h.Set(task.HeaderBackend, ans.Backend)
-	h.Set(task.HeaderAttempts, strconv.Itoa(len(ans.Attempts)))
-	h.Set(task.HeaderCache, task.CacheMiss)
-	h.Set(task.HeaderDuration, took.String())
+	// Direct assignment: the names are canonical already, and Set would
+	// canonicalise each one again on the hot path.
+	h := nats.Header{
+		task.HeaderID:       {t.ID},
+		task.HeaderType:     {t.Type},
+		task.HeaderStatus:   {task.StatusOK},
+		task.HeaderBackend:  {ans.Backend},
+		task.HeaderAttempts: {strconv.Itoa(len(ans.Attempts))},
+		task.HeaderCache:    {task.CacheMiss},
+		task.HeaderDuration: {took.String()},
+	}
 	for _, k := range []string{"traceparent", "tracestate", "baggage"} {
 		if v, ok := t.Header[k]; ok {
 			h[k] = v
 		}
 	}
 	msg := &nats.Msg{Subject: w.o.Topology.ResultSubject(t.Type, t.ID), Header: h, Data: ans.Response.Body}
-	// The msg id makes a second store of the same result (a redelivery
-	// racing a slow ack) a no-op within the duplicates window.
-	fut, err := w.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID("result-"+t.Type+"-"+t.ID))
+	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
+	// store of the same result (a redelivery racing a slow ack) replaces
+	// the first instead of adding one, without the dedupe table's cost.
+	fut, err := w.o.JS.PublishMsgAsync(msg)
 	if err != nil {
 		return nil, w.resultErr(err)
 	}
@@ -386,7 +377,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		e := &dlq.Entry{
 			ID: t.ID, Type: t.Type, Subject: t.Subject, Seq: t.Seq,
 			Header: t.Header, Payload: t.Payload, Reason: fate.Reason, Err: cause,
-			Attempts: len(attempts), Backends: backendsOf(attempts),
+			Attempts: attemptsSoFar(len(attempts), delivered, fate.Reason), Backends: backendsOf(attempts),
 		}
 		if e.Type == "" {
 			e.Type = "_invalid" // a subject without a type still needs a DLQ subject
@@ -408,6 +399,17 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		}
 		_ = msg.TermWithReason(string(fate.Reason))
 	}
+}
+
+// attemptsSoFar counts the backend calls of a task: those of this delivery
+// and, for a task exhausted over several deliveries, at least one per
+// earlier delivery (each was redelivered after a failed call). The exact
+// per-attempt history arrives with the DLQ history.
+func attemptsSoFar(calls, delivered int, reason dlq.Reason) int {
+	if reason == dlq.Exhausted && delivered > 1 {
+		return calls + delivered - 1
+	}
+	return calls
 }
 
 func backendsOf(attempts []resilience.Attempt) []string {

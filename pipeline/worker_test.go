@@ -225,7 +225,7 @@ func TestDeadLetterReasons(t *testing.T) {
 		{typ: "echo", id: "late", data: "x", kv: []string{"Task-Deadline", "2020-01-01T00:00:00Z"}, wantReason: "expired", wantAttempts: "0"},
 		{typ: "nowhere", id: "nr", data: "x", wantReason: "no_route", wantAttempts: "0"},
 		{typ: "reject", id: "rj", data: "x", wantReason: "rejected", wantAttempts: "1", wantBackends: "a"},
-		{typ: "down", id: "dn", data: "x", wantReason: "exhausted", wantAttempts: "2", wantBackends: "a,b"},
+		{typ: "down", id: "dn", data: "x", wantReason: "exhausted", wantAttempts: "3", wantBackends: "a,b"},
 	}
 	for _, tt := range tests {
 		e.publish(t, tt.typ, tt.id, tt.data, tt.kv...)
