@@ -8,7 +8,7 @@ import (
 
 // Defaults, in one place (docs/config.md repeats this table):
 //
-//	streams.replicas               1
+//	streams.replicas               1 on create; unset keeps an existing stream's
 //	streams.results_max_age        1h
 //	streams.dlq_max_bytes          0 (unlimited)
 //	worker.concurrency             64
@@ -60,7 +60,6 @@ func Default() *Config {
 
 // applyDefaults fills every unset field with its default.
 func (c *Config) applyDefaults() {
-	setInt(&c.Streams.Replicas, DefaultReplicas)
 	setDur(&c.Streams.ResultsMaxAge, DefaultResultsMaxAge)
 	setInt(&c.Worker.Concurrency, DefaultConcurrency)
 	setDur(&c.Worker.AckWait, DefaultAckWait)

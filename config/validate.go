@@ -30,7 +30,7 @@ func (p *parser) validate(c *Config) {
 		p.errorf([]string{"prefix"}, "must be subject tokens of A-Z a-z 0-9 _ -, got %q", c.Prefix)
 	}
 	p.validateNATS(c.NATS)
-	if r := c.Streams.Replicas; r < 1 || r > 5 {
+	if r := c.Streams.Replicas; r < 0 || r > 5 {
 		p.errorf([]string{"streams", "replicas"}, "must be 1 to 5, got %d", r)
 	}
 	if d := c.Streams.ResultsMaxAge.D(); d < time.Second {
