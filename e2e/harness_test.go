@@ -254,13 +254,6 @@ func (s *natsServer) stop() {
 	s.proc.wait(stopTimeout)
 }
 
-// restart stops the server and starts it again on the same port and store.
-func (s *natsServer) restart() {
-	s.t.Helper()
-	s.stop()
-	s.start()
-}
-
 // waitHTTP polls url until it answers 200, failing early if p exits.
 func waitHTTP(t testing.TB, p *process, url, what string) {
 	t.Helper()

@@ -277,7 +277,7 @@ func (h *HTTP) setHeaders(hreq *http.Request, req *Request, tok string) {
 // statusError classifies a non-2xx response.
 func (h *HTTP) statusError(resp *http.Response, tok string) error {
 	code := resp.StatusCode
-	class := ErrPermanent
+	var class error
 	switch {
 	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
 		class = ErrTransient
