@@ -37,7 +37,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*f
 	fs.Lookup("embedded").NoOptDefVal = defaultEmbeddedDir
 	fs.StringVar(&f.embeddedSync, "embedded-fsync", "always", "embedded server fsync: always (every write) or interval (server default, faster, may lose recent writes on power loss)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "NATS server `URL` (else $NATS_URL, else the config, else nats://127.0.0.1:4222); with --embedded, the address to listen at")
-	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz and /readyz at `ADDR` (e.g. :8080)")
+	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz, /readyz and /metrics (Prometheus) at `ADDR` (e.g. :8080)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&f.id, "id", "", "worker `ID` in DLQ entries and health events (default host-pid)")

@@ -21,6 +21,9 @@ func main() {
 	os.Exit(code)
 }
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 // Exit codes.
 const (
 	exitOK    = 0

@@ -21,6 +21,7 @@ import (
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // serve runs the worker until ctx ends, then drains and returns nil; any
@@ -37,7 +38,15 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 	var probe readiness
 	if f.httpAddr != "" {
-		stopHTTP, err := serveHTTP(f.httpAddr, &probe, log)
+		metrics, err := tracing.NewMetrics(tracing.MetricsOptions{Version: version})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = metrics.Shutdown(context.Background()) }()
+		if err := tracing.ObserveWorker(metrics.Meter(), probe.stats); err != nil {
+			return err
+		}
+		stopHTTP, err := serveHTTP(f.httpAddr, &probe, metrics.Handler(), log)
 		if err != nil {
 			return err
 		}
@@ -182,11 +191,23 @@ type readiness struct {
 	worker atomic.Pointer[pipeline.Worker]
 }
 
-// serveHTTP serves the liveness and readiness endpoints until the returned
+// stats reads the worker's counters, zero before it exists.
+func (r *readiness) stats() tracing.WorkerStats {
+	w := r.worker.Load()
+	if w == nil {
+		return tracing.WorkerStats{}
+	}
+	s := w.Stats()
+	return tracing.WorkerStats{Done: s.Done, DeadLettered: s.DeadLettered, Redelivered: s.Redelivered,
+		Duplicates: s.Duplicates, InFlight: s.InFlight}
+}
+
+// serveHTTP serves the metrics, liveness and readiness endpoints until the returned
 // stop is called. It starts before the connection so that an orchestrator
 // sees a live but unready worker while NATS is unreachable.
-func serveHTTP(addr string, probe *readiness, log *slog.Logger) (stop func(), err error) {
+func serveHTTP(addr string, probe *readiness, metrics http.Handler, log *slog.Logger) (stop func(), err error) {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(rw, "ok\n")
 	})
