@@ -123,7 +123,7 @@ func runMinimal(b *testing.B, e *benchEnv) {
 		msg jetstream.Msg
 		fut jetstream.PubAckFuture
 	}
-	acks := make(chan pending, 4096)
+	acks := make(chan pending, 1024) // bounds unacknowledged results below the client's async limit
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for p := range acks {

@@ -54,7 +54,7 @@ func run(url string, batch int) error {
 		msg jetstream.Msg
 		fut jetstream.PubAckFuture
 	}
-	acks := make(chan pending, 4096)
+	acks := make(chan pending, 1024) // bounds unacknowledged results below the client's async limit
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
