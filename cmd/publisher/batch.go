@@ -125,21 +125,17 @@ func (a *app) publishFile(ctx context.Context, pf publishFlags) error {
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-	nc, err := a.connect(cctx, "publish-file")
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc,
+	nc, js, err := a.connectJS(cctx, "publish-file",
 		jetstream.WithPublishAsyncMaxPending(asyncWindow),
 		// Every future resolves: without a timeout a lost ack would hang
 		// the summary forever.
 		jetstream.WithPublishAsyncTimeout(a.requestTimeout()),
 	)
+	cancel()
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 
 	c, err := a.runBatch(ctx, js, topo, common, in)
 	fmt.Fprintf(a.stdout, "published %d tasks (stored %d, duplicates %d, failed %d)\n",

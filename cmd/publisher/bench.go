@@ -125,27 +125,22 @@ func (a *app) bench(ctx context.Context, bf benchFlags) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-	nc, err := a.connect(cctx, "bench")
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-
 	// Asynchronous publishing with a window per goroutine: a synchronous
 	// publish costs a round trip (and with fsync on every write, a disk
 	// flush) per task, so a few publishers would measure themselves, not
 	// the worker. The windows add up to asyncWindow whatever the
 	// concurrency, which bounds the tasks in flight to the server.
 	window := max(1, asyncWindow/bf.concurrency)
-	js, err := jetstream.New(nc,
+	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
+	nc, js, err := a.connectJS(cctx, "bench",
 		jetstream.WithPublishAsyncMaxPending(window*bf.concurrency),
 		jetstream.WithPublishAsyncTimeout(a.requestTimeout()),
 	)
+	cancel()
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 
 	if bf.warmup > 0 {
 		w, err := a.benchPhase(ctx, nc, js, topo, bf, bf.warmup, window)

@@ -175,15 +175,11 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	nc, err := a.connect(wctx, "publish")
+	nc, js, err := a.connectJS(wctx, "publish")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 
 	hdr.Set(task.HeaderID, id)
 	hdr.Set(task.HeaderMsgID, id)

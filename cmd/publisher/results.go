@@ -88,15 +88,11 @@ func (a *app) fetchResult(ctx context.Context, typ, id string, withHeaders bool)
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, err := a.connect(ctx, "result")
+	nc, js, err := a.connectJS(ctx, "result")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	var s jetstream.Stream
 	m, err := lastResult(ctx, js, &s, topo, typ, id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -156,15 +152,11 @@ func (a *app) streamResults(ctx context.Context, typ string, all, asJSON bool) e
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, err := a.connect(cctx, "results")
+	nc, js, err := a.connectJS(cctx, "results")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	policy := jetstream.DeliverNewPolicy
 	if all {
 		policy = jetstream.DeliverAllPolicy

@@ -160,6 +160,21 @@ func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 	})
 }
 
+// connectJS connects like connect and opens the JetStream context every
+// subcommand needs; the caller closes the connection.
+func (a *app) connectJS(ctx context.Context, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := a.connect(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
 // streamHint explains the usual reason behind a JetStream error a user
 // sees: no stream, so no worker has ever started on this server.
 func streamHint(err error, stream string) error {
