@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
-	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
@@ -40,26 +38,9 @@ type benchEnv struct {
 
 func newBenchEnv(b *testing.B, syncAlways bool) *benchEnv {
 	b.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir(), NoSyncAlways: !syncAlways})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-	if err := bus.EnsureStreams(ctx, js, bus.Topology{}); err != nil {
-		b.Fatal(err)
-	}
-	cons, err := bus.EnsureConsumer(ctx, js, bus.Topology{}, bus.ConsumerOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := &benchEnv{env: &env{nc: nc, js: js, cons: cons}, done: make(chan struct{}), n: int64(b.N)}
+	base := newEnvSync(b, bus.ConsumerOptions{}, syncAlways)
+	nc, js := base.nc, base.js
+	e := &benchEnv{env: base, done: make(chan struct{}), n: int64(b.N)}
 	// Count stored results as they are published.
 	sub, err := nc.Subscribe("results.>", func(*nats.Msg) {
 		if e.results.Add(1) == e.n {
@@ -99,17 +80,9 @@ func (e *benchEnv) wait(b *testing.B) {
 }
 
 func runWorker(b *testing.B, e *benchEnv, route *resilience.Route) {
-	w, err := pipeline.New(context.Background(), pipeline.Options{
-		JS: e.js, Conn: e.nc, Consumer: e.cons, Router: resilience.NewRouter([]*resilience.Route{route}),
-		DLQ: dlq.NewWriter(e.js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	w := e.newWorker(b, pipeline.Options{}, route)
 	b.ResetTimer()
-	go func() { done <- w.Run(ctx) }()
+	cancel, done := goRun(w)
 	e.wait(b)
 	b.StopTimer()
 	cancel()
@@ -230,37 +203,11 @@ func BenchmarkIdleLatency(b *testing.B) {
 		always bool
 	}{{"interval", false}, {"always", true}} {
 		b.Run("fsync="+fsync.name, func(b *testing.B) {
-			srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: b.TempDir(), NoSyncAlways: !fsync.always})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer srv.Shutdown()
-			nc, err := nats.Connect(srv.ClientURL())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer nc.Close()
-			js, _ := jetstream.New(nc)
-			ctx := context.Background()
-			if err := bus.EnsureStreams(ctx, js, bus.Topology{}); err != nil {
-				b.Fatal(err)
-			}
-			cons, err := bus.EnsureConsumer(ctx, js, bus.Topology{}, bus.ConsumerOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			e := newEnvSync(b, bus.ConsumerOptions{}, fsync.always)
+			nc, js, ctx := e.nc, e.js, context.Background()
 			echo, _ := handlers.Builtin("echo")
-			w, err := pipeline.New(ctx, pipeline.Options{
-				JS: js, Conn: nc, Consumer: cons,
-				Router: resilience.NewRouter([]*resilience.Route{{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}}}),
-				DLQ:    dlq.NewWriter(js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler),
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			rctx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- w.Run(rctx) }()
+			cancel, done := goRun(e.newWorker(b, pipeline.Options{},
+				&resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}}))
 			defer func() { cancel(); <-done }()
 
 			sub, err := nc.SubscribeSync("results.echo.>")

@@ -30,9 +30,12 @@ type env struct {
 	cons jetstream.Consumer
 }
 
-func newEnv(t *testing.T, co bus.ConsumerOptions) *env {
+func newEnv(t testing.TB, co bus.ConsumerOptions) *env { return newEnvSync(t, co, false) }
+
+// newEnvSync starts a server that fsyncs every write when syncAlways.
+func newEnvSync(t testing.TB, co bus.ConsumerOptions, syncAlways bool) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: !syncAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,8 +61,8 @@ func newEnv(t *testing.T, co bus.ConsumerOptions) *env {
 	return &env{nc: nc, js: js, topo: topo, cons: cons}
 }
 
-// start runs a worker over routes until the test ends.
-func (e *env) start(t *testing.T, o pipeline.Options, routes ...*resilience.Route) *pipeline.Worker {
+// newWorker makes a worker on e's server over routes; o supplies the rest.
+func (e *env) newWorker(t testing.TB, o pipeline.Options, routes ...*resilience.Route) *pipeline.Worker {
 	t.Helper()
 	o.JS, o.Conn, o.Consumer, o.Topology = e.js, e.nc, e.cons, e.topo
 	o.Router = resilience.NewRouter(routes)
@@ -69,9 +72,22 @@ func (e *env) start(t *testing.T, o pipeline.Options, routes ...*resilience.Rout
 	if err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// goRun runs w until cancel is called; done yields Run's result.
+func goRun(w *pipeline.Worker) (cancel func(), done <-chan error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	ch := make(chan error, 1)
+	go func() { ch <- w.Run(ctx) }()
+	return cancel, ch
+}
+
+// start runs a worker over routes until the test ends.
+func (e *env) start(t *testing.T, o pipeline.Options, routes ...*resilience.Route) *pipeline.Worker {
+	t.Helper()
+	w := e.newWorker(t, o, routes...)
+	cancel, done := goRun(w)
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -327,15 +343,8 @@ func TestDrainFinishesInFlight(t *testing.T) {
 			<-release
 			return &handlers.Response{Body: r.Payload}, nil
 		})}}}
-	o := pipeline.Options{JS: e.js, Conn: e.nc, Consumer: e.cons, Topology: e.topo, Router: resilience.NewRouter([]*resilience.Route{slow}),
-		DLQ: dlq.NewWriter(e.js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler)}
-	w, err := pipeline.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w := e.newWorker(t, pipeline.Options{}, slow)
+	cancel, done := goRun(w)
 	e.publish(t, "slow", "s1", "x")
 	<-started
 	cancel()
@@ -361,15 +370,7 @@ func TestDrainTimeoutHandsBack(t *testing.T) {
 			<-ctx.Done()
 			return nil, handlers.Transient(ctx.Err())
 		})}}}
-	o := pipeline.Options{JS: e.js, Conn: e.nc, Consumer: e.cons, Topology: e.topo, Router: resilience.NewRouter([]*resilience.Route{stuck}),
-		DLQ: dlq.NewWriter(e.js, dlq.WriterOptions{}), Logger: slog.New(slog.DiscardHandler), DrainTimeout: 100 * time.Millisecond}
-	w, err := pipeline.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	cancel, done := goRun(e.newWorker(t, pipeline.Options{DrainTimeout: 100 * time.Millisecond}, stuck))
 	e.publish(t, "stuck", "s1", "x")
 	<-started
 	cancel()
