@@ -121,8 +121,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	// Workers hand stored-result futures to the settler and move on, so
-	// the wait for the server's ack pipelines instead of holding a worker.
+	// One goroutine keeps long tasks alive (see progress).
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
@@ -133,6 +132,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-progressDone
 	}()
 
+	// Workers hand stored-result futures to the settler and move on, so
+	// the wait for the server's ack pipelines instead of holding a worker.
 	pending := make(chan *pendingResult, max(4*w.o.Concurrency, 256))
 	settled := make(chan struct{})
 	go func() {
@@ -175,6 +176,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		close(jobs)
 		wg.Wait()
+		close(pending)
+		<-settled
 		return fmt.Errorf("consume: %w", err)
 	}
 	w.ready.Store(true)
