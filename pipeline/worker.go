@@ -28,6 +28,10 @@ type Options struct {
 	Conn *nats.Conn
 	// Consumer is the shared durable pull consumer on TASKS.
 	Consumer jetstream.Consumer
+	// Recreate, when set, is called if the consumer (or its stream) is
+	// deleted while the worker runs, to make them again; Run then goes on
+	// consuming from the new consumer. Nil: Run returns the error.
+	Recreate func(ctx context.Context) (jetstream.Consumer, error)
 	Topology bus.Topology
 	Router   *resilience.Router
 	DLQ      *dlq.Writer
@@ -153,26 +157,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	consumeErr := make(chan error, 1)
-	cc, err := w.o.Consumer.Consume(func(msg jetstream.Msg) {
-		select {
-		case jobs <- msg:
-		case <-stopping:
-			// Draining: hand the buffered task back at once.
-			_ = msg.Nak()
-		}
-	},
-		jetstream.PullMaxMessages(w.o.Concurrency),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-				select {
-				case consumeErr <- err:
-				default:
-				}
-				return
+	consume := func(c jetstream.Consumer) (jetstream.ConsumeContext, error) {
+		return c.Consume(func(msg jetstream.Msg) {
+			select {
+			case jobs <- msg:
+			case <-stopping:
+				// Draining: hand the buffered task back at once.
+				_ = msg.Nak()
 			}
-			w.log.Warn("consume", "err", err)
-		}),
-	)
+		},
+			jetstream.PullMaxMessages(w.o.Concurrency),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					select {
+					case consumeErr <- err:
+					default:
+					}
+					return
+				}
+				w.log.Warn("consume", "err", err)
+			}),
+		)
+	}
+	cc, err := consume(w.o.Consumer)
 	if err != nil {
 		close(jobs)
 		wg.Wait()
@@ -184,10 +191,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker consuming", "concurrency", w.o.Concurrency, "stream", w.o.Topology.TasksStream())
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-consumeErr:
-		runErr = fmt.Errorf("consume: %w", err)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-consumeErr:
+			if w.o.Recreate == nil {
+				runErr = fmt.Errorf("consume: %w", err)
+				break wait
+			}
+			w.ready.Store(false)
+			cc.Stop()
+			w.log.Warn("consumer deleted under the worker; recreating it", "err", err)
+			next, err := w.recreate(ctx, consume)
+			if err != nil {
+				if ctx.Err() == nil {
+					runErr = err
+				}
+				break wait
+			}
+			cc = next
+			w.ready.Store(true)
+		}
 	}
 	w.ready.Store(false)
 	close(stopping)
@@ -213,6 +239,29 @@ func (w *Worker) Run(ctx context.Context) error {
 		<-finished
 	}
 	return runErr
+}
+
+// recreate makes the consumer again and consumes from it, retrying with
+// backoff until it works or ctx ends.
+func (w *Worker) recreate(ctx context.Context, consume func(jetstream.Consumer) (jetstream.ConsumeContext, error)) (jetstream.ConsumeContext, error) {
+	delay := 100 * time.Millisecond
+	for {
+		c, err := w.o.Recreate(ctx)
+		if err == nil {
+			var cc jetstream.ConsumeContext
+			if cc, err = consume(c); err == nil {
+				w.log.Info("consumer recreated; consuming again")
+				return cc, nil
+			}
+		}
+		w.log.Warn("recreate consumer", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("recreate consumer: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // process handles one delivery of a task, start to settle.

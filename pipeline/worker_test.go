@@ -461,3 +461,26 @@ func TestLongTaskNotRedelivered(t *testing.T) {
 		t.Errorf("backend calls: got %d, want 1 (the task was redelivered while running)", n)
 	}
 }
+
+// A consumer deleted under a running worker is made again and consuming
+// goes on; tasks published meanwhile are not lost.
+func TestRecreatesDeletedConsumer(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var recreated atomic.Int64
+	w := e.start(t, pipeline.Options{Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
+		recreated.Add(1)
+		return bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{})
+	}}, echoRoute("echo", nil))
+	e.publish(t, "echo", "before", "x")
+	e.waitMsg(t, "RESULTS", "results.echo.before")
+
+	if err := e.js.DeleteConsumer(context.Background(), "TASKS", "workers"); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, "echo", "after", "y")
+	e.waitMsg(t, "RESULTS", "results.echo.after")
+	if recreated.Load() == 0 {
+		t.Error("Recreate was never called")
+	}
+	waitFor(t, w.Ready, "worker ready again")
+}

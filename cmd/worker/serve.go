@@ -128,6 +128,9 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 
 	w, err := pipeline.New(ctx, pipeline.Options{
 		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: router,
+		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
+			return setup(ctx, js, topo, cfg, log)
+		},
 		DLQ:         dlq.NewWriter(js, dlq.WriterOptions{Topology: topo, Worker: id}),
 		Concurrency: cfg.Worker.Concurrency,
 		AckWait:     cfg.Worker.AckWait.D(),
