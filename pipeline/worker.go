@@ -117,7 +117,7 @@ func (w *Worker) Stats() Stats {
 // and handed back too. Run returns nil after a drain, or the error that
 // stopped consuming.
 func (w *Worker) Run(ctx context.Context) error {
-	jobs := make(chan jetstream.Msg, w.o.Concurrency)
+	jobs := make(chan job, w.o.Concurrency)
 	stopping := make(chan struct{})
 
 	// Tasks run under their own context so that a drain lets them finish;
@@ -150,8 +150,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range w.o.Concurrency {
 		wg.Go(func() {
-			for msg := range jobs {
-				w.process(workCtx, msg, pending)
+			for j := range jobs {
+				w.process(workCtx, j, pending)
 			}
 		})
 	}
@@ -159,10 +159,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	consumeErr := make(chan error, 1)
 	consume := func(c jetstream.Consumer) (jetstream.ConsumeContext, error) {
 		return c.Consume(func(msg jetstream.Msg) {
+			// Tracked from here, so that a task waiting for a free
+			// goroutine is kept alive too.
+			j := job{msg: msg, progressID: w.progress.add(msg)}
 			select {
-			case jobs <- msg:
+			case jobs <- j:
 			case <-stopping:
 				// Draining: hand the buffered task back at once.
+				w.progress.done(j.progressID)
 				_ = msg.Nak()
 			}
 		},
@@ -265,11 +269,13 @@ func (w *Worker) recreate(ctx context.Context, consume func(jetstream.Consumer) 
 }
 
 // process handles one delivery of a task, start to settle.
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- *pendingResult) {
+func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResult) {
+	msg, pid := j.msg, j.progressID
 	w.inFlight.Add(1)
 	handedOff := false
 	defer func() {
 		if !handedOff {
+			w.progress.done(pid)
 			w.inFlight.Add(-1)
 		}
 	}()
@@ -308,7 +314,6 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 		return
 	}
 
-	pid := w.progress.add(msg)
 	tctx := ctx
 	if !t.Deadline.IsZero() {
 		var cancel context.CancelFunc
@@ -317,7 +322,6 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 	}
 	ans, err := route.Do(tctx, &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header})
 	if err != nil {
-		w.progress.done(pid)
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrShutdown, err)
 		}
@@ -326,13 +330,18 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg, pending chan<- 
 	}
 	p, err := w.publishResult(t, ans, time.Since(start))
 	if err != nil {
-		w.progress.done(pid)
 		w.settle(ctx, msg, t, delivered, ans.Attempts, err)
 		return
 	}
 	p.msg, p.delivered, p.progressID = msg, delivered, pid
 	handedOff = true
 	pending <- p
+}
+
+// job is a delivered task on its way to a pool goroutine.
+type job struct {
+	msg        jetstream.Msg
+	progressID uint64
 }
 
 // pendingResult is a task whose result is published but not yet
