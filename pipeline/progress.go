@@ -17,7 +17,7 @@ type progress struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	running map[uint64]*tracked
+	running map[uint64]tracked
 }
 
 type tracked struct {
@@ -26,7 +26,7 @@ type tracked struct {
 }
 
 func newProgress(ackWait time.Duration) *progress {
-	return &progress{ackWait: ackWait, running: make(map[uint64]*tracked)}
+	return &progress{ackWait: ackWait, running: make(map[uint64]tracked)}
 }
 
 // add starts tracking msg and returns its id for done.
@@ -35,7 +35,7 @@ func (p *progress) add(msg jetstream.Msg) uint64 {
 	p.mu.Lock()
 	p.nextID++
 	id := p.nextID
-	p.running[id] = &tracked{msg: msg, touched: now}
+	p.running[id] = tracked{msg: msg, touched: now}
 	p.mu.Unlock()
 	return id
 }
@@ -59,9 +59,10 @@ func (p *progress) run(ctx context.Context) {
 		case now := <-t.C:
 			due = due[:0]
 			p.mu.Lock()
-			for _, tr := range p.running {
+			for id, tr := range p.running {
 				if now.Sub(tr.touched) >= p.ackWait/2 {
 					tr.touched = now
+					p.running[id] = tr
 					due = append(due, tr.msg)
 				}
 			}
