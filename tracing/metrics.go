@@ -12,11 +12,16 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
 // MetricsOptions configure NewMetrics.
 type MetricsOptions struct {
-	// Version is reported as the version of the instrumentation scope.
+	// ServiceName is the service.name resource attribute (target_info);
+	// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override it.
+	ServiceName string
+	// Version is the service.version resource attribute.
 	Version string
 }
 
@@ -42,7 +47,14 @@ func NewMetrics(o MetricsOptions) (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: prometheus exporter: %w", err)
 	}
-	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	// Our attributes first, so that the standard environment overrides them.
+	res, err := resource.New(context.Background(),
+		resource.WithAttributes(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.Version)),
+		resource.WithFromEnv(), resource.WithTelemetrySDK())
+	if err != nil {
+		return nil, fmt.Errorf("metrics: resource: %w", err)
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
 	return &Metrics{
 		reg:      reg,
 		provider: provider,

@@ -10,7 +10,7 @@ import (
 )
 
 func TestWorkerMetricsScraped(t *testing.T) {
-	m, err := tracing.NewMetrics(tracing.MetricsOptions{Version: "test"})
+	m, err := tracing.NewMetrics(tracing.MetricsOptions{ServiceName: "breakwater-test", Version: "v9"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +38,8 @@ func TestWorkerMetricsScraped(t *testing.T) {
 		`breakwater_tasks_total{outcome="duplicate"} 0`,
 		`breakwater_tasks_in_flight 4`,
 		`go_goroutines`,
+		`service_name="breakwater-test"`,
+		`service_version="v9"`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q:\n%s", want, body)

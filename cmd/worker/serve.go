@@ -38,7 +38,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 	var probe readiness
 	if f.httpAddr != "" {
-		metrics, err := tracing.NewMetrics(tracing.MetricsOptions{Version: version})
+		metrics, err := tracing.NewMetrics(tracing.MetricsOptions{ServiceName: "breakwater-worker", Version: version})
 		if err != nil {
 			return err
 		}
