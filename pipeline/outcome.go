@@ -93,7 +93,7 @@ func Decide(err error, delivered, maxDeliver int) Fate {
 	if maxDeliver > 0 && delivered >= maxDeliver {
 		return Fate{Action: DeadLetter, Reason: dlq.Exhausted}
 	}
-	return Fate{Action: Redeliver, Delay: redeliverDelay(delivered, handlers.RetryAfter(err))}
+	return Fate{Action: Redeliver, Delay: redeliverDelay(delivered, resilience.RetryAfter(err))}
 }
 
 func redeliverDelay(delivered int, retryAfter time.Duration) time.Duration {

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+
 	"github.com/breakwater/breakwater/handlers"
 )
 
@@ -15,12 +18,16 @@ var ErrNoRoute = errors.New("no route for task type")
 // DefaultTimeout bounds one backend attempt when a backend sets none.
 const DefaultTimeout = 30 * time.Second
 
-// Target is one backend a route can call.
+// Target is one backend a route can call. Make it with NewTarget to get
+// its policies; a literal Target calls the backend with Timeout alone.
 type Target struct {
 	Name    string
 	Backend handlers.Backend
 	// Timeout bounds each attempt; DefaultTimeout when zero.
 	Timeout time.Duration
+
+	exec    failsafe.Executor[*handlers.Response]
+	breaker circuitbreaker.CircuitBreaker[*handlers.Response]
 }
 
 // Route serves one task type with an ordered list of backends.
@@ -50,6 +57,21 @@ type Answer struct {
 type Failure struct {
 	Attempts []Attempt
 	Err      error
+	// RetryAfter, when the route could not serve at all (every backend
+	// open or failing transiently), is the earliest time a try may work:
+	// the shortest remaining open time of the breakers, or a backend's
+	// Retry-After. Zero when unknown.
+	RetryAfter time.Duration
+}
+
+// RetryAfter returns the earliest useful retry carried by err: a
+// Failure's RetryAfter, else a backend's Retry-After, else 0.
+func RetryAfter(err error) time.Duration {
+	var f *Failure
+	if errors.As(err, &f) && f.RetryAfter > 0 {
+		return f.RetryAfter
+	}
+	return handlers.RetryAfter(err)
 }
 
 func (f *Failure) Error() string {
@@ -68,13 +90,20 @@ func AttemptsOf(err error) []Attempt {
 	return nil
 }
 
-// Do calls the route's backends in order until one answers. A transient
-// failure moves on to the next backend; a permanent one stops at once (the
-// task itself is at fault, another backend would reject it too). ctx bounds
-// the whole task; each attempt is further bounded by its target's timeout.
+// Do calls the route's backends in order until one answers. A backend
+// whose breaker is open is skipped without a call. A transient failure moves
+// on to the next backend; a permanent one stops at once (the task itself is
+// at fault, another backend would reject it too). ctx bounds the whole task;
+// each attempt is further bounded by its target's timeout and policies.
 func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) {
 	attempts := make([]Attempt, 0, len(r.Targets))
 	var last error
+	var wait time.Duration // shortest known time until a backend may serve
+	note := func(d time.Duration) {
+		if d > 0 && (wait == 0 || d < wait) {
+			wait = d
+		}
+	}
 	for i := range r.Targets {
 		t := &r.Targets[i]
 		if err := ctx.Err(); err != nil {
@@ -83,45 +112,78 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 			}
 			break
 		}
-		req.Attempt = len(attempts) + 1
-		resp, a := call(ctx, t, req)
-		attempts = append(attempts, a)
-		if a.Err == nil {
+		if open, remaining := t.Open(); open {
+			note(remaining)
+			if last == nil {
+				last = handlers.Transient(fmt.Errorf("%s: %w", t.Name, circuitbreaker.ErrOpen))
+			}
+			continue
+		}
+		resp, err := t.call(ctx, req, &attempts)
+		if err == nil {
 			return &Answer{Response: resp, Backend: t.Name, Attempts: attempts}, nil
 		}
-		last = a.Err
-		if handlers.IsPermanent(a.Err) {
-			break
+		last = err
+		if handlers.IsPermanent(err) {
+			return nil, &Failure{Attempts: attempts, Err: last}
+		}
+		note(handlers.RetryAfter(err))
+		if open, remaining := t.Open(); open {
+			note(remaining)
 		}
 	}
 	if last == nil {
 		last = handlers.Transient(errors.New("route has no backends"))
 	}
-	return nil, &Failure{Attempts: attempts, Err: last}
+	return nil, &Failure{Attempts: attempts, Err: last, RetryAfter: wait}
 }
 
-func call(ctx context.Context, t *Target, req *handlers.Request) (*handlers.Response, Attempt) {
-	timeout := t.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+// call runs one target's policies around the backend, recording every
+// backend call it makes in attempts.
+func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]Attempt) (*handlers.Response, error) {
+	attempt := func(actx context.Context) (*handlers.Response, error) {
+		req.Attempt = len(*attempts) + 1
+		a := Attempt{Backend: t.Name, Start: time.Now()}
+		resp, err := t.Backend.Call(actx, req)
+		a.Duration = time.Since(a.Start)
+		if err == nil && resp == nil {
+			err = handlers.Transient(errors.New("backend returned no response"))
+		}
+		if err != nil {
+			err = classify(err)
+		}
+		a.Err = err
+		*attempts = append(*attempts, a)
+		return resp, err
 	}
-	actx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	a := Attempt{Backend: t.Name, Start: time.Now()}
-	resp, err := t.Backend.Call(actx, req)
-	a.Duration = time.Since(a.Start)
-	if err == nil && resp == nil {
-		err = handlers.Transient(errors.New("backend returned no response"))
+	var resp *handlers.Response
+	var err error
+	if t.exec == nil {
+		timeout := t.Timeout
+		if timeout <= 0 {
+			timeout = DefaultTimeout
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err = attempt(actx)
+		cancel()
+	} else {
+		resp, err = t.exec.WithContext(ctx).GetWithExecution(func(e failsafe.Execution[*handlers.Response]) (*handlers.Response, error) {
+			return attempt(e.Context())
+		})
 	}
 	if err != nil {
-		var he *handlers.Error
-		if !errors.As(err, &he) && !errors.Is(err, handlers.ErrTransient) && !errors.Is(err, handlers.ErrPermanent) {
-			err = handlers.Transient(err) // unclassified failures are transient
-		}
-		a.Err = fmt.Errorf("%s: %w", t.Name, err)
-		return nil, a
+		return nil, fmt.Errorf("%s: %w", t.Name, classify(classifyPolicyErr(err)))
 	}
-	return resp, a
+	return resp, nil
+}
+
+// classify makes unclassified failures transient.
+func classify(err error) error {
+	var he *handlers.Error
+	if errors.As(err, &he) || errors.Is(err, handlers.ErrTransient) || errors.Is(err, handlers.ErrPermanent) {
+		return err
+	}
+	return handlers.Transient(err)
 }
 
 // Router maps task types to routes. It is immutable after NewRouter and

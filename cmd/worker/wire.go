@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 
 	"github.com/breakwater/breakwater/config"
@@ -59,11 +60,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 			}
 			be = h
 		}
-		if p := unenforced(b); len(p) > 0 {
-			log.Warn("backend policy keys are validated but not enforced yet in this release",
-				"backend", name, "keys", strings.Join(p, ","))
-		}
-		targets[name] = resilience.Target{Name: name, Backend: be, Timeout: b.Timeout.D()}
+		targets[name] = resilience.NewTarget(name, be, policyOptions(b, log))
 	}
 
 	var routes []*resilience.Route
@@ -86,7 +83,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 					closeAll()
 					return nil, nil, fmt.Errorf("route %s: %w", typ, err)
 				}
-				add(resilience.Target{Name: ref, Backend: h})
+				add(resilience.NewTarget(ref, h, resilience.PolicyOptions{}))
 			case strings.HasPrefix(ref, "tag:"):
 				tag := strings.TrimPrefix(ref, "tag:")
 				var names []string
@@ -117,21 +114,27 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 	return resilience.NewRouter(routes), closeAll, nil
 }
 
-// unenforced lists the policy keys of b that this release accepts but does
-// not apply yet, so that the log says so instead of pretending.
-func unenforced(b config.Backend) []string {
-	var keys []string
-	if b.Retry != nil {
-		keys = append(keys, "retry")
+// policyOptions translates a backend's policy keys; breaker transitions
+// are logged (health events will publish them too).
+func policyOptions(b config.Backend, log *slog.Logger) resilience.PolicyOptions {
+	o := resilience.PolicyOptions{
+		Timeout:        b.Timeout.D(),
+		MaxConcurrency: b.MaxConcurrency,
+		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
+			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
+		},
 	}
-	if b.Breaker != nil {
-		keys = append(keys, "breaker")
+	if r := b.Retry; r != nil {
+		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter}
 	}
-	if b.MaxConcurrency > 0 {
-		keys = append(keys, "max_concurrency")
+	if br := b.Breaker; br != nil {
+		o.Breaker = &resilience.BreakerOptions{
+			FailureThreshold: br.FailureThreshold, FailureRate: br.FailureRate, MinCalls: br.MinCalls,
+			Period: br.Period.D(), Delay: br.Delay.D(), SuccessThreshold: br.SuccessThreshold,
+		}
 	}
-	if b.RateLimit != nil {
-		keys = append(keys, "rate_limit")
+	if rl := b.RateLimit; rl != nil {
+		o.RateN, o.RatePer = rl.N, rl.Per
 	}
-	return keys
+	return o
 }

@@ -1,0 +1,155 @@
+package resilience
+
+import (
+	"errors"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/bulkhead"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/ratelimiter"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/failsafe-go/failsafe-go/timeout"
+
+	"github.com/breakwater/breakwater/handlers"
+)
+
+// PolicyOptions are one backend's resilience policies (the contract's
+// timeout, retry, breaker, max_concurrency and rate_limit). Nil or zero
+// parts are left out.
+type PolicyOptions struct {
+	// Timeout bounds each attempt; DefaultTimeout when zero.
+	Timeout time.Duration
+	Retry   *RetryOptions
+	Breaker *BreakerOptions
+	// MaxConcurrency bounds calls in flight to the backend (a bulkhead);
+	// callers wait up to Timeout for a slot.
+	MaxConcurrency int
+	// RateN calls per RatePer, spread evenly (a smooth rate limiter);
+	// callers wait up to Timeout for a permit.
+	RateN   int
+	RatePer time.Duration
+	// OnBreakerStateChanged observes the breaker (health events, metrics).
+	OnBreakerStateChanged func(backend string, from, to circuitbreaker.State)
+}
+
+// RetryOptions retry transient failures with exponential backoff.
+type RetryOptions struct {
+	MaxAttempts         int
+	Backoff, MaxBackoff time.Duration
+	Jitter              float64 // 0..1
+}
+
+// BreakerOptions open the circuit after FailureThreshold consecutive
+// failures, or when FailureRate (0..1] of at least MinCalls calls in Period
+// failed; after Delay it lets probes through (half-open) and closes after
+// SuccessThreshold successes.
+type BreakerOptions struct {
+	FailureThreshold int
+	FailureRate      float64
+	MinCalls         int
+	Period           time.Duration
+	Delay            time.Duration
+	SuccessThreshold int
+}
+
+type response = *handlers.Response
+
+// NewTarget builds a route target with its policies, composed once at
+// start, outermost first:
+//
+//	retry(breaker(rate limiter(bulkhead(timeout(call)))))
+//
+// so every retry is a new breaker decision and a new permit, and the
+// timeout bounds the call alone. Only transient failures are retried and
+// count against the breaker; a permanent failure (the task's fault) does
+// neither. The breaker being open aborts the retries at once.
+func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
+	t := Target{Name: name, Backend: b, Timeout: o.Timeout}
+	if t.Timeout <= 0 {
+		t.Timeout = DefaultTimeout
+	}
+	var policies []failsafe.Policy[response]
+	if r := o.Retry; r != nil && r.MaxAttempts > 1 {
+		rb := retrypolicy.NewBuilder[response]().
+			HandleIf(func(_ response, err error) bool { return isTransient(err) }).
+			AbortOnErrors(circuitbreaker.ErrOpen).
+			WithMaxAttempts(r.MaxAttempts).
+			ReturnLastFailure().
+			// A backend's Retry-After wins over the computed backoff.
+			WithDelayFunc(func(exec failsafe.ExecutionAttempt[response]) time.Duration {
+				if d := handlers.RetryAfter(exec.LastError()); d > 0 {
+					return d
+				}
+				return -1
+			})
+		if r.Backoff > 0 {
+			rb = rb.WithBackoff(r.Backoff, max(r.MaxBackoff, r.Backoff))
+		}
+		if r.Jitter > 0 {
+			rb = rb.WithJitterFactor(r.Jitter)
+		}
+		policies = append(policies, rb.Build())
+	}
+	if br := o.Breaker; br != nil {
+		cb := circuitbreaker.NewBuilder[response]().
+			HandleIf(func(_ response, err error) bool { return isTransient(err) })
+		if br.FailureRate > 0 {
+			cb = cb.WithFailureRateThreshold(br.FailureRate, uint(max(br.MinCalls, 1)), br.Period)
+		} else {
+			cb = cb.WithFailureThreshold(uint(max(br.FailureThreshold, 1)))
+		}
+		cb = cb.WithDelay(br.Delay).WithSuccessThreshold(uint(max(br.SuccessThreshold, 1)))
+		if f := o.OnBreakerStateChanged; f != nil {
+			cb = cb.OnStateChanged(func(e circuitbreaker.StateChangedEvent) { f(name, e.OldState, e.NewState) })
+		}
+		t.breaker = cb.Build()
+		policies = append(policies, t.breaker)
+	}
+	if o.RateN > 0 && o.RatePer > 0 {
+		policies = append(policies, ratelimiter.NewSmoothBuilder[response](uint(o.RateN), o.RatePer).
+			WithMaxWaitTime(t.Timeout).Build())
+	}
+	if o.MaxConcurrency > 0 {
+		policies = append(policies, bulkhead.NewBuilder[response](uint(o.MaxConcurrency)).
+			WithMaxWaitTime(t.Timeout).Build())
+	}
+	policies = append(policies, timeout.New[response](t.Timeout))
+	t.exec = failsafe.With(policies...)
+	return t
+}
+
+// isTransient reports whether err is worth another try.
+func isTransient(err error) bool {
+	return err != nil && !handlers.IsPermanent(err)
+}
+
+// Open reports whether the target's breaker refuses calls now, and for how
+// much longer.
+func (t *Target) Open() (bool, time.Duration) {
+	if t.breaker == nil || !t.breaker.IsOpen() {
+		return false, 0
+	}
+	// Past its delay an open breaker goes half-open on the next call, so
+	// it is not skipped: that call is the probe.
+	remaining := t.breaker.RemainingDelay()
+	return remaining > 0, remaining
+}
+
+// Breaker exposes the target's circuit breaker, or nil (health reporting,
+// admin commands).
+func (t *Target) Breaker() circuitbreaker.CircuitBreaker[*handlers.Response] { return t.breaker }
+
+// classifyPolicyErr turns the policies' own refusals into transient
+// backend errors, so that the route moves on and the task's fate is decided
+// by class alone.
+func classifyPolicyErr(err error) error {
+	switch {
+	case errors.Is(err, circuitbreaker.ErrOpen),
+		errors.Is(err, bulkhead.ErrFull),
+		errors.Is(err, ratelimiter.ErrExceeded),
+		errors.Is(err, timeout.ErrExceeded):
+		return handlers.Transient(err)
+	}
+	return err
+}
