@@ -314,6 +314,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		return
 	}
 
+	// Task-Deadline bounds the whole task; the route may bound it further.
 	tctx := ctx
 	if !t.Deadline.IsZero() {
 		var cancel context.CancelFunc

@@ -243,3 +243,31 @@ func TestBulkheadAndRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// The route's deadline stops retries and fallbacks: a hanging primary with
+// retries and a healthy fallback, and a deadline shorter than the retries.
+func TestRouteDeadlineStopsRetriesAndFallbacks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hang := handlers.BackendFunc(func(ctx context.Context, _ *handlers.Request) (*handlers.Response, error) {
+			<-ctx.Done()
+			return nil, handlers.Transient(ctx.Err())
+		})
+		fallback := &recorder{answer: func(int) error { return nil }}
+		r := &resilience.Route{Deadline: 2500 * time.Millisecond, Targets: []resilience.Target{
+			resilience.NewTarget("slow", hang, resilience.PolicyOptions{Timeout: time.Second,
+				Retry: &resilience.RetryOptions{MaxAttempts: 5, Backoff: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}}),
+			resilience.NewTarget("fallback", fallback, resilience.PolicyOptions{Timeout: time.Second}),
+		}}
+		start := time.Now()
+		err := do(r)
+		if err == nil {
+			t.Fatal("got an answer after the deadline")
+		}
+		if took := time.Since(start); took > 2500*time.Millisecond {
+			t.Errorf("Do took %v, want ≤ the 2.5s deadline", took)
+		}
+		if n := fallback.count(); n != 0 {
+			t.Errorf("fallback calls after the deadline: got %d, want 0", n)
+		}
+	})
+}

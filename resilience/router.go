@@ -34,6 +34,9 @@ type Target struct {
 type Route struct {
 	Name    string
 	Targets []Target
+	// Deadline bounds all of a task's attempts, retries and fallbacks on
+	// one delivery; 0 means none (each attempt is still bounded).
+	Deadline time.Duration
 }
 
 // Attempt records one backend call.
@@ -96,6 +99,11 @@ func AttemptsOf(err error) []Attempt {
 // at fault, another backend would reject it too). ctx bounds the whole task;
 // each attempt is further bounded by its target's timeout and policies.
 func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) {
+	if r.Deadline > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Deadline)
+		defer cancel()
+	}
 	attempts := make([]Attempt, 0, len(r.Targets))
 	var last error
 	var wait time.Duration // shortest known time until a backend may serve
