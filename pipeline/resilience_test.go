@@ -1,0 +1,101 @@
+package pipeline_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/resilience"
+)
+
+// backendServer is a real HTTP backend that echoes, or answers 503 while
+// down, and counts the calls it sees.
+func backendServer(t *testing.T, down *atomic.Bool, calls *atomic.Int64) *handlers.HTTP {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	h, err := handlers.NewHTTP(handlers.HTTPOptions{Name: "svc", URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+func TestPrimaryDownServedByFallback(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var primaryDown, fallbackDown atomic.Bool
+	var primaryCalls, fallbackCalls atomic.Int64
+	primaryDown.Store(true)
+	route := &resilience.Route{Name: "work", Targets: []resilience.Target{
+		resilience.NewTarget("primary", backendServer(t, &primaryDown, &primaryCalls), resilience.PolicyOptions{
+			Timeout: time.Second, Breaker: &resilience.BreakerOptions{FailureThreshold: 3, Delay: time.Minute, SuccessThreshold: 1}}),
+		resilience.NewTarget("fallback", backendServer(t, &fallbackDown, &fallbackCalls), resilience.PolicyOptions{Timeout: time.Second}),
+	}}
+	e.start(t, pipeline.Options{Concurrency: 1}, route)
+	const n = 50
+	for i := range n {
+		e.publish(t, "work", fmt.Sprintf("f%d", i), "x")
+	}
+	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results")
+	if got := primaryCalls.Load(); got > 3 {
+		t.Errorf("primary calls: got %d, want ≤ 3 (the breaker's threshold)", got)
+	}
+	if got := fallbackCalls.Load(); got != n {
+		t.Errorf("fallback calls: got %d, want %d", got, n)
+	}
+	if got := e.waitMsg(t, "RESULTS", "results.work.f49").Header.Get("Task-Backend"); got != "fallback" {
+		t.Errorf("Task-Backend: got %q, want fallback", got)
+	}
+}
+
+// A full outage shorter than the redelivery budget dead-letters nothing:
+// every task completes once the backend is back.
+func TestOutageRedeliversInsteadOfDeadLettering(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{MaxDeliver: 5})
+	var down atomic.Bool
+	var calls atomic.Int64
+	down.Store(true)
+	route := &resilience.Route{Name: "work", Targets: []resilience.Target{
+		resilience.NewTarget("svc", backendServer(t, &down, &calls), resilience.PolicyOptions{
+			Timeout: time.Second, Breaker: &resilience.BreakerOptions{FailureThreshold: 3, Delay: time.Second, SuccessThreshold: 1}}),
+	}}
+	e.start(t, pipeline.Options{MaxDeliver: 5}, route)
+	const n = 20
+	for i := range n {
+		e.publish(t, "work", fmt.Sprintf("o%d", i), "x")
+	}
+	// The outage: 3 seconds, then the backend is back.
+	recover := time.AfterFunc(3*time.Second, func() { down.Store(false) })
+	defer recover.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.count(t, "RESULTS") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d results after the outage", e.count(t, "RESULTS"), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := e.count(t, "DLQ"); got != 0 {
+		t.Errorf("DLQ: got %d entries, want 0", got)
+	}
+	// While the breaker was open the backend saw few calls, not one per
+	// task and delivery.
+	if got := calls.Load(); got >= 3*n {
+		t.Errorf("backend calls: got %d, want far fewer than %d", got, 3*n)
+	}
+}
