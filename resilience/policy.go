@@ -65,7 +65,7 @@ type response = *handlers.Response
 // count against the breaker; a permanent failure (the task's fault) does
 // neither. The breaker being open aborts the retries at once.
 func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
-	t := Target{Name: name, Backend: b, Timeout: o.Timeout}
+	t := Target{Name: name, Backend: b, Timeout: o.Timeout, stats: &latencyStats{}}
 	if t.Timeout <= 0 {
 		t.Timeout = DefaultTimeout
 	}

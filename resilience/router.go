@@ -28,6 +28,7 @@ type Target struct {
 
 	exec    failsafe.Executor[*handlers.Response]
 	breaker circuitbreaker.CircuitBreaker[*handlers.Response]
+	stats   *latencyStats
 }
 
 // Route serves one task type with an ordered list of backends.
@@ -37,6 +38,8 @@ type Route struct {
 	// Deadline bounds all of a task's attempts, retries and fallbacks on
 	// one delivery; 0 means none (each attempt is still bounded).
 	Deadline time.Duration
+	// Strategy orders the targets for each task; nil means failover.
+	Strategy Strategy
 }
 
 // Attempt records one backend call.
@@ -112,7 +115,11 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 			wait = d
 		}
 	}
-	for i := range r.Targets {
+	order := failover{}.Order(r.Targets)
+	if r.Strategy != nil {
+		order = r.Strategy.Order(r.Targets)
+	}
+	for _, i := range order {
 		t := &r.Targets[i]
 		if err := ctx.Err(); err != nil {
 			if last == nil {
@@ -154,6 +161,9 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]At
 		a := Attempt{Backend: t.Name, Start: time.Now()}
 		resp, err := t.Backend.Call(actx, req)
 		a.Duration = time.Since(a.Start)
+		if t.stats != nil {
+			t.stats.observe(a.Duration, err != nil && !handlers.IsPermanent(err))
+		}
 		if err == nil && resp == nil {
 			err = handlers.Transient(errors.New("backend returned no response"))
 		}

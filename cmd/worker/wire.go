@@ -105,10 +105,12 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 				add(t)
 			}
 		}
-		if rc.Strategy != "" && rc.Strategy != "failover" {
-			log.Warn("route strategy is validated but not enforced yet in this release; using failover",
-				"route", typ, "strategy", rc.Strategy)
+		strategy, err := resilience.NewStrategy(rc.Strategy, rc.Weights)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("route %s: %w", typ, err)
 		}
+		rt.Strategy = strategy
 		routes = append(routes, rt)
 	}
 	return resilience.NewRouter(routes), closeAll, nil
