@@ -15,8 +15,8 @@ var (
 	// ErrExpired: the task's Task-Deadline passed before it started.
 	ErrExpired = errors.New("task deadline passed")
 	// ErrInvalidResult: the answer cannot be stored (too large) or failed
-	// validation.
-	ErrInvalidResult = errors.New("invalid result")
+	// validation (the same sentinel as resilience.ErrInvalidResult).
+	ErrInvalidResult = resilience.ErrInvalidResult
 	// ErrShutdown: the worker stopped before the task finished; the task
 	// goes back to the stream at once for another worker.
 	ErrShutdown = errors.New("worker shutting down")

@@ -40,6 +40,9 @@ type Route struct {
 	Deadline time.Duration
 	// Strategy orders the targets for each task; nil means failover.
 	Strategy Strategy
+	// Validate, when set, checks every answer; an invalid one is the
+	// backend's failure.
+	Validate Validator
 }
 
 // Attempt records one backend call.
@@ -134,7 +137,7 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 			}
 			continue
 		}
-		resp, err := t.call(ctx, req, &attempts)
+		resp, err := t.call(ctx, req, &attempts, r.Validate)
 		if err == nil {
 			return &Answer{Response: resp, Backend: t.Name, Attempts: attempts}, nil
 		}
@@ -155,17 +158,22 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 
 // call runs one target's policies around the backend, recording every
 // backend call it makes in attempts.
-func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]Attempt) (*handlers.Response, error) {
+func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]Attempt, v Validator) (*handlers.Response, error) {
 	attempt := func(actx context.Context) (*handlers.Response, error) {
 		req.Attempt = len(*attempts) + 1
 		a := Attempt{Backend: t.Name, Start: time.Now()}
 		resp, err := t.Backend.Call(actx, req)
 		a.Duration = time.Since(a.Start)
-		if t.stats != nil {
-			t.stats.observe(a.Duration, err != nil && !handlers.IsPermanent(err))
-		}
 		if err == nil && resp == nil {
 			err = handlers.Transient(errors.New("backend returned no response"))
+		}
+		if err == nil && v != nil {
+			if verr := v.Validate(resp.Body); verr != nil {
+				err = invalid(verr)
+			}
+		}
+		if t.stats != nil {
+			t.stats.observe(a.Duration, err != nil && !handlers.IsPermanent(err))
 		}
 		if err != nil {
 			err = classify(err)

@@ -111,6 +111,12 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 			return nil, nil, fmt.Errorf("route %s: %w", typ, err)
 		}
 		rt.Strategy = strategy
+		if v := rc.Validate; v != nil {
+			if rt.Validate, err = resilience.NewValidator(v.JSONSchema, v.RequireJSON); err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("route %s: %w", typ, err)
+			}
+		}
 		routes = append(routes, rt)
 	}
 	return resilience.NewRouter(routes), closeAll, nil
