@@ -114,7 +114,7 @@ func TestPublishFileStdinAllGood(t *testing.T) {
 // TestPublishFileLarge publishes more tasks than the async window holds,
 // so the backpressure path runs; it also shows the pace.
 func TestPublishFileLarge(t *testing.T) {
-	n := 100_000
+	n := 20_000
 	if testing.Short() {
 		n = 10_000
 	}
