@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
@@ -43,6 +45,9 @@ type Route struct {
 	// Validate, when set, checks every answer; an invalid one is the
 	// backend's failure.
 	Validate Validator
+	// HedgeAfter, when set, races the rest of the order against a first
+	// backend that has not answered after this long.
+	HedgeAfter time.Duration
 }
 
 // Attempt records one backend call.
@@ -99,68 +104,167 @@ func AttemptsOf(err error) []Attempt {
 	return nil
 }
 
-// Do calls the route's backends in order until one answers. A backend
-// whose breaker is open is skipped without a call. A transient failure moves
-// on to the next backend; a permanent one stops at once (the task itself is
-// at fault, another backend would reject it too). ctx bounds the whole task;
-// each attempt is further bounded by its target's timeout and policies.
+// Do calls the route's backends in the strategy's order until one
+// answers. A backend whose breaker is open is skipped without a call. A
+// transient failure moves on to the next backend; a permanent one stops at
+// once (the task itself is at fault, another backend would reject it too).
+// With HedgeAfter, a first backend still busy after that long is raced by
+// the rest of the order, and the first answer wins. ctx bounds the whole
+// task, as does Deadline; each attempt is further bounded by its target's
+// timeout and policies.
 func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) {
 	if r.Deadline > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, r.Deadline)
 		defer cancel()
 	}
-	attempts := make([]Attempt, 0, len(r.Targets))
-	var last error
-	var wait time.Duration // shortest known time until a backend may serve
-	note := func(d time.Duration) {
-		if d > 0 && (wait == 0 || d < wait) {
-			wait = d
-		}
-	}
 	order := failover{}.Order(r.Targets)
 	if r.Strategy != nil {
 		order = r.Strategy.Order(r.Targets)
 	}
+	log := &attemptLog{}
+	var o outcome
+	if r.HedgeAfter > 0 && len(order) > 1 {
+		o = r.hedged(ctx, req, order, log)
+	} else {
+		o = r.run(ctx, req, order, log)
+	}
+	attempts := log.snapshot()
+	switch {
+	case o.err == nil:
+		return &Answer{Response: o.resp, Backend: o.backend, Attempts: attempts}, nil
+	case handlers.IsPermanent(o.err):
+		return nil, &Failure{Attempts: attempts, Err: o.err}
+	}
+	return nil, &Failure{Attempts: attempts, Err: o.err, RetryAfter: o.wait}
+}
+
+// outcome is what one pass over some of a route's targets came to.
+type outcome struct {
+	resp    *handlers.Response
+	backend string
+	err     error
+	wait    time.Duration // shortest known time until a backend may serve
+}
+
+// run tries the targets at order in turn (failover).
+func (r *Route) run(ctx context.Context, req *handlers.Request, order []int, log *attemptLog) outcome {
+	var o outcome
+	note := func(d time.Duration) {
+		if d > 0 && (o.wait == 0 || d < o.wait) {
+			o.wait = d
+		}
+	}
 	for _, i := range order {
 		t := &r.Targets[i]
 		if err := ctx.Err(); err != nil {
-			if last == nil {
-				last = handlers.Transient(fmt.Errorf("before calling %s: %w", t.Name, err))
+			if o.err == nil {
+				o.err = handlers.Transient(fmt.Errorf("before calling %s: %w", t.Name, err))
 			}
-			break
+			return o
 		}
 		if open, remaining := t.Open(); open {
 			note(remaining)
-			if last == nil {
-				last = handlers.Transient(fmt.Errorf("%s: %w", t.Name, circuitbreaker.ErrOpen))
+			if o.err == nil {
+				o.err = handlers.Transient(fmt.Errorf("%s: %w", t.Name, circuitbreaker.ErrOpen))
 			}
 			continue
 		}
-		resp, err := t.call(ctx, req, &attempts, r.Validate)
+		resp, err := t.call(ctx, req, log, r.Validate)
 		if err == nil {
-			return &Answer{Response: resp, Backend: t.Name, Attempts: attempts}, nil
+			return outcome{resp: resp, backend: t.Name}
 		}
-		last = err
+		o.err = err
 		if handlers.IsPermanent(err) {
-			return nil, &Failure{Attempts: attempts, Err: last}
+			return o
 		}
 		note(handlers.RetryAfter(err))
 		if open, remaining := t.Open(); open {
 			note(remaining)
 		}
 	}
-	if last == nil {
-		last = handlers.Transient(errors.New("route has no backends"))
+	if o.err == nil {
+		o.err = handlers.Transient(errors.New("route has no backends"))
 	}
-	return nil, &Failure{Attempts: attempts, Err: last, RetryAfter: wait}
+	return o
+}
+
+// hedged runs the first target, and the rest of the order (as failover)
+// once HedgeAfter passes or the first fails, whichever is sooner. The first
+// answer wins and cancels the other; Do returns only when both are done.
+func (r *Route) hedged(ctx context.Context, req *handlers.Request, order []int, log *attemptLog) outcome {
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan outcome, 2)
+	start := func(part []int) {
+		rq := *req // each racer numbers its own attempts
+		go func() { results <- r.run(hctx, &rq, part, log) }()
+	}
+	start(order[:1])
+	running, hedgedYet := 1, false
+	hedge := func() {
+		if !hedgedYet {
+			hedgedYet = true
+			running++
+			start(order[1:])
+		}
+	}
+	timer := time.NewTimer(r.HedgeAfter)
+	defer timer.Stop()
+	var last outcome
+	for running > 0 || !hedgedYet {
+		select {
+		case <-timer.C:
+			hedge()
+		case o := <-results:
+			running--
+			if o.err == nil || handlers.IsPermanent(o.err) {
+				cancel()
+				for ; running > 0; running-- {
+					<-results
+				}
+				return o
+			}
+			// Keep the shortest known wait of the two racers.
+			if last.wait > 0 && (o.wait == 0 || last.wait < o.wait) {
+				o.wait = last.wait
+			}
+			last = o
+			hedge()
+		}
+	}
+	return last
+}
+
+// attemptLog collects the attempts of a task; hedged racers share it.
+type attemptLog struct {
+	mu   sync.Mutex
+	list []Attempt
+}
+
+func (l *attemptLog) add(a Attempt) {
+	l.mu.Lock()
+	l.list = append(l.list, a)
+	l.mu.Unlock()
+}
+
+func (l *attemptLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.list)
+}
+
+func (l *attemptLog) snapshot() []Attempt {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.list)
 }
 
 // call runs one target's policies around the backend, recording every
 // backend call it makes in attempts.
-func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]Attempt, v Validator) (*handlers.Response, error) {
+func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
 	attempt := func(actx context.Context) (*handlers.Response, error) {
-		req.Attempt = len(*attempts) + 1
+		req.Attempt = log.len() + 1
 		a := Attempt{Backend: t.Name, Start: time.Now()}
 		resp, err := t.Backend.Call(actx, req)
 		a.Duration = time.Since(a.Start)
@@ -179,7 +283,7 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, attempts *[]At
 			err = classify(err)
 		}
 		a.Err = err
-		*attempts = append(*attempts, a)
+		log.add(a)
 		return resp, err
 	}
 	var resp *handlers.Response

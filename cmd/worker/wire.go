@@ -66,7 +66,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 	var routes []*resilience.Route
 	for _, typ := range slices.Sorted(maps.Keys(cfg.Routes)) {
 		rc := cfg.Routes[typ]
-		rt := &resilience.Route{Name: typ, Deadline: rc.Deadline.D()}
+		rt := &resilience.Route{Name: typ, Deadline: rc.Deadline.D(), HedgeAfter: rc.HedgeAfter.D()}
 		seen := map[string]bool{}
 		add := func(t resilience.Target) {
 			if !seen[t.Name] {
