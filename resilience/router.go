@@ -263,7 +263,13 @@ func (l *attemptLog) snapshot() []Attempt {
 // call runs one target's policies around the backend, recording every
 // backend call it makes in attempts.
 func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
-	attempt := func(actx context.Context) (*handlers.Response, error) {
+	timeout := t.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	attempt := func(ctx context.Context) (*handlers.Response, error) {
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
 		req.Attempt = log.len() + 1
 		a := Attempt{Backend: t.Name, Start: time.Now()}
 		resp, err := t.Backend.Call(actx, req)
@@ -289,13 +295,7 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 	var resp *handlers.Response
 	var err error
 	if t.exec == nil {
-		timeout := t.Timeout
-		if timeout <= 0 {
-			timeout = DefaultTimeout
-		}
-		actx, cancel := context.WithTimeout(ctx, timeout)
-		resp, err = attempt(actx)
-		cancel()
+		resp, err = attempt(ctx)
 	} else {
 		resp, err = t.exec.WithContext(ctx).GetWithExecution(func(e failsafe.Execution[*handlers.Response]) (*handlers.Response, error) {
 			return attempt(e.Context())
