@@ -36,7 +36,7 @@ type TLS struct {
 // Streams are the stream settings a worker applies when it creates or
 // updates the streams.
 type Streams struct {
-	Replicas      int      `yaml:"replicas"`        // default 1
+	Replicas      int      `yaml:"replicas"`        // 1 to 5; 0 (unset): 1 on create, an existing stream keeps its own
 	ResultsMaxAge Duration `yaml:"results_max_age"` // default 1h
 	DLQMaxBytes   Size     `yaml:"dlq_max_bytes"`   // default 0: unlimited
 }

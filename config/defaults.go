@@ -6,26 +6,32 @@ import (
 	"github.com/breakwater/breakwater/handlers"
 )
 
-// Defaults, in one place (docs/config.md repeats this table):
+// The defaults, in one place; docs/config.md repeats this table. A default
+// fills a key only when the file leaves it out (or sets it to null): a key
+// that is written is validated as written, zero included.
 //
-//	streams.replicas               1 on create; unset keeps an existing stream's
-//	streams.results_max_age        1h
-//	streams.dlq_max_bytes          0 (unlimited)
-//	worker.concurrency             64
-//	worker.ack_wait                30s
-//	worker.max_deliver             5
-//	worker.max_payload             0 (the server's limit)
-//	health.interval                10s
-//	health.sla_target              99.9
-//	health.breaker_open_alert_after 1m
-//	cache.max_size_mb              64
-//	backends.*.timeout             30s
-//	backends.*.retry               max_attempts 3, backoff 100ms, max_backoff 30s, jitter 0.2
-//	backends.*.breaker             failure_threshold 3 (or failure_rate with min_calls 10 over period 1m),
-//	                               delay 10s, success_threshold 1
-//	routes.*.strategy              failover
+//	key                              default
+//	streams.replicas                 unset: 1 when the worker creates a stream; an existing stream keeps its own
+//	streams.results_max_age          1h
+//	streams.dlq_max_bytes            0 (unlimited)
+//	worker.concurrency               64
+//	worker.ack_wait                  30s
+//	worker.max_deliver               5
+//	worker.max_payload               0 (the server's limit)
+//	health.interval                  10s
+//	health.sla_target                99.9 (percent)
+//	health.breaker_open_alert_after  1m
+//	cache.max_size_mb                64
+//	backends.*.timeout               30s
+//	backends.*.retry                 none; when present: max_attempts 3, backoff 100ms, max_backoff 30s, jitter 0.2
+//	backends.*.breaker               none; when present: failure_threshold 3 unless failure_rate is set,
+//	                                 then min_calls 10 and period 1m; delay 10s; success_threshold 1
+//	backends.*.max_concurrency       0 (unbounded)
+//	backends.*.rate_limit            none (unlimited)
+//	routes.*.strategy                failover
+//	routes.*.deadline, hedge_after   0 (none)
 const (
-	DefaultReplicas         = 1
+	DefaultReplicas         = 1 // of a stream the worker creates; see Streams.Replicas
 	DefaultResultsMaxAge    = time.Hour
 	DefaultConcurrency      = 64
 	DefaultAckWait          = 30 * time.Second
@@ -47,70 +53,73 @@ const (
 	DefaultStrategy         = "failover"
 )
 
-// Default is the configuration of a worker started without a file: every
-// built-in handler on the route of its own name, and every default.
+// Default is the configuration of a worker started without a file: no
+// backends, every built-in handler on the route of its own name (route
+// "echo" → backend "builtin:echo"), and every default above.
 func Default() *Config {
 	c := &Config{Routes: map[string]Route{}}
 	for _, name := range handlers.BuiltinNames() {
 		c.Routes[name] = Route{Backends: []string{"builtin:" + name}}
 	}
-	c.applyDefaults()
+	c.applyDefaults(func(...string) bool { return false })
 	return c
 }
 
-// applyDefaults fills every unset field with its default.
-func (c *Config) applyDefaults() {
-	setDur(&c.Streams.ResultsMaxAge, DefaultResultsMaxAge)
-	setInt(&c.Worker.Concurrency, DefaultConcurrency)
-	setDur(&c.Worker.AckWait, DefaultAckWait)
-	setInt(&c.Worker.MaxDeliver, DefaultMaxDeliver)
-	setDur(&c.Health.Interval, DefaultHealthInterval)
-	if c.Health.SLATarget == 0 {
+// applyDefaults fills every key the file leaves out with its default. has
+// reports whether the file sets a key path (to something other than null):
+// a key that is set keeps its value, even zero, for validate to check, so
+// that "max_attempts: 0" is an error and "jitter: 0" means no jitter rather
+// than being silently replaced.
+func (c *Config) applyDefaults(has func(path ...string) bool) {
+	setDur := func(p *Duration, v time.Duration, path ...string) {
+		if !has(path...) {
+			*p = Duration(v)
+		}
+	}
+	setInt := func(p *int, v int, path ...string) {
+		if !has(path...) {
+			*p = v
+		}
+	}
+	// streams.replicas stays 0 when unset: the stream keeps the replicas an
+	// operator gave it, and is created with 1.
+	setDur(&c.Streams.ResultsMaxAge, DefaultResultsMaxAge, "streams", "results_max_age")
+	setInt(&c.Worker.Concurrency, DefaultConcurrency, "worker", "concurrency")
+	setDur(&c.Worker.AckWait, DefaultAckWait, "worker", "ack_wait")
+	setInt(&c.Worker.MaxDeliver, DefaultMaxDeliver, "worker", "max_deliver")
+	setDur(&c.Health.Interval, DefaultHealthInterval, "health", "interval")
+	if !has("health", "sla_target") {
 		c.Health.SLATarget = DefaultSLATarget
 	}
-	setDur(&c.Health.BreakerOpenAlertAfter, DefaultBreakerOpenAlert)
-	setInt(&c.Cache.MaxSizeMB, DefaultCacheMaxSizeMB)
+	setDur(&c.Health.BreakerOpenAlertAfter, DefaultBreakerOpenAlert, "health", "breaker_open_alert_after")
+	setInt(&c.Cache.MaxSizeMB, DefaultCacheMaxSizeMB, "cache", "max_size_mb")
 	for name, b := range c.Backends {
-		setDur(&b.Timeout, DefaultBackendTimeout)
+		at := func(keys ...string) []string { return append([]string{"backends", name}, keys...) }
+		setDur(&b.Timeout, DefaultBackendTimeout, at("timeout")...)
 		if r := b.Retry; r != nil {
-			setInt(&r.MaxAttempts, DefaultRetryMaxAttempts)
-			setDur(&r.Backoff, DefaultRetryBackoff)
-			setDur(&r.MaxBackoff, DefaultRetryMaxBackoff)
-			if r.Jitter == 0 {
+			setInt(&r.MaxAttempts, DefaultRetryMaxAttempts, at("retry", "max_attempts")...)
+			setDur(&r.Backoff, DefaultRetryBackoff, at("retry", "backoff")...)
+			setDur(&r.MaxBackoff, DefaultRetryMaxBackoff, at("retry", "max_backoff")...)
+			if !has(at("retry", "jitter")...) {
 				r.Jitter = DefaultRetryJitter
 			}
 		}
 		if br := b.Breaker; br != nil {
-			if br.FailureRate > 0 {
-				setInt(&br.MinCalls, DefaultBreakerMinCalls)
-				setDur(&br.Period, DefaultBreakerPeriod)
+			if has(at("breaker", "failure_rate")...) {
+				setInt(&br.MinCalls, DefaultBreakerMinCalls, at("breaker", "min_calls")...)
+				setDur(&br.Period, DefaultBreakerPeriod, at("breaker", "period")...)
 			} else {
-				setInt(&br.FailureThreshold, DefaultBreakerFailures)
+				setInt(&br.FailureThreshold, DefaultBreakerFailures, at("breaker", "failure_threshold")...)
 			}
-			setDur(&br.Delay, DefaultBreakerDelay)
-			setInt(&br.SuccessThreshold, DefaultBreakerSuccesses)
+			setDur(&br.Delay, DefaultBreakerDelay, at("breaker", "delay")...)
+			setInt(&br.SuccessThreshold, DefaultBreakerSuccesses, at("breaker", "success_threshold")...)
 		}
 		c.Backends[name] = b
 	}
 	for name, r := range c.Routes {
-		if r.Strategy == "" {
+		if !has("routes", name, "strategy") {
 			r.Strategy = DefaultStrategy
 		}
 		c.Routes[name] = r
-	}
-}
-
-// setInt and setDur fill zero values only, so that an explicit 0 in the
-// file is caught by validation rather than silently replaced. Fields are
-// checked for presence in the file by validate before defaults apply.
-func setInt(p *int, v int) {
-	if *p == 0 {
-		*p = v
-	}
-}
-
-func setDur(p *Duration, v time.Duration) {
-	if *p == 0 {
-		*p = Duration(v)
 	}
 }

@@ -9,46 +9,73 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Duration is a YAML duration such as "250ms", "10s" or "1h30m".
+// Duration is a length of time written as a Go duration string: "250ms",
+// "10s", "1h30m". A negative duration is refused, and so is a bare number
+// other than 0 ("30" could mean seconds or milliseconds). Its zero value
+// is a key left out of the file; the default is applied to it.
 type Duration time.Duration
 
-// Size is a number of bytes, written as an integer or with a unit:
-// "512KiB", "64MiB", "1GiB", "10MB", "100KB".
+// Size is a number of bytes, written as a plain integer (1048576) or with a
+// unit: KiB, MiB, GiB, TiB (powers of 1024), KB, MB, GB, TB (powers of
+// 1000) or B. Negative sizes are refused.
 type Size int64
 
-// Rate is an event rate such as "200/s", "10/m", "5/h" or "50/100ms".
+// Rate is a number of events per period, written "N/PERIOD" where PERIOD is
+// s, m, h or a Go duration: "200/s", "10/m", "5/h", "50/100ms". N and the
+// period must be greater than 0.
 type Rate struct {
 	N   int
 	Per time.Duration
 }
 
-// typeErr reports a bad scalar the way yaml.v3 reports its own type errors,
-// so that decoding goes on and every problem is reported at once.
-func typeErr(n *yaml.Node, format string, args ...any) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: "+format, append([]any{n.Line}, args...)...)}}
-}
-
-// UnmarshalYAML decodes a duration string.
+// UnmarshalYAML decodes a duration; an error names the line.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+	if n.Kind != yaml.ScalarNode {
 		return typeErr(n, "want a duration like 10s, got %s", describe(n))
 	}
-	v, err := time.ParseDuration(n.Value)
+	if tag := n.ShortTag(); (tag == "!!int" || tag == "!!float") && n.Value != "0" {
+		return typeErr(n, "want a duration with a unit (ms, s, m, h), got %s", describe(n))
+	}
+	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return typeErr(n, "want a duration like 10s or 1m30s, got %q", n.Value)
+		return typeErr(n, "%v", err)
 	}
-	if v < 0 {
-		return typeErr(n, "duration must not be negative, got %q", n.Value)
-	}
-	*d = Duration(v)
+	*d = v
 	return nil
 }
 
-// MarshalYAML writes the duration as a string.
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+// ParseDuration parses a Duration as written in a config (see Duration).
+func ParseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("want a duration like 10s, 1m30s or 250ms, got %q", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("a duration must not be negative, got %q", s)
+	}
+	return Duration(v), nil
+}
 
-// String is the duration in Go syntax.
+// String is the duration in Go syntax ("1m30s").
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes the duration as a string, as it is read.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// MarshalText writes the duration as a string ("30s"), so that JSON and
+// logs show it as written in a config.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText parses a duration string (see Duration); it lets flags and
+// JSON take the same syntax as the config file.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
 
 var sizeUnits = []struct {
 	suffix string
@@ -58,9 +85,9 @@ var sizeUnits = []struct {
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
 }
 
-// UnmarshalYAML decodes a size.
+// UnmarshalYAML decodes a size; an error names the line.
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+	if n.Kind != yaml.ScalarNode {
 		return typeErr(n, "want a size like 64MiB, got %s", describe(n))
 	}
 	v, err := ParseSize(n.Value)
@@ -71,7 +98,8 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// ParseSize parses an integer number of bytes with an optional unit.
+// ParseSize parses a number of bytes with an optional unit (see Size).
+// Sizes above 2^62 bytes are refused.
 func ParseSize(str string) (int64, error) {
 	s := strings.TrimSpace(str)
 	mult := int64(1)
@@ -82,15 +110,15 @@ func ParseSize(str string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v > (1<<62)/mult {
+	if err != nil || v < 0 || v > (1<<62)/mult || strings.HasPrefix(s, "+") {
 		return 0, fmt.Errorf("want a size like 1048576, 512KiB or 64MiB, got %q", str)
 	}
 	return v * mult, nil
 }
 
-// UnmarshalYAML decodes a rate.
+// UnmarshalYAML decodes a rate; an error names the line.
 func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+	if n.Kind != yaml.ScalarNode {
 		return typeErr(n, "want a rate like 200/s, got %s", describe(n))
 	}
 	v, err := ParseRate(n.Value)
@@ -101,7 +129,7 @@ func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// ParseRate parses "N/UNIT" where UNIT is s, m, h or a duration.
+// ParseRate parses "N/PERIOD" (see Rate).
 func ParseRate(s string) (Rate, error) {
 	bad := fmt.Errorf("want a rate like 200/s, 10/m or 50/100ms, got %q", s)
 	num, per, ok := strings.Cut(strings.TrimSpace(s), "/")
@@ -128,7 +156,7 @@ func ParseRate(s string) (Rate, error) {
 	return Rate{N: n, Per: d}, nil
 }
 
-// PerSecond is the rate in events per second.
+// PerSecond is the rate in events per second; 0 for a zero Rate.
 func (r Rate) PerSecond() float64 {
 	if r.Per <= 0 {
 		return 0
@@ -136,7 +164,7 @@ func (r Rate) PerSecond() float64 {
 	return float64(r.N) / r.Per.Seconds()
 }
 
-// String is the rate as written in a config.
+// String is the rate as written in a config: "200/s", "10/m", "50/100ms".
 func (r Rate) String() string {
 	switch r.Per {
 	case time.Second:
@@ -149,18 +177,18 @@ func (r Rate) String() string {
 	return fmt.Sprintf("%d/%s", r.N, r.Per)
 }
 
-// MarshalYAML writes the rate as a string.
+// MarshalYAML writes the rate as a string, as it is read.
 func (r Rate) MarshalYAML() (any, error) { return r.String(), nil }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
+// MarshalText writes the rate as a string ("200/s").
+func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText parses a rate string (see Rate).
+func (r *Rate) UnmarshalText(b []byte) error {
+	v, err := ParseRate(string(b))
+	if err != nil {
+		return err
 	}
-	if n.Tag == "!!null" {
-		return "nothing"
-	}
-	return fmt.Sprintf("%q", n.Value)
+	*r = v
+	return nil
 }

@@ -17,27 +17,32 @@ import (
 )
 
 var (
+	// nameRE is a backend name or tag: one subject token, as backend names
+	// become health.backend.<name>.
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// typeRE is a task type: one or more tokens separated by dots.
 	typeRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+	// headerRE is an HTTP header name (an RFC 9110 token).
+	headerRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 )
 
+// Strategies are the values of routes.*.strategy.
 var strategies = []string{"failover", "round_robin", "weighted", "least_latency"}
 
-// validate checks the values that decoding cannot: ranges, references
-// between sections and the combinations that make sense.
+// validate checks what decoding cannot: ranges, references between
+// sections and the combinations that make sense. It runs after the
+// defaults, so a value it sees is either written in the file or a default.
 func (p *parser) validate(c *Config) {
 	if c.Prefix != "" && !typeRE.MatchString(c.Prefix) {
-		p.errorf([]string{"prefix"}, "must be subject tokens of A-Z a-z 0-9 _ -, got %q", c.Prefix)
+		p.errorf([]string{"prefix"}, "must be subject tokens of A-Z a-z 0-9 _ - separated by dots, got %q", c.Prefix)
 	}
 	p.validateNATS(c.NATS)
-	if r := c.Streams.Replicas; r < 0 || r > 5 {
+
+	if r := c.Streams.Replicas; r < 0 || r > 5 || (r == 0 && p.has("streams", "replicas")) {
 		p.errorf([]string{"streams", "replicas"}, "must be 1 to 5, got %d", r)
 	}
 	if d := c.Streams.ResultsMaxAge.D(); d < time.Second {
 		p.errorf([]string{"streams", "results_max_age"}, "must be at least 1s, got %s", d)
-	}
-	if c.Streams.DLQMaxBytes < 0 {
-		p.errorf([]string{"streams", "dlq_max_bytes"}, "must not be negative")
 	}
 	if n := c.Worker.Concurrency; n < 1 || n > 100000 {
 		p.errorf([]string{"worker", "concurrency"}, "must be 1 to 100000, got %d", n)
@@ -48,136 +53,205 @@ func (p *parser) validate(c *Config) {
 	if n := c.Worker.MaxDeliver; n < 1 {
 		p.errorf([]string{"worker", "max_deliver"}, "must be at least 1, got %d", n)
 	}
-	if v := c.Health.SLATarget; v <= 0 || v > 100 {
-		p.errorf([]string{"health", "sla_target"}, "must be a percentage in (0, 100], got %g", v)
+	if d := c.Health.Interval.D(); d <= 0 {
+		p.errorf([]string{"health", "interval"}, "must be greater than 0, got %s", d)
+	}
+	if v := c.Health.SLATarget; !(v > 0 && v <= 100) {
+		p.errorf([]string{"health", "sla_target"}, "must be a percentage above 0 and at most 100, got %g", v)
+	}
+	if d := c.Health.BreakerOpenAlertAfter.D(); d <= 0 {
+		p.errorf([]string{"health", "breaker_open_alert_after"}, "must be greater than 0, got %s", d)
 	}
 	if n := c.Cache.MaxSizeMB; n < 1 {
 		p.errorf([]string{"cache", "max_size_mb"}, "must be at least 1, got %d", n)
 	}
 
-	tags := map[string]bool{}
-	for _, name := range sortedKeys(c.Backends) {
+	known := known{backends: sortedKeys(c.Backends), builtins: handlers.BuiltinNames(), tags: map[string]bool{}}
+	for _, name := range known.backends {
 		b := c.Backends[name]
 		for _, t := range b.Tags {
-			tags[t] = true
+			known.tags[t] = true
 		}
-		p.validateBackend(name, b)
+		p.validateBackend(name, b, known)
 	}
+	known.tagList = sortedKeys(known.tags)
 	for _, name := range sortedKeys(c.Routes) {
 		r := c.Routes[name]
-		p.validateRoute(c, name, &r, tags)
+		p.validateRoute(c, name, &r, known)
 		c.Routes[name] = r
 	}
 }
 
+// known is what route entries may name, sorted, for checks and messages.
+type known struct {
+	backends []string
+	builtins []string
+	tags     map[string]bool
+	tagList  []string
+}
+
 func (p *parser) validateNATS(n NATS) {
 	if n.URL != "" {
-		for u := range strings.SplitSeq(n.URL, ",") {
-			u = strings.TrimSpace(u)
-			if !strings.Contains(u, "://") {
-				u = "nats://" + u
-			}
-			pu, err := url.Parse(u)
-			if err != nil || pu.Host == "" {
-				p.errorf([]string{"nats", "url"}, "not a server URL: %q", u)
-				continue
-			}
-			switch pu.Scheme {
-			case "nats", "tls", "ws", "wss":
-			default:
-				p.errorf([]string{"nats", "url"}, "scheme must be nats, tls, ws or wss, got %q", pu.Scheme)
+		for _, u := range strings.Split(n.URL, ",") {
+			if err := natsURL(strings.TrimSpace(u)); err != "" {
+				p.errorf([]string{"nats", "url"}, "%s", err)
 			}
 		}
 	}
-	if (n.TLS.Cert == "") != (n.TLS.Key == "") {
-		p.errorf([]string{"nats", "tls"}, "cert and key go together")
+	if n.TLS.Cert != "" && n.TLS.Key == "" {
+		p.errorf([]string{"nats", "tls", "cert"}, "needs nats.tls.key")
+	}
+	if n.TLS.Key != "" && n.TLS.Cert == "" {
+		p.errorf([]string{"nats", "tls", "key"}, "needs nats.tls.cert")
 	}
 	if n.Password != "" && n.User == "" {
 		p.errorf([]string{"nats", "password"}, "needs nats.user")
 	}
 }
 
-func (p *parser) validateBackend(name string, b Backend) {
-	at := func(keys ...string) []string { return append([]string{"backends", name}, keys...) }
-	if !nameRE.MatchString(name) {
-		p.errorf(at(), "backend names are A-Z a-z 0-9 _ - (they name health subjects), got %q", name)
+// natsURL checks one server of nats.url: nats://, tls://, ws:// or wss://,
+// or host:port. It returns the reason it is wrong, or "".
+func natsURL(s string) string {
+	if s == "" {
+		return "empty server in the list"
 	}
-	kinds := 0
+	u := s
+	if !strings.Contains(u, "://") {
+		u = "nats://" + u
+	}
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" || pu.Hostname() == "" {
+		return "want a server URL like nats://host:4222 or host:4222, got " + quote(s)
+	}
+	switch pu.Scheme {
+	case "nats", "tls", "ws", "wss":
+	default:
+		return "scheme must be nats, tls, ws or wss, got " + quote(s)
+	}
+	return ""
+}
+
+func (p *parser) validateBackend(name string, b Backend, known known) {
+	at := func(keys ...string) []string { return append([]string{"backends", name}, keys...) }
+	switch {
+	case name == "":
+		p.errorf(at(), "a backend name must not be empty")
+	case strings.HasPrefix(name, "builtin:") || strings.HasPrefix(name, "tag:"):
+		p.errorf(at(), "a backend name must not start with builtin: or tag: (route entries use those prefixes), got %q", name)
+	case !nameRE.MatchString(name):
+		p.errorf(at(), "a backend name is A-Z a-z 0-9 _ - (it names the subject health.backend.<name>), got %q", name)
+	}
+	var kinds []string
 	if b.HTTP != nil {
-		kinds++
+		kinds = append(kinds, "http")
 	}
 	if b.NATS != nil {
-		kinds++
+		kinds = append(kinds, "nats")
 	}
 	if b.Builtin != "" {
-		kinds++
+		kinds = append(kinds, "builtin")
 	}
-	if kinds != 1 {
-		p.errorf(at(), "needs exactly one of http, nats or builtin, got %d", kinds)
+	switch len(kinds) {
+	case 0:
+		p.errorf(at(), "needs one of http, nats or builtin")
+	case 1:
+	default:
+		p.errorf(at(), "needs exactly one of http, nats or builtin, got %s", strings.Join(kinds, " and "))
 	}
-	if b.HTTP != nil {
-		if err := httpURL(b.HTTP.URL); err != nil {
-			p.errorf(at("http", "url"), "%v", err)
+	if h := b.HTTP; h != nil {
+		if reason := httpURL(h.URL); reason != "" {
+			p.errorf(at("http", "url"), "%s", reason)
 		}
-		if b.HTTP.HealthURL != "" {
-			if err := httpURL(b.HTTP.HealthURL); err != nil {
-				p.errorf(at("http", "health_url"), "%v", err)
+		if h.HealthURL != "" {
+			if reason := httpURL(h.HealthURL); reason != "" {
+				p.errorf(at("http", "health_url"), "%s", reason)
+			}
+		}
+		for _, k := range sortedKeys(h.Headers) {
+			if !headerRE.MatchString(k) {
+				p.errorf(at("http", "headers", k), "not a valid header name: %q", k)
+			}
+			if strings.ContainsAny(h.Headers[k], "\r\n\x00") {
+				p.errorf(at("http", "headers", k), "a header value must not contain line breaks")
 			}
 		}
 	}
-	if b.NATS != nil && !task.ValidSubject(b.NATS.Subject) {
-		p.errorf(at("nats", "subject"), "must be a subject without wildcards or spaces, got %q", b.NATS.Subject)
+	if b.NATS != nil && b.NATS.Subject == "" {
+		p.errorf(at("nats", "subject"), "is required: the subject the backend's service answers on")
+	} else if b.NATS != nil && !task.ValidSubject(b.NATS.Subject) {
+		p.errorf(at("nats", "subject"), "must be a subject without wildcards, spaces or empty tokens, got %q", b.NATS.Subject)
 	}
 	if b.Builtin != "" {
 		if _, err := handlers.Builtin(b.Builtin); err != nil {
-			p.errorf(at("builtin"), "unknown built-in %q (have %s)", b.Builtin, strings.Join(handlers.BuiltinNames(), ", "))
+			p.errorf(at("builtin"), "unknown built-in %q%s (have %s)", b.Builtin, didYouMean(b.Builtin, known.builtins), strings.Join(known.builtins, ", "))
 		}
+	}
+	if b.Timeout <= 0 {
+		p.errorf(at("timeout"), "must be greater than 0, got %s", b.Timeout)
 	}
 	if r := b.Retry; r != nil {
 		if r.MaxAttempts < 1 {
 			p.errorf(at("retry", "max_attempts"), "must be at least 1, got %d", r.MaxAttempts)
 		}
-		if r.MaxBackoff < r.Backoff {
-			p.errorf(at("retry", "max_backoff"), "must be at least backoff (%s), got %s", r.Backoff, r.MaxBackoff)
+		if r.Backoff <= 0 {
+			p.errorf(at("retry", "backoff"), "must be greater than 0, got %s", r.Backoff)
 		}
-		if r.Jitter < 0 || r.Jitter > 1 {
+		if r.MaxBackoff < r.Backoff {
+			p.errorf(at("retry", "max_backoff"), "must be at least retry.backoff (%s), got %s", r.Backoff, r.MaxBackoff)
+		}
+		if !(r.Jitter >= 0 && r.Jitter <= 1) {
 			p.errorf(at("retry", "jitter"), "must be between 0 and 1, got %g", r.Jitter)
 		}
 	}
 	if br := b.Breaker; br != nil {
-		if br.FailureThreshold < 0 {
-			p.errorf(at("breaker", "failure_threshold"), "must be at least 1, got %d", br.FailureThreshold)
-		}
-		if br.FailureRate < 0 || br.FailureRate > 1 {
-			p.errorf(at("breaker", "failure_rate"), "must be in (0, 1], got %g", br.FailureRate)
-		}
-		if br.FailureRate > 0 && br.FailureThreshold > 0 {
-			p.errorf(at("breaker", "failure_rate"), "set failure_threshold or failure_rate, not both")
-		}
-		if br.SuccessThreshold < 1 {
-			p.errorf(at("breaker", "success_threshold"), "must be at least 1, got %d", br.SuccessThreshold)
-		}
-		if br.HalfOpenMaxCalls < 0 {
-			p.errorf(at("breaker", "half_open_max_calls"), "must not be negative")
-		}
+		p.validateBreaker(at, br)
 	}
 	if b.MaxConcurrency < 0 {
-		p.errorf(at("max_concurrency"), "must not be negative, got %d", b.MaxConcurrency)
+		p.errorf(at("max_concurrency"), "must be 0 (unbounded) or more, got %d", b.MaxConcurrency)
 	}
 	if a := b.Auth; a != nil && a.BearerTokenFile != "" && a.BearerTokenEnv != "" {
 		p.errorf(at("auth"), "set bearer_token_file or bearer_token_env, not both")
 	}
 	for i, t := range b.Tags {
 		if !nameRE.MatchString(t) {
-			p.errorf(at("tags", index(i)), "tags are A-Z a-z 0-9 _ -, got %q", t)
+			p.errorf(at("tags", index(i)), "a tag is A-Z a-z 0-9 _ -, got %q", t)
 		}
 	}
 }
 
-func (p *parser) validateRoute(c *Config, name string, r *Route, tags map[string]bool) {
+func (p *parser) validateBreaker(at func(...string) []string, br *Breaker) {
+	byRate := p.has(at("breaker", "failure_rate")...)
+	if byRate && p.has(at("breaker", "failure_threshold")...) {
+		p.errorf(at("breaker", "failure_rate"), "set breaker.failure_threshold or breaker.failure_rate, not both")
+	}
+	if byRate {
+		if !(br.FailureRate > 0 && br.FailureRate <= 1) {
+			p.errorf(at("breaker", "failure_rate"), "must be above 0 and at most 1, got %g", br.FailureRate)
+		}
+		if br.MinCalls < 1 {
+			p.errorf(at("breaker", "min_calls"), "must be at least 1, got %d", br.MinCalls)
+		}
+		if br.Period <= 0 {
+			p.errorf(at("breaker", "period"), "must be greater than 0, got %s", br.Period)
+		}
+	} else if br.FailureThreshold < 1 {
+		p.errorf(at("breaker", "failure_threshold"), "must be at least 1, got %d", br.FailureThreshold)
+	}
+	if br.Delay <= 0 {
+		p.errorf(at("breaker", "delay"), "must be greater than 0, got %s", br.Delay)
+	}
+	if br.SuccessThreshold < 1 {
+		p.errorf(at("breaker", "success_threshold"), "must be at least 1, got %d", br.SuccessThreshold)
+	}
+	if br.HalfOpenMaxCalls < 0 {
+		p.errorf(at("breaker", "half_open_max_calls"), "must be 0 or more, got %d", br.HalfOpenMaxCalls)
+	}
+}
+
+func (p *parser) validateRoute(c *Config, name string, r *Route, known known) {
 	at := func(keys ...string) []string { return append([]string{"routes", name}, keys...) }
 	if !typeRE.MatchString(name) {
-		p.errorf(at(), "a route is a task type: subject tokens of A-Z a-z 0-9 _ -, got %q", name)
+		p.errorf(at(), "a route is a task type: tokens of A-Z a-z 0-9 _ - separated by dots, got %q", name)
 	}
 	if len(r.Backends) == 0 {
 		p.errorf(at("backends"), "needs at least one backend")
@@ -188,63 +262,77 @@ func (p *parser) validateRoute(c *Config, name string, r *Route, tags map[string
 			p.errorf(at("backends", index(i)), "%q is listed twice", ref)
 		}
 		seen[ref] = true
-		switch {
-		case strings.HasPrefix(ref, "builtin:"):
-			if _, err := handlers.Builtin(strings.TrimPrefix(ref, "builtin:")); err != nil {
-				p.errorf(at("backends", index(i)), "unknown built-in %q (have %s)", ref, strings.Join(handlers.BuiltinNames(), ", "))
+		if builtin, ok := strings.CutPrefix(ref, "builtin:"); ok {
+			if _, err := handlers.Builtin(builtin); err != nil {
+				p.errorf(at("backends", index(i)), "unknown built-in %q%s (have %s)", builtin, didYouMean(builtin, known.builtins), strings.Join(known.builtins, ", "))
 			}
-		case strings.HasPrefix(ref, "tag:"):
-			if !tags[strings.TrimPrefix(ref, "tag:")] {
-				p.errorf(at("backends", index(i)), "no backend has tag %q", strings.TrimPrefix(ref, "tag:"))
+		} else if tag, ok := strings.CutPrefix(ref, "tag:"); ok {
+			if !known.tags[tag] {
+				p.errorf(at("backends", index(i)), "no backend has tag %q%s", tag, didYouMean(tag, known.tagList))
 			}
-		default:
-			if _, ok := c.Backends[ref]; !ok {
-				p.errorf(at("backends", index(i)), "unknown backend %q (defined: %s)", ref, strings.Join(sortedKeys(c.Backends), ", "))
+		} else if _, ok := c.Backends[ref]; !ok {
+			defined := "none are defined"
+			if len(known.backends) > 0 {
+				defined = "defined: " + names(known.backends)
 			}
+			p.errorf(at("backends", index(i)), "unknown backend %q%s (%s)", ref, didYouMean(ref, known.backends), defined)
 		}
 	}
 	if !slices.Contains(strategies, r.Strategy) {
-		p.errorf(at("strategy"), "must be one of %s, got %q", strings.Join(strategies, ", "), r.Strategy)
+		p.errorf(at("strategy"), "must be one of %s, got %q%s", strings.Join(strategies, ", "), r.Strategy, didYouMean(r.Strategy, strategies))
 	}
-	if r.Strategy == "weighted" && len(r.Weights) == 0 {
-		p.errorf(at("weights"), "strategy weighted needs weights")
-	}
-	if len(r.Weights) > 0 && r.Strategy != "weighted" {
-		p.errorf(at("weights"), "weights need strategy: weighted")
+	switch {
+	case r.Strategy == "weighted" && len(r.Weights) == 0:
+		p.errorf(at("strategy"), "strategy weighted needs weights")
+	case r.Strategy != "weighted" && p.has(at("weights")...):
+		p.errorf(at("weights"), "weights need strategy: weighted, got strategy %q", r.Strategy)
 	}
 	for _, k := range sortedKeys(r.Weights) {
 		if !seen[k] {
 			p.errorf(at("weights", k), "%q is not among the route's backends", k)
 		}
-		if r.Weights[k] <= 0 {
-			p.errorf(at("weights", k), "must be greater than 0, got %d", r.Weights[k])
+		if w := r.Weights[k]; w <= 0 {
+			p.errorf(at("weights", k), "must be greater than 0, got %d", w)
 		}
 	}
-	if r.Cache != nil && r.Cache.TTL <= 0 {
-		p.errorf(at("cache", "ttl"), "must be greater than 0")
+	if rc := r.Cache; rc != nil && rc.TTL <= 0 {
+		p.errorf(at("cache", "ttl"), "must be greater than 0, got %s", rc.TTL)
 	}
 	if v := r.Validate; v != nil && v.JSONSchema != "" {
 		path := v.JSONSchema
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(filepath.Dir(p.file), path)
 		}
-		if _, err := os.Stat(path); err != nil {
-			var pe *os.PathError
-			if errors.As(err, &pe) {
-				err = pe.Err
-			}
-			p.errorf(at("validate", "json_schema"), "%s: %v", path, err)
+		switch fi, err := os.Stat(path); {
+		case err != nil:
+			p.errorf(at("validate", "json_schema"), "cannot read %s: %v", path, errorsUnwrapPath(err))
+		case !fi.Mode().IsRegular():
+			p.errorf(at("validate", "json_schema"), "%s is not a file", path)
 		}
 		v.JSONSchema = path
 	}
 }
 
-func httpURL(s string) error {
+// errorsUnwrapPath drops the path an *os.PathError repeats.
+func errorsUnwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// httpURL checks an absolute http or https URL, returning the reason it is
+// wrong or "".
+func httpURL(s string) string {
+	if s == "" {
+		return "is required: an absolute http:// or https:// URL"
+	}
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return errors.New("must be an absolute http:// or https:// URL, got " + quote(s))
+		return "must be an absolute http:// or https:// URL, got " + quote(s)
 	}
-	return nil
+	return ""
 }
 
 func quote(s string) string { return strconv.Quote(s) }
