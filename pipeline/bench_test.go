@@ -143,6 +143,19 @@ func BenchmarkEcho(b *testing.B) {
 			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 		})
+		// The same route with every policy of a backend: the cost of the
+		// full stack on the success path.
+		b.Run("fsync="+fsync.name+"/impl=worker-policies", func(b *testing.B) {
+			e := newBenchEnv(b, fsync.always)
+			echo, _ := handlers.Builtin("echo")
+			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{resilience.NewTarget("builtin:echo", echo, resilience.PolicyOptions{
+				Timeout:        time.Second,
+				Retry:          &resilience.RetryOptions{MaxAttempts: 3, Backoff: 100 * time.Millisecond, MaxBackoff: time.Second, Jitter: 0.2},
+				Breaker:        &resilience.BreakerOptions{FailureThreshold: 3, Delay: 10 * time.Second, SuccessThreshold: 1},
+				MaxConcurrency: 1000, RateN: 1_000_000, RatePer: time.Second,
+			})}})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
 	}
 }
 
