@@ -441,19 +441,19 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // A task that runs longer than the ack wait is kept alive with InProgress
 // and is neither redelivered nor called twice.
 func TestLongTaskNotRedelivered(t *testing.T) {
-	e := newEnv(t, bus.ConsumerOptions{AckWait: 400 * time.Millisecond})
+	e := newEnv(t, bus.ConsumerOptions{AckWait: time.Second})
 	var calls atomic.Int64
 	slow := &resilience.Route{Name: "slow", Targets: []resilience.Target{{Name: "s",
 		Backend: handlers.BackendFunc(func(ctx context.Context, r *handlers.Request) (*handlers.Response, error) {
 			calls.Add(1)
 			select {
-			case <-time.After(1500 * time.Millisecond): // the work itself, several ack waits long
+			case <-time.After(3500 * time.Millisecond): // the work itself, several ack waits long
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 			return &handlers.Response{Body: r.Payload}, nil
 		})}}}
-	e.start(t, pipeline.Options{AckWait: 400 * time.Millisecond, Concurrency: 4}, slow)
+	e.start(t, pipeline.Options{AckWait: time.Second, Concurrency: 4}, slow)
 	e.publish(t, "slow", "long", "x")
 	e.waitMsg(t, "RESULTS", "results.slow.long")
 	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task acked")
