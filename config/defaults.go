@@ -31,7 +31,6 @@ import (
 //	routes.*.strategy                failover
 //	routes.*.deadline, hedge_after   0 (none)
 const (
-	DefaultReplicas         = 1 // of a stream the worker creates; see Streams.Replicas
 	DefaultResultsMaxAge    = time.Hour
 	DefaultConcurrency      = 64
 	DefaultAckWait          = 30 * time.Second

@@ -83,13 +83,7 @@ func TestOutageRedeliversInsteadOfDeadLettering(t *testing.T) {
 	// The outage: 3 seconds, then the backend is back.
 	recover := time.AfterFunc(3*time.Second, func() { down.Store(false) })
 	defer recover.Stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for e.count(t, "RESULTS") < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d results after the outage", e.count(t, "RESULTS"), n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitWithin(t, 30*time.Second, func() bool { return e.count(t, "RESULTS") == n }, "every result after the outage")
 	if got := e.count(t, "DLQ"); got != 0 {
 		t.Errorf("DLQ: got %d entries, want 0", got)
 	}

@@ -119,17 +119,12 @@ func (e *env) waitMsg(t *testing.T, stream, subject string) *jetstream.RawStream
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		m, err := s.GetLastMsgForSubject(context.Background(), subject)
-		if err == nil {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no message on %s in %s: %v", subject, stream, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var m *jetstream.RawStreamMsg
+	waitWithin(t, 10*time.Second, func() bool {
+		m, err = s.GetLastMsgForSubject(context.Background(), subject)
+		return err == nil
+	}, "a message on "+subject+" in "+stream)
+	return m
 }
 
 func (e *env) count(t *testing.T, stream string) uint64 {
@@ -419,7 +414,13 @@ func TestManyTasksConcurrently(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitWithin(t, 15*time.Second, cond, what)
+}
+
+// waitWithin polls cond until it holds, failing the test after d.
+func waitWithin(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for: %s", what)

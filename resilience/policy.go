@@ -67,9 +67,6 @@ type response = *handlers.Response
 // neither. The breaker being open aborts the retries at once.
 func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 	t := Target{Name: name, Backend: b, Timeout: o.Timeout, stats: &latencyStats{}}
-	if t.Timeout <= 0 {
-		t.Timeout = DefaultTimeout
-	}
 	var policies []failsafe.Policy[response]
 	if r := o.Retry; r != nil && r.MaxAttempts > 1 {
 		rb := retrypolicy.NewBuilder[response]().
@@ -109,11 +106,11 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 	}
 	if o.RateN > 0 && o.RatePer/time.Duration(o.RateN) > 0 { // faster than 1/ns is no limit
 		policies = append(policies, ratelimiter.NewSmoothBuilder[response](uint(o.RateN), o.RatePer).
-			WithMaxWaitTime(t.Timeout).Build())
+			WithMaxWaitTime(t.timeout()).Build())
 	}
 	if o.MaxConcurrency > 0 {
 		policies = append(policies, bulkhead.NewBuilder[response](uint(o.MaxConcurrency)).
-			WithMaxWaitTime(t.Timeout).Build())
+			WithMaxWaitTime(t.timeout()).Build())
 	}
 	// The attempt timeout is a context deadline set in Target.call rather
 	// than failsafe's timeout policy: the same effect for a backend that

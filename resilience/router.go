@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -118,10 +117,11 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 		ctx, cancel = context.WithTimeout(ctx, r.Deadline)
 		defer cancel()
 	}
-	order := failover{}.Order(r.Targets)
+	var strategy Strategy = failover{}
 	if r.Strategy != nil {
-		order = r.Strategy.Order(r.Targets)
+		strategy = r.Strategy
 	}
+	order := strategy.Order(r.Targets)
 	log := &attemptLog{}
 	var o outcome
 	if r.HedgeAfter > 0 && len(order) > 1 {
@@ -129,7 +129,7 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 	} else {
 		o = r.run(ctx, req, order, log)
 	}
-	attempts := log.snapshot()
+	attempts := log.list // every racer has returned: no more writers
 	switch {
 	case o.err == nil:
 		return &Answer{Response: o.resp, Backend: o.backend, Attempts: attempts}, nil
@@ -254,19 +254,18 @@ func (l *attemptLog) len() int {
 	return len(l.list)
 }
 
-func (l *attemptLog) snapshot() []Attempt {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.list)
+// timeout bounds one attempt: Timeout, or DefaultTimeout when unset.
+func (t *Target) timeout() time.Duration {
+	if t.Timeout > 0 {
+		return t.Timeout
+	}
+	return DefaultTimeout
 }
 
 // call runs one target's policies around the backend, recording every
 // backend call it makes in attempts.
 func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
-	timeout := t.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := t.timeout()
 	attempt := func(ctx context.Context) (*handlers.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

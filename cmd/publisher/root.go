@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/task"
 )
 
 // Defaults of --timeout, which means "how long to wait" for every command
@@ -114,7 +115,8 @@ func (a *app) topology() (bus.Topology, error) {
 	if p == "" {
 		p = os.Getenv("BREAKWATER_PREFIX")
 	}
-	if p != "" && !isToken(p) {
+	// A prefix is one subject-safe token, the same alphabet as a task id.
+	if p != "" && task.ValidID(p) != nil {
 		return bus.Topology{}, usagef("invalid prefix %q: allowed are A-Z a-z 0-9 _ -", p)
 	}
 	return bus.Topology{Prefix: p}, nil
@@ -193,20 +195,6 @@ func streamHint(err error, stream string) error {
 func flagChanged(fs *pflag.FlagSet, name string) bool {
 	f := fs.Lookup(name)
 	return f != nil && f.Changed
-}
-
-// isToken reports whether s is a subject-safe token: [A-Za-z0-9_-]+.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // validType checks that typ can stand in a subject as tasks.<typ> and
