@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,7 +76,7 @@ func TestOutageRedeliversInsteadOfDeadLettering(t *testing.T) {
 		resilience.NewTarget("svc", backendServer(t, &down, &calls), resilience.PolicyOptions{
 			Timeout: time.Second, Breaker: &resilience.BreakerOptions{FailureThreshold: 3, Delay: time.Second, SuccessThreshold: 1}}),
 	}}
-	e.start(t, pipeline.Options{MaxDeliver: 5}, route)
+	w := e.start(t, pipeline.Options{MaxDeliver: 5}, route)
 	const n = 20
 	for i := range n {
 		e.publish(t, "work", fmt.Sprintf("o%d", i), "x")
@@ -92,4 +93,63 @@ func TestOutageRedeliversInsteadOfDeadLettering(t *testing.T) {
 	if got := calls.Load(); got >= 3*n {
 		t.Errorf("backend calls: got %d, want far fewer than %d", got, 3*n)
 	}
+	// Tasks that arrived while the breaker was open were held, not handed
+	// back: only the calls that failed (the three that opened it, and the
+	// failed trial calls, one a second) spent a delivery.
+	t.Logf("stats after outage: %+v, backend calls %d", w.Stats(), calls.Load())
+	if got := w.Stats().Redelivered; got > 8 {
+		t.Errorf("redelivered: got %d, want ≤ 8 (failed calls only; held tasks spend no delivery)", got)
+	}
+}
+
+// A paused route holds its tasks (no backend call) while other routes run;
+// resuming serves the held ones.
+func TestPauseAndResumeRoute(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var slowCalls, otherCalls atomic.Int64
+	w := e.start(t, pipeline.Options{}, echoRoute("paused", &slowCalls), echoRoute("other", &otherCalls))
+	if err := w.PauseRoute("nope"); !errors.Is(err, resilience.ErrNoRoute) {
+		t.Fatalf("PauseRoute(unknown) = %v, want ErrNoRoute", err)
+	}
+	if err := w.PauseRoute("paused"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		e.publish(t, "paused", fmt.Sprintf("p%d", i), "x")
+	}
+	waitFor(t, func() bool { return w.Stats().Parked == n }, "paused tasks held")
+	// The worker keeps serving other routes meanwhile.
+	e.publish(t, "other", "o1", "x")
+	e.waitMsg(t, "RESULTS", "results.other.o1")
+	if got := slowCalls.Load(); got != 0 {
+		t.Fatalf("paused route's backend called %d times", got)
+	}
+	if err := w.ResumeRoute("paused"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.count(t, "RESULTS") == n+1 }, "held tasks served after resume")
+	if st := w.Stats(); st.Parked != 0 || st.Redelivered != 0 {
+		t.Errorf("after resume: parked %d, redelivered %d; want 0, 0", st.Parked, st.Redelivered)
+	}
+}
+
+// A task held when the worker drains goes back to the stream at once.
+func TestDrainHandsBackParked(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var calls atomic.Int64
+	w := e.newWorker(t, pipeline.Options{}, echoRoute("work", &calls))
+	cancel, done := goRun(w)
+	if err := w.PauseRoute("work"); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, "work", "d1", "x")
+	waitFor(t, func() bool { return w.Stats().Parked == 1 }, "task held")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Handed back: a second worker gets it without waiting out ack_wait.
+	e.start(t, pipeline.Options{}, echoRoute("work", &calls))
+	e.waitMsg(t, "RESULTS", "results.work.d1")
 }

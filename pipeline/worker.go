@@ -49,6 +49,10 @@ type Options struct {
 	// DrainTimeout bounds how long Run waits for in-flight tasks after
 	// its context ends; the rest are handed back to the stream. Default 25s.
 	DrainTimeout time.Duration
+	// MaxParked bounds the tasks held while their route cannot be served
+	// (every breaker open, or paused); past it they are handed back with
+	// a delay. Default 1000.
+	MaxParked int
 	// Logger for task failures and lifecycle. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -57,6 +61,8 @@ type Options struct {
 type Stats struct {
 	Done, Failed, DeadLettered, Redelivered, Duplicates uint64
 	InFlight                                            int64
+	// Parked counts the tasks held until their route can serve them.
+	Parked int
 }
 
 // Worker runs the task pipeline. Create it with New and run it with Run.
@@ -65,6 +71,7 @@ type Worker struct {
 	log      *slog.Logger
 	results  jetstream.Stream
 	progress *progress
+	parking  *parking
 
 	ready                                       atomic.Bool
 	done, failed, dead, redelivered, duplicates atomic.Uint64
@@ -91,11 +98,15 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.MaxParked <= 0 {
+		o.MaxParked = 1000
+	}
 	results, err := o.JS.Stream(ctx, o.Topology.ResultsStream())
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: results stream: %w", err)
 	}
-	return &Worker{o: o, log: o.Logger, results: results, progress: newProgress(o.AckWait)}, nil
+	return &Worker{o: o, log: o.Logger, results: results, progress: newProgress(o.AckWait),
+		parking: newParking(o.MaxParked)}, nil
 }
 
 // Ready reports whether the worker is pulling tasks (false before Run has
@@ -107,8 +118,29 @@ func (w *Worker) Stats() Stats {
 	return Stats{
 		Done: w.done.Load(), Failed: w.failed.Load(), DeadLettered: w.dead.Load(),
 		Redelivered: w.redelivered.Load(), Duplicates: w.duplicates.Load(),
-		InFlight: w.inFlight.Load(),
+		InFlight: w.inFlight.Load(), Parked: w.parking.len(),
 	}
+}
+
+// PauseRoute stops serving the route's tasks: those that arrive are held
+// (kept alive, no backend call, no delivery spent) until ResumeRoute.
+func (w *Worker) PauseRoute(name string) error {
+	if _, err := w.o.Router.Route(name); err != nil {
+		return err
+	}
+	w.parking.setPaused(name, true)
+	w.log.Warn("route paused", "route", name)
+	return nil
+}
+
+// ResumeRoute serves the route's tasks again, the held ones first.
+func (w *Worker) ResumeRoute(name string) error {
+	if _, err := w.o.Router.Route(name); err != nil {
+		return err
+	}
+	w.parking.setPaused(name, false)
+	w.log.Info("route resumed", "route", name)
+	return nil
 }
 
 // Run pulls and processes tasks until ctx ends, then drains: it stops
@@ -145,6 +177,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		for p := range pending {
 			w.settleResult(workCtx, p)
 		}
+	}()
+
+	// One goroutine lets held tasks go when their route may serve again.
+	parkerStop := make(chan struct{})
+	parkerDone := make(chan struct{})
+	go func() {
+		defer close(parkerDone)
+		w.release(jobs, parkerStop)
 	}()
 
 	var wg sync.WaitGroup
@@ -185,6 +225,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	cc, err := consume(w.o.Consumer)
 	if err != nil {
+		close(parkerStop)
+		<-parkerDone
 		close(jobs)
 		wg.Wait()
 		close(pending)
@@ -223,11 +265,18 @@ wait:
 	close(stopping)
 	cc.Drain()
 	<-cc.Closed()
+	close(parkerStop)
+	<-parkerDone
 	close(jobs)
 
 	finished := make(chan struct{})
 	go func() {
 		wg.Wait()
+		// Tasks parked by the pool after the parker stopped.
+		for _, j := range w.parking.takeAll() {
+			w.progress.done(j.progressID)
+			_ = j.msg.Nak()
+		}
 		close(pending)
 		<-settled
 		close(finished)
@@ -243,6 +292,57 @@ wait:
 		<-finished
 	}
 	return runErr
+}
+
+// release feeds held tasks back to the pool when their time comes, until
+// stop; then it hands every task still held back to the stream.
+func (w *Worker) release(jobs chan<- job, stop <-chan struct{}) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	handBack := func(j job) {
+		w.progress.done(j.progressID)
+		_ = j.msg.Nak()
+	}
+	for {
+		due, next := w.parking.due(time.Now())
+		for i, j := range due {
+			select {
+			case jobs <- j:
+			case <-stop:
+				for _, j := range due[i:] {
+					handBack(j)
+				}
+				for _, j := range w.parking.takeAll() {
+					handBack(j)
+				}
+				return
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
+		}
+		timer.Reset(wait)
+		select {
+		case <-stop:
+			for _, j := range w.parking.takeAll() {
+				handBack(j)
+			}
+			return
+		case <-w.parking.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// park holds j until its route may serve it again; false when the parking
+// is full and the caller must settle the task itself.
+func (w *Worker) park(route string, j job, wait time.Duration) bool {
+	if !w.parking.hold(route, j, time.Now().Add(wait)) {
+		return false
+	}
+	w.inFlight.Add(-1)
+	return true
 }
 
 // recreate makes the consumer again and consumes from it, retrying with
@@ -313,6 +413,16 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		w.settle(ctx, msg, t, delivered, nil, err)
 		return
 	}
+	// An outage or a pause holds the task rather than spending a delivery.
+	if w.parking.paused(route.Name) {
+		if handedOff = w.park(route.Name, j, 0); handedOff {
+			return
+		}
+	} else if down, wait := route.Unavailable(); down {
+		if handedOff = w.park(route.Name, j, wait); handedOff {
+			return
+		}
+	}
 
 	// Task-Deadline bounds the whole task; the route may bound it further.
 	tctx := ctx
@@ -325,6 +435,12 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrShutdown, err)
+		} else if errors.Is(err, resilience.ErrUnavailable) {
+			// Refused by every breaker (a half-open one had its trial
+			// calls out): look again shortly, still without a delivery.
+			if handedOff = w.park(route.Name, j, max(resilience.RetryAfter(err), unavailableRecheck)); handedOff {
+				return
+			}
 		}
 		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
 		return
@@ -338,6 +454,10 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	handedOff = true
 	pending <- p
 }
+
+// unavailableRecheck is how soon a task refused by half-open breakers
+// (their trial calls in flight) looks again.
+const unavailableRecheck = 100 * time.Millisecond
 
 // job is a delivered task on its way to a pool goroutine.
 type job struct {

@@ -50,6 +50,9 @@ type BreakerOptions struct {
 	Period           time.Duration
 	Delay            time.Duration
 	SuccessThreshold int
+	// HalfOpenMaxCalls bounds the trial calls let through at once while
+	// half-open; 0 means SuccessThreshold of them.
+	HalfOpenMaxCalls int
 }
 
 type response = *handlers.Response
@@ -97,7 +100,10 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		} else {
 			cb = cb.WithFailureThreshold(uint(max(br.FailureThreshold, 1)))
 		}
-		cb = cb.WithDelay(br.Delay).WithSuccessThreshold(uint(max(br.SuccessThreshold, 1)))
+		// failsafe lets as many calls through half-open as the success
+		// threshold's capacity: half_open_max_calls widens it.
+		succ := uint(max(br.SuccessThreshold, 1))
+		cb = cb.WithDelay(br.Delay).WithSuccessThresholdRatio(succ, max(succ, uint(br.HalfOpenMaxCalls)))
 		if f := o.OnBreakerStateChanged; f != nil {
 			cb = cb.OnStateChanged(func(e circuitbreaker.StateChangedEvent) { f(name, e.OldState, e.NewState) })
 		}

@@ -271,3 +271,65 @@ func TestRouteDeadlineStopsRetriesAndFallbacks(t *testing.T) {
 		}
 	})
 }
+
+func TestHalfOpenLetsMaxCallsThrough(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		success, maxCall int
+		wantProbes       int
+	}{
+		{"default is the success threshold", 2, 0, 2},
+		{"half_open_max_calls widens it", 1, 4, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				release := make(chan struct{})
+				failing := atomic.Bool{}
+				failing.Store(true)
+				b := &recorder{answer: func(int) error {
+					if failing.Load() {
+						return errDown
+					}
+					<-release // probes hang until released, so they overlap
+					return nil
+				}}
+				target := resilience.NewTarget("a", b, resilience.PolicyOptions{
+					Timeout: time.Minute,
+					Breaker: &resilience.BreakerOptions{FailureThreshold: 1, Delay: time.Second,
+						SuccessThreshold: tc.success, HalfOpenMaxCalls: tc.maxCall},
+				})
+				r := &resilience.Route{Name: "x", Targets: []resilience.Target{target}}
+				if err := do(r); err == nil {
+					t.Fatal("first call should fail and open the breaker")
+				}
+				if down, wait := r.Unavailable(); !down || wait != time.Second {
+					t.Fatalf("Unavailable = %v, %v; want true, 1s", down, wait)
+				}
+				if err := do(r); !errors.Is(err, resilience.ErrUnavailable) || !errors.Is(err, handlers.ErrTransient) {
+					t.Fatalf("call while open: %v; want ErrUnavailable and transient", err)
+				}
+				time.Sleep(time.Second) // synctest: fake clock
+				if down, _ := r.Unavailable(); down {
+					t.Fatal("route still unavailable after the breaker delay")
+				}
+				failing.Store(false)
+				errs := make(chan error, 10)
+				for range 10 {
+					go func() { errs <- do(r) }()
+				}
+				synctest.Wait() // every caller is either in a probe or refused
+				refused := 0
+				for len(errs) > 0 {
+					if err := <-errs; errors.Is(err, resilience.ErrUnavailable) {
+						refused++
+					}
+				}
+				if probes := b.count() - 1; probes != tc.wantProbes || refused != 10-tc.wantProbes {
+					t.Fatalf("half-open let %d calls through and refused %d; want %d and %d", probes, refused, tc.wantProbes, 10-tc.wantProbes)
+				}
+				close(release)
+				synctest.Wait()
+			})
+		})
+	}
+}

@@ -16,6 +16,12 @@ import (
 // ErrNoRoute means no route serves the task's type.
 var ErrNoRoute = errors.New("no route for task type")
 
+// ErrUnavailable means a route made no backend call at all because every
+// backend's breaker refused (open, or half-open with its trial calls
+// taken): an outage, not a failure of the task. A Failure wrapping it also
+// wraps handlers.ErrTransient.
+var ErrUnavailable = errors.New("every backend of the route is unavailable")
+
 // DefaultTimeout bounds one backend attempt when a backend sets none.
 const DefaultTimeout = 30 * time.Second
 
@@ -136,7 +142,31 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 	case handlers.IsPermanent(o.err):
 		return nil, &Failure{Attempts: attempts, Err: o.err}
 	}
-	return nil, &Failure{Attempts: attempts, Err: o.err, RetryAfter: o.wait}
+	err := o.err
+	if len(attempts) == 0 && errors.Is(err, circuitbreaker.ErrOpen) && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil, &Failure{Attempts: attempts, Err: err, RetryAfter: o.wait}
+}
+
+// Unavailable reports whether every backend of the route has an open
+// breaker now, so that a task would be refused without a call, and the
+// shortest time until one of them lets a trial call through.
+func (r *Route) Unavailable() (bool, time.Duration) {
+	if len(r.Targets) == 0 {
+		return false, 0
+	}
+	var wait time.Duration
+	for i := range r.Targets {
+		open, remaining := r.Targets[i].Open()
+		if !open {
+			return false, 0
+		}
+		if wait == 0 || remaining < wait {
+			wait = remaining
+		}
+	}
+	return true, wait
 }
 
 // outcome is what one pass over some of a route's targets came to.
@@ -328,6 +358,15 @@ func NewRouter(routes []*Route) *Router {
 		m[r.Name] = r
 	}
 	return &Router{routes: m}
+}
+
+// Routes returns the routes, in no particular order.
+func (r *Router) Routes() []*Route {
+	out := make([]*Route, 0, len(r.routes))
+	for _, rt := range r.routes {
+		out = append(out, rt)
+	}
+	return out
 }
 
 // Route returns the route of task type typ, or an error wrapping ErrNoRoute.

@@ -139,6 +139,7 @@ func policyOptions(b config.Backend, log *slog.Logger) resilience.PolicyOptions 
 		o.Breaker = &resilience.BreakerOptions{
 			FailureThreshold: br.FailureThreshold, FailureRate: br.FailureRate, MinCalls: br.MinCalls,
 			Period: br.Period.D(), Delay: br.Delay.D(), SuccessThreshold: br.SuccessThreshold,
+			HalfOpenMaxCalls: br.HalfOpenMaxCalls,
 		}
 	}
 	if rl := b.RateLimit; rl != nil {
