@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Defaults of the HTTP backend.
@@ -71,6 +72,9 @@ type HTTPOptions struct {
 	Client *http.Client
 	// Getenv looks up BearerTokenEnv; default os.Getenv. For tests.
 	Getenv func(string) string
+	// Propagator, when set, writes the call context's trace (the attempt's
+	// span) into the request headers, replacing the task's traceparent.
+	Propagator propagation.TextMapPropagator
 }
 
 // HTTP is a Backend that POSTs the task payload to a URL. It is safe for
@@ -95,6 +99,7 @@ type HTTP struct {
 	static  http.Header
 	client  *http.Client
 	token   *tokenSource
+	prop    propagation.TextMapPropagator
 }
 
 var _ Backend = (*HTTP)(nil)
@@ -116,7 +121,7 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	if u.Host == "" {
 		return nil, bad("url %s: no host", redactURL(u))
 	}
-	h := &HTTP{name: o.Name, url: o.URL, safeURL: redactURL(u), static: make(http.Header, len(o.Headers))}
+	h := &HTTP{name: o.Name, url: o.URL, safeURL: redactURL(u), static: make(http.Header, len(o.Headers)), prop: o.Propagator}
 
 	switch {
 	case o.BearerTokenFile != "" && o.BearerTokenEnv != "":
@@ -210,6 +215,9 @@ func (h *HTTP) Call(ctx context.Context, req *Request) (*Response, error) {
 		}
 	}
 	h.setHeaders(hreq, req, tok)
+	if h.prop != nil {
+		h.prop.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
+	}
 
 	resp, err := h.client.Do(hreq)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/breakwater/breakwater/task"
 )
@@ -38,6 +39,9 @@ type NATSOptions struct {
 	// Subject is the literal subject (no wildcards) a service, typically a
 	// nats.go micro endpoint, listens on.
 	Subject string
+	// Propagator, when set, writes the call context's trace (the attempt's
+	// span) into the request headers, replacing the task's traceparent.
+	Propagator propagation.TextMapPropagator
 }
 
 // NATS is a Backend that sends the task as a core NATS request and waits for
@@ -58,6 +62,7 @@ type NATS struct {
 	name    string
 	conn    *nats.Conn
 	subject string
+	prop    propagation.TextMapPropagator
 }
 
 var _ Backend = (*NATS)(nil)
@@ -73,7 +78,7 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if !task.ValidSubject(o.Subject) {
 		return nil, bad("subject %q is not a literal subject", o.Subject)
 	}
-	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject}, nil
+	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject, prop: o.Propagator}, nil
 }
 
 // Call sends req as a request on the subject; see NATS for error classes.
@@ -91,6 +96,14 @@ func (n *NATS) Call(ctx context.Context, req *Request) (*Response, error) {
 		msg.Header[HeaderTaskType] = []string{req.Type}
 	}
 	msg.Header[HeaderTaskAttempt] = []string{strconv.Itoa(req.Attempt)}
+	if n.prop != nil {
+		// W3C keys stay lowercase, as other NATS clients read them.
+		carrier := propagation.MapCarrier{}
+		n.prop.Inject(ctx, carrier)
+		for k, v := range carrier {
+			msg.Header[k] = []string{v}
+		}
+	}
 
 	reply, err := n.conn.RequestMsgWithContext(ctx, msg)
 	if err != nil {

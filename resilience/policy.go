@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -30,7 +31,21 @@ type PolicyOptions struct {
 	RatePer time.Duration
 	// OnBreakerStateChanged observes the breaker (health events, metrics).
 	OnBreakerStateChanged func(backend string, from, to circuitbreaker.State)
+	// OnRetry observes each retry of a failed call (metrics).
+	OnRetry func(backend string)
+	// Hook, when set, wraps every backend call (tracing, health, metrics).
+	Hook AttemptHook
+	// Down, when set, reports whether health checks found the backend down
+	// and how soon to look again; a down backend is skipped like one whose
+	// breaker is open.
+	Down func() (bool, time.Duration)
 }
+
+// AttemptHook observes one backend call: it is called before the call
+// with the attempt's context, and returns the context to call with and a
+// function to call with the finished attempt. attempt counts the task's
+// calls from 1.
+type AttemptHook func(ctx context.Context, backend string, attempt int) (context.Context, func(Attempt))
 
 // RetryOptions retry transient failures with exponential backoff.
 type RetryOptions struct {
@@ -69,7 +84,7 @@ type response = *handlers.Response
 // count against the breaker; a permanent failure (the task's fault) does
 // neither. The breaker being open aborts the retries at once.
 func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
-	t := Target{Name: name, Backend: b, Timeout: o.Timeout, stats: &latencyStats{}}
+	t := Target{Name: name, Backend: b, Timeout: o.Timeout, stats: &latencyStats{}, hook: o.Hook, down: o.Down}
 	var policies []failsafe.Policy[response]
 	if r := o.Retry; r != nil && r.MaxAttempts > 1 {
 		rb := retrypolicy.NewBuilder[response]().
@@ -89,6 +104,9 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		}
 		if r.Jitter > 0 {
 			rb = rb.WithJitterFactor(r.Jitter)
+		}
+		if f := o.OnRetry; f != nil {
+			rb = rb.OnRetry(func(failsafe.ExecutionEvent[response]) { f(name) })
 		}
 		policies = append(policies, rb.Build())
 	}
@@ -135,6 +153,11 @@ func isTransient(err error) bool {
 // Open reports whether the target's breaker refuses calls now, and for how
 // much longer.
 func (t *Target) Open() (bool, time.Duration) {
+	if t.down != nil {
+		if down, retryIn := t.down(); down {
+			return true, retryIn
+		}
+	}
 	if t.breaker == nil || !t.breaker.IsOpen() {
 		return false, 0
 	}

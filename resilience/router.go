@@ -36,6 +36,8 @@ type Target struct {
 	exec    failsafe.Executor[*handlers.Response]
 	breaker circuitbreaker.CircuitBreaker[*handlers.Response]
 	stats   *latencyStats
+	hook    AttemptHook
+	down    func() (bool, time.Duration)
 }
 
 // Route serves one task type with an ordered list of backends.
@@ -300,6 +302,10 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		req.Attempt = log.len() + 1
+		var end func(Attempt)
+		if t.hook != nil {
+			actx, end = t.hook(actx, t.Name, req.Attempt)
+		}
 		a := Attempt{Backend: t.Name, Start: time.Now()}
 		resp, err := t.Backend.Call(actx, req)
 		a.Duration = time.Since(a.Start)
@@ -319,6 +325,9 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 		}
 		a.Err = err
 		log.add(a)
+		if end != nil {
+			end(a)
+		}
 		return resp, err
 	}
 	var resp *handlers.Response

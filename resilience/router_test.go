@@ -99,3 +99,51 @@ func TestRouter(t *testing.T) {
 		t.Errorf("Route(code): got %v, want ErrNoRoute", err)
 	}
 }
+
+type hookKey struct{}
+
+// The hook sees every call, numbered, with the context it returned
+// reaching the backend; a backend health checks call down is skipped.
+func TestAttemptHookAndDown(t *testing.T) {
+	type seen struct {
+		backend string
+		n       int
+		failed  bool
+	}
+	var calls []seen
+	hook := func(ctx context.Context, backend string, n int) (context.Context, func(resilience.Attempt)) {
+		return context.WithValue(ctx, hookKey{}, n), func(a resilience.Attempt) {
+			calls = append(calls, seen{backend, n, a.Err != nil})
+		}
+	}
+	marked := handlers.BackendFunc(func(ctx context.Context, req *handlers.Request) (*handlers.Response, error) {
+		if ctx.Value(hookKey{}) != req.Attempt {
+			t.Errorf("backend context lacks the hook's value for attempt %d", req.Attempt)
+		}
+		return &handlers.Response{Body: []byte("ok")}, nil
+	})
+	down := func() (bool, time.Duration) { return true, time.Second }
+	r := &resilience.Route{Name: "x", Targets: []resilience.Target{
+		resilience.NewTarget("sick", ok("never"), resilience.PolicyOptions{Hook: hook, Down: down}),
+		resilience.NewTarget("flaky", failing(handlers.Transient(errors.New("503"))), resilience.PolicyOptions{
+			Hook: hook, Retry: &resilience.RetryOptions{MaxAttempts: 2}}),
+		resilience.NewTarget("good", marked, resilience.PolicyOptions{Hook: hook}),
+	}}
+	ans, err := r.Do(context.Background(), &handlers.Request{TaskID: "t"})
+	if err != nil || ans.Backend != "good" {
+		t.Fatalf("Do = %v, %v; want an answer from good", ans, err)
+	}
+	want := []seen{{"flaky", 1, true}, {"flaky", 2, true}, {"good", 3, false}}
+	if len(calls) != len(want) {
+		t.Fatalf("hook saw %v, want %v", calls, want)
+	}
+	for i := range want {
+		if calls[i] != want[i] {
+			t.Fatalf("hook saw %v, want %v", calls, want)
+		}
+	}
+	only := &resilience.Route{Name: "y", Targets: r.Targets[:1]}
+	if down, wait := only.Unavailable(); !down || wait != time.Second {
+		t.Fatalf("route of a down backend: Unavailable = %v, %v; want true, 1s", down, wait)
+	}
+}
