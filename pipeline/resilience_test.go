@@ -153,3 +153,100 @@ func TestDrainHandsBackParked(t *testing.T) {
 	e.start(t, pipeline.Options{}, echoRoute("work", &calls))
 	e.waitMsg(t, "RESULTS", "results.work.d1")
 }
+
+// slowServer answers after delay (or when the request is cancelled),
+// recording when each call arrived.
+func slowServer(t *testing.T, name string, delay time.Duration, arrivals chan<- time.Time) *handlers.HTTP {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrivals != nil {
+			arrivals <- time.Now()
+		}
+		// Read the body first: only then does the server notice a client
+		// that gave up (r.Context is cancelled on the closed connection).
+		_, _ = io.Copy(io.Discard, r.Body)
+		timer := time.NewTimer(delay)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, name)
+	}))
+	t.Cleanup(srv.Close)
+	h, err := handlers.NewHTTP(handlers.HTTPOptions{Name: name, URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// A backend slower than its timeout fails over; with hedge_after the
+// second backend is asked before the first times out.
+func TestSlowBackendTimeoutAndHedge(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+		hedge   time.Duration
+		within  time.Duration // every task's Task-Duration
+	}{
+		{"attempt timeout fails over", 200 * time.Millisecond, 0, 2 * time.Second},
+		{"hedge asks the next backend early", 10 * time.Second, 50 * time.Millisecond, 2 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, bus.ConsumerOptions{})
+			route := &resilience.Route{Name: "work", HedgeAfter: tc.hedge, Targets: []resilience.Target{
+				resilience.NewTarget("slow", slowServer(t, "slow", 30*time.Second, nil), resilience.PolicyOptions{Timeout: tc.timeout}),
+				resilience.NewTarget("fast", slowServer(t, "fast", 0, nil), resilience.PolicyOptions{Timeout: time.Second}),
+			}}
+			e.start(t, pipeline.Options{}, route)
+			const n = 10
+			for i := range n {
+				e.publish(t, "work", fmt.Sprintf("s%d", i), "x")
+			}
+			for i := range n {
+				m := e.waitMsg(t, "RESULTS", fmt.Sprintf("results.work.s%d", i))
+				if string(m.Data) != "fast" || m.Header.Get("Task-Backend") != "fast" {
+					t.Fatalf("task s%d answered by %q (%s), want fast", i, m.Header.Get("Task-Backend"), m.Data)
+				}
+				took, err := time.ParseDuration(m.Header.Get("Task-Duration"))
+				if err != nil || took > tc.within {
+					t.Fatalf("task s%d took %s (%v), want ≤ %s", i, m.Header.Get("Task-Duration"), err, tc.within)
+				}
+			}
+		})
+	}
+}
+
+// rate_limit holds as measured at the backend, with many tasks waiting.
+func TestRateLimitHoldsAtBackend(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	arrivals := make(chan time.Time, 100)
+	const rate, n = 20, 30
+	route := &resilience.Route{Name: "work", Targets: []resilience.Target{
+		resilience.NewTarget("svc", slowServer(t, "svc", 0, arrivals), resilience.PolicyOptions{
+			Timeout: 5 * time.Second, RateN: rate, RatePer: time.Second}),
+	}}
+	e.start(t, pipeline.Options{Concurrency: 64}, route)
+	for i := range n {
+		e.publish(t, "work", fmt.Sprintf("r%d", i), "x")
+	}
+	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results")
+	close(arrivals)
+	var times []time.Time
+	for at := range arrivals {
+		times = append(times, at)
+	}
+	if len(times) != n {
+		t.Fatalf("backend saw %d calls, want %d", len(times), n)
+	}
+	// A smooth limiter spaces calls 1/rate apart: n calls span ≥ (n-1)/rate,
+	// allowing for the clock of a loaded machine.
+	span := times[n-1].Sub(times[0])
+	if min := time.Duration(n-1) * time.Second / rate * 9 / 10; span < min {
+		t.Fatalf("%d calls took %s at the backend, want ≥ %s (%d/s)", n, span, min, rate)
+	}
+}
