@@ -120,14 +120,14 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		return err
 	}
 
-	router, closeBackends, err := buildRouter(cfg, nc, log)
+	bk, err := buildRouter(cfg, nc, log, observers{})
 	if err != nil {
 		return err
 	}
-	defer closeBackends()
+	defer bk.close()
 
 	w, err := pipeline.New(ctx, pipeline.Options{
-		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: router,
+		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: bk.router,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return setup(ctx, js, topo, cfg, log)
 		},

@@ -7,18 +7,37 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/resilience"
 )
 
+// observers are what watches the backends' calls: tracing, health and
+// metrics. Nil fields observe nothing.
+type observers struct {
+	hook       resilience.AttemptHook
+	onBreaker  func(backend string, from, to circuitbreaker.State)
+	onRetry    func(backend string)
+	down       func(backend string) func() (bool, time.Duration)
+	propagator propagation.TextMapPropagator
+}
+
+// backends are the configured backends' targets (shared by every route
+// naming them) and the routes over them.
+type backends struct {
+	router  *resilience.Router
+	targets map[string]resilience.Target
+	close   func() // releases the backends' connections
+}
+
 // buildRouter makes every backend of cfg once and the routes over them.
-// close releases the backends' connections.
-func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilience.Router, func(), error) {
+func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger, obs observers) (*backends, error) {
 	targets := map[string]resilience.Target{}
 	var closers []func()
 	closeAll := func() {
@@ -38,29 +57,30 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 			h, err := handlers.NewHTTP(handlers.HTTPOptions{
 				Name: name, URL: b.HTTP.URL, Headers: b.HTTP.Headers,
 				BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv,
+				Propagator: obs.propagator,
 			})
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("backend %s: %w", name, err)
+				return nil, fmt.Errorf("backend %s: %w", name, err)
 			}
 			closers = append(closers, func() { _ = h.Close() })
 			be = h
 		case "nats":
-			n, err := handlers.NewNATS(handlers.NATSOptions{Name: name, Conn: nc, Subject: b.NATS.Subject})
+			n, err := handlers.NewNATS(handlers.NATSOptions{Name: name, Conn: nc, Subject: b.NATS.Subject, Propagator: obs.propagator})
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("backend %s: %w", name, err)
+				return nil, fmt.Errorf("backend %s: %w", name, err)
 			}
 			be = n
 		default:
 			h, err := handlers.Builtin(b.Builtin)
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("backend %s: %w", name, err)
+				return nil, fmt.Errorf("backend %s: %w", name, err)
 			}
 			be = h
 		}
-		targets[name] = resilience.NewTarget(name, be, policyOptions(b, log))
+		targets[name] = resilience.NewTarget(name, be, policyOptions(name, b, log, obs))
 	}
 
 	var routes []*resilience.Route
@@ -81,9 +101,11 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 				h, err := handlers.Builtin(name)
 				if err != nil {
 					closeAll()
-					return nil, nil, fmt.Errorf("route %s: %w", typ, err)
+					return nil, fmt.Errorf("route %s: %w", typ, err)
 				}
-				add(resilience.NewTarget(ref, h, resilience.PolicyOptions{}))
+				t := resilience.NewTarget(ref, h, resilience.PolicyOptions{Hook: obs.hook})
+				targets[ref] = t
+				add(t)
 			case strings.HasPrefix(ref, "tag:"):
 				tag := strings.TrimPrefix(ref, "tag:")
 				var names []string
@@ -100,7 +122,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 				t, ok := targets[ref]
 				if !ok {
 					closeAll()
-					return nil, nil, fmt.Errorf("route %s: unknown backend %q", typ, ref)
+					return nil, fmt.Errorf("route %s: unknown backend %q", typ, ref)
 				}
 				add(t)
 			}
@@ -108,29 +130,37 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger) (*resilien
 		strategy, err := resilience.NewStrategy(rc.Strategy, rc.Weights)
 		if err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("route %s: %w", typ, err)
+			return nil, fmt.Errorf("route %s: %w", typ, err)
 		}
 		rt.Strategy = strategy
 		if v := rc.Validate; v != nil {
 			if rt.Validate, err = resilience.NewValidator(v.JSONSchema, v.RequireJSON); err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("route %s: %w", typ, err)
+				return nil, fmt.Errorf("route %s: %w", typ, err)
 			}
 		}
 		routes = append(routes, rt)
 	}
-	return resilience.NewRouter(routes), closeAll, nil
+	return &backends{router: resilience.NewRouter(routes), targets: targets, close: closeAll}, nil
 }
 
 // policyOptions translates a backend's policy keys; breaker transitions
-// are logged (health events will publish them too).
-func policyOptions(b config.Backend, log *slog.Logger) resilience.PolicyOptions {
+// are logged and passed to the observers.
+func policyOptions(name string, b config.Backend, log *slog.Logger, obs observers) resilience.PolicyOptions {
 	o := resilience.PolicyOptions{
 		Timeout:        b.Timeout.D(),
 		MaxConcurrency: b.MaxConcurrency,
 		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
 			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
+			if obs.onBreaker != nil {
+				obs.onBreaker(backend, from, to)
+			}
 		},
+		OnRetry: obs.onRetry,
+		Hook:    obs.hook,
+	}
+	if obs.down != nil {
+		o.Down = obs.down(name)
 	}
 	if r := b.Retry; r != nil {
 		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter}
