@@ -304,12 +304,15 @@ func TestErrorText(t *testing.T) {
 
 func TestDefault(t *testing.T) {
 	c := config.Default()
-	names := handlers.BuiltinNames()
+	names := handlers.DefaultBuiltinNames()
 	if len(c.Routes) != len(names) || len(c.Backends) != 0 {
 		t.Fatalf("got %d routes and %d backends, want %d routes and no backends", len(c.Routes), len(c.Backends), len(names))
 	}
 	for _, name := range names {
-		r := c.Routes[name]
+		r, ok := c.Routes[name]
+		if !ok {
+			t.Fatalf("no default route %q", name)
+		}
 		if len(r.Backends) != 1 || r.Backends[0] != "builtin:"+name || r.Strategy != "failover" {
 			t.Errorf("route %q: got %+v, want [builtin:%s] failover", name, r, name)
 		}

@@ -57,7 +57,7 @@ const (
 // "echo" → backend "builtin:echo"), and every default above.
 func Default() *Config {
 	c := &Config{Routes: map[string]Route{}}
-	for _, name := range handlers.BuiltinNames() {
+	for _, name := range handlers.DefaultBuiltinNames() {
 		c.Routes[name] = Route{Backends: []string{"builtin:" + name}}
 	}
 	c.applyDefaults(func(...string) bool { return false })

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -58,7 +59,18 @@ var builtins = map[string]Backend{
 	"unavailable": BackendFunc(func(context.Context, *Request) (*Response, error) {
 		return nil, Transient(errors.New("builtin:unavailable is never available"))
 	}),
+	// crash kills the worker process (exit code 3) the moment a task
+	// reaches it: a drill for crash loops (the max_deliveries path). It is
+	// served only when a config names it, never by default.
+	"crash": BackendFunc(func(_ context.Context, r *Request) (*Response, error) {
+		fmt.Fprintf(os.Stderr, "builtin:crash: task %s kills the worker, as configured\n", r.TaskID)
+		os.Exit(3)
+		return nil, nil
+	}),
 }
+
+// drills are the built-ins that must be asked for by name.
+var drills = map[string]bool{"crash": true}
 
 // Builtin returns the built-in handler called name.
 func Builtin(name string) (Backend, error) {
@@ -71,6 +83,18 @@ func Builtin(name string) (Backend, error) {
 
 // BuiltinNames lists the built-in handlers, sorted.
 func BuiltinNames() []string { return slices.Sorted(maps.Keys(builtins)) }
+
+// DefaultBuiltinNames lists the built-ins a worker without a config serves
+// on routes of their own names: all but the drills (crash).
+func DefaultBuiltinNames() []string {
+	var out []string
+	for _, n := range BuiltinNames() {
+		if !drills[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 func sleepDuration(p []byte) (time.Duration, error) {
 	if len(p) == 0 {

@@ -48,8 +48,11 @@ func TestBuiltinUnknown(t *testing.T) {
 		t.Fatalf("got %v, want ErrUnknownBuiltin", err)
 	}
 	want := []string{"echo", "fail", "sleep", "unavailable", "upper"}
-	if got := BuiltinNames(); !slices.Equal(got, want) {
-		t.Fatalf("BuiltinNames: got %v, want %v", got, want)
+	if got := DefaultBuiltinNames(); !slices.Equal(got, want) {
+		t.Fatalf("DefaultBuiltinNames: got %v, want %v (never the crash drill)", got, want)
+	}
+	if got := BuiltinNames(); !slices.Equal(got, append([]string{"crash"}, want...)) {
+		t.Fatalf("BuiltinNames: got %v", got)
 	}
 }
 
