@@ -105,8 +105,12 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: results stream: %w", err)
 	}
-	return &Worker{o: o, log: o.Logger, results: results, progress: newProgress(o.AckWait),
-		parking: newParking(o.MaxParked)}, nil
+	w := &Worker{o: o, log: o.Logger, results: results, parking: newParking(o.MaxParked)}
+	w.progress = newProgress(o.AckWait, func(m jetstream.Msg) {
+		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
+			"subject", m.Subject())
+	})
+	return w, nil
 }
 
 // Ready reports whether the worker is pulling tasks (false before Run has
@@ -431,6 +435,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		tctx, cancel = context.WithDeadline(ctx, t.Deadline)
 		defer cancel()
 	}
+	w.progress.calling(pid, route.Budget())
 	ans, err := route.Do(tctx, &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -438,6 +443,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		} else if errors.Is(err, resilience.ErrUnavailable) {
 			// Refused by every breaker (a half-open one had its trial
 			// calls out): look again shortly, still without a delivery.
+			w.progress.waiting(pid)
 			if handedOff = w.park(route.Name, j, max(resilience.RetryAfter(err), unavailableRecheck)); handedOff {
 				return
 			}

@@ -485,3 +485,23 @@ func TestRecreatesDeletedConsumer(t *testing.T) {
 	}
 	waitFor(t, w.Ready, "worker ready again")
 }
+
+// A backend that ignores its context holds a task past the route's budget:
+// the worker stops keeping it alive and the server redelivers it.
+func TestStuckTaskNotKeptAlive(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{AckWait: time.Second})
+	var calls atomic.Int64
+	release := make(chan struct{})
+	stuck := &resilience.Route{Name: "stuck", Targets: []resilience.Target{{Name: "s", Timeout: 100 * time.Millisecond,
+		Backend: handlers.BackendFunc(func(context.Context, *handlers.Request) (*handlers.Response, error) {
+			calls.Add(1)
+			<-release // ignores its context
+			return nil, errors.New("released")
+		})}}}
+	e.start(t, pipeline.Options{AckWait: time.Second, DrainTimeout: 100 * time.Millisecond}, stuck)
+	// Cleanups run last-first: the backends return before the drain waits.
+	t.Cleanup(func() { close(release) })
+	e.publish(t, "stuck", "s1", "x")
+	// Budget 100ms + one ack wait, then an ack wait unrefreshed: redelivered.
+	waitWithin(t, 10*time.Second, func() bool { return calls.Load() >= 2 }, "the stuck task redelivered")
+}

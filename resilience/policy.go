@@ -109,6 +109,7 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 			rb = rb.OnRetry(func(failsafe.ExecutionEvent[response]) { f(name) })
 		}
 		policies = append(policies, rb.Build())
+		t.tries, t.backoffs = r.MaxAttempts, time.Duration(r.MaxAttempts-1)*max(r.MaxBackoff, r.Backoff)
 	}
 	if br := o.Breaker; br != nil {
 		cb := circuitbreaker.NewBuilder[response]().
@@ -127,6 +128,9 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		}
 		t.breaker = cb.Build()
 		policies = append(policies, t.breaker)
+	}
+	if o.RateN > 0 || o.MaxConcurrency > 0 {
+		t.waits = true // a permit or slot wait, each bounded by the timeout
 	}
 	if o.RateN > 0 && o.RatePer/time.Duration(o.RateN) > 0 { // faster than 1/ns is no limit
 		policies = append(policies, ratelimiter.NewSmoothBuilder[response](uint(o.RateN), o.RatePer).

@@ -38,6 +38,11 @@ type Target struct {
 	stats   *latencyStats
 	hook    AttemptHook
 	down    func() (bool, time.Duration)
+	// For Budget: calls per use (0: one), their backoffs, and whether
+	// a call may first wait for a permit or a slot.
+	tries    int
+	backoffs time.Duration
+	waits    bool
 }
 
 // Route serves one task type with an ordered list of backends.
@@ -284,6 +289,32 @@ func (l *attemptLog) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.list)
+}
+
+// budget is the longest one use of the target can take when the backend
+// honours its context: every try, its wait for a permit, and the backoffs
+// (Retry-After beyond them is not counted).
+func (t *Target) budget() time.Duration {
+	per := t.timeout()
+	if t.waits {
+		per *= 2
+	}
+	return time.Duration(max(t.tries, 1))*per + t.backoffs
+}
+
+// Budget is the longest a task can take on this route when every backend
+// honours its context: Deadline when set, else every target's budget in
+// turn. A task running much longer is stuck in a backend that ignores
+// cancellation.
+func (r *Route) Budget() time.Duration {
+	if r.Deadline > 0 {
+		return r.Deadline
+	}
+	var total time.Duration
+	for i := range r.Targets {
+		total += r.Targets[i].budget()
+	}
+	return total
 }
 
 // timeout bounds one attempt: Timeout, or DefaultTimeout when unset.
