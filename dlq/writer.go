@@ -61,6 +61,7 @@ type Entry struct {
 	Err      error    // last error; may be nil
 	Attempts int      // backend calls made
 	Backends []string // backends tried, in order, without repeats
+	History  []Record // every call on every delivery, oldest first
 }
 
 // Header returns the headers the DLQ copy carries: every original header
@@ -95,6 +96,13 @@ func (w *Writer) Header(e *Entry) nats.Header {
 	h.Set(task.HeaderDLQFailedAt, w.now().UTC().Format(time.RFC3339))
 	h.Set(task.HeaderDLQWorker, w.worker)
 	h.Set(task.HeaderDLQReplays, strconv.Itoa(replays))
+	if len(e.History) > 0 {
+		v, dropped := encodeHistory(e.History)
+		h.Set(HeaderHistory, v)
+		if dropped > 0 {
+			h.Set(HeaderHistoryDropped, strconv.Itoa(dropped))
+		}
+	}
 	return h
 }
 
