@@ -1,16 +1,19 @@
 package pipeline_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
@@ -248,5 +251,40 @@ func TestRateLimitHoldsAtBackend(t *testing.T) {
 	span := times[n-1].Sub(times[0])
 	if min := time.Duration(n-1) * time.Second / rate * 9 / 10; span < min {
 		t.Fatalf("%d calls took %s at the backend, want ≥ %s (%d/s)", n, span, min, rate)
+	}
+}
+
+// A task exhausted over several deliveries carries every attempt of every
+// delivery in its DLQ copy.
+func TestExhaustedCarriesHistory(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{MaxDeliver: 3})
+	h, err := dlq.EnsureHistory(context.Background(), e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	var calls atomic.Int64
+	down.Store(true)
+	route := &resilience.Route{Name: "work", Targets: []resilience.Target{
+		resilience.NewTarget("svc", backendServer(t, &down, &calls), resilience.PolicyOptions{Timeout: time.Second}),
+	}}
+	e.start(t, pipeline.Options{MaxDeliver: 3, History: h, WorkerID: "w-hist"}, route)
+	e.publish(t, "work", "h1", "x")
+	m := e.waitMsg(t, "DLQ", "dlq.work")
+	recs, err := dlq.DecodeHistory(m.Header.Get(dlq.HeaderHistory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 || m.Header.Get("Dlq-Attempts") != "3" {
+		t.Fatalf("history %+v, Dlq-Attempts %q; want 3 records", recs, m.Header.Get("Dlq-Attempts"))
+	}
+	for i, r := range recs {
+		if r.Delivery != i+1 || r.Backend != "svc" || r.Class != "transient" || r.Status != 503 || r.Worker != "w-hist" {
+			t.Errorf("record %d: %+v", i, r)
+		}
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get("Dlq-Original-Seq"), 10, 64)
+	if got, _ := h.Load(context.Background(), seq); seq == 0 || len(got) != 0 {
+		t.Error("history kept after the task left TASKS")
 	}
 }

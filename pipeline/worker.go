@@ -35,6 +35,11 @@ type Options struct {
 	Topology bus.Topology
 	Router   *resilience.Router
 	DLQ      *dlq.Writer
+	// History, when set, keeps the attempts of failed deliveries so that
+	// a dead-lettered task carries all of them.
+	History *dlq.History
+	// WorkerID names this worker in the attempt history.
+	WorkerID string
 
 	// Concurrency is the number of tasks processed at once. Default 64.
 	Concurrency int
@@ -554,6 +559,11 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		_ = msg.Ack()
 	case Redeliver:
 		w.redelivered.Add(1)
+		if w.o.History != nil && len(attempts) > 0 && !errors.Is(cause, ErrShutdown) {
+			if err := w.o.History.Append(ctx, t.Seq, w.records(attempts, delivered)); err != nil {
+				log.Warn("attempt history not kept", "err", err)
+			}
+		}
 		log.Info("task will be redelivered", "delay", fate.Delay, "err", dlq.Redact(cause.Error()))
 		if fate.Delay > 0 {
 			_ = msg.NakWithDelay(fate.Delay)
@@ -566,6 +576,17 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 			ID: t.ID, Type: t.Type, Subject: t.Subject, Seq: t.Seq,
 			Header: t.Header, Payload: t.Payload, Reason: fate.Reason, Err: cause,
 			Attempts: attemptsSoFar(len(attempts), delivered, fate.Reason), Backends: backendsOf(attempts),
+		}
+		if w.o.History != nil {
+			if delivered > 1 {
+				earlier, err := w.o.History.Load(ctx, t.Seq)
+				if err != nil {
+					log.Warn("attempt history not read", "err", err)
+				}
+				e.History = earlier
+				e.Attempts = max(e.Attempts, len(earlier)+len(attempts))
+			}
+			e.History = append(e.History, w.records(attempts, delivered)...)
 		}
 		if e.Type == "" {
 			e.Type = "_invalid" // a subject without a type still needs a DLQ subject
@@ -586,7 +607,29 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 			_ = w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: h})
 		}
 		_ = msg.TermWithReason(string(fate.Reason))
+		if w.o.History != nil && delivered > 1 {
+			_ = w.o.History.Delete(ctx, t.Seq)
+		}
 	}
+}
+
+// records turns one delivery's attempts into history records.
+func (w *Worker) records(attempts []resilience.Attempt, delivery int) []dlq.Record {
+	out := make([]dlq.Record, len(attempts))
+	for i, a := range attempts {
+		class := "ok"
+		switch {
+		case a.Err == nil:
+		case errors.Is(a.Err, resilience.ErrInvalidResult):
+			class = "invalid"
+		case handlers.IsPermanent(a.Err):
+			class = "permanent"
+		default:
+			class = "transient"
+		}
+		out[i] = dlq.NewRecord(delivery, a.Backend, class, handlers.StatusOf(a.Err), a.Duration, a.Start, w.o.WorkerID, a.Err)
+	}
+	return out
 }
 
 // attemptsSoFar counts the backend calls of a task: those of this delivery

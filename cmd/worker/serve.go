@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
@@ -126,12 +127,27 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 	defer bk.close()
 
+	history, err := dlq.EnsureHistory(ctx, js, topo)
+	if err != nil {
+		return err
+	}
+	dlqWriter := dlq.NewWriter(js, dlq.WriterOptions{Topology: topo, Worker: id})
+	crashLoops, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{
+		Conn: nc, JS: js, Topology: topo, Consumer: bus.DefaultConsumer,
+		Writer: dlqWriter, History: history, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
 	w, err := pipeline.New(ctx, pipeline.Options{
 		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: bk.router,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return setup(ctx, js, topo, cfg, log)
 		},
-		DLQ:         dlq.NewWriter(js, dlq.WriterOptions{Topology: topo, Worker: id}),
+		DLQ:         dlqWriter,
+		History:     history,
+		WorkerID:    id,
 		Concurrency: cfg.Worker.Concurrency,
 		AckWait:     cfg.Worker.AckWait.D(),
 		MaxDeliver:  cfg.Worker.MaxDeliver,
@@ -145,8 +161,17 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	probe.nc.Store(nc)
 	probe.worker.Store(w)
 	log.Info("worker started", "id", id, "nats", nc.ConnectedUrlRedacted(), "routes", len(cfg.Routes))
-	if err := w.Run(ctx); err != nil {
-		return err
+	// Background duties run beside the pipeline and stop with it.
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var bg errgroup.Group
+	bg.Go(func() error { return crashLoops.Run(bgCtx) })
+	runErr := w.Run(ctx)
+	stopBackground()
+	if err := bg.Wait(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr != nil {
+		return runErr
 	}
 	// Results and acks are async: flush them before closing.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
