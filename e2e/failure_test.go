@@ -222,3 +222,46 @@ routes:
 		t.Errorf("DLQ holds %d messages, want 1", got)
 	}
 }
+
+// A task that kills the worker on every delivery ends in the DLQ as
+// max_deliveries, moved there by the next worker from the server's
+// advisory, and leaves TASKS.
+func TestCrashLoopDeadLettered(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	cfg := writeFile(t, "worker.yaml", `worker:
+  max_deliver: 2
+  ack_wait: 1s
+backends:
+  boom: {builtin: crash}
+routes:
+  boom: {backends: [boom]}
+`)
+	c := connect(t, s)
+	first := startWorker(t, s, "--config", cfg)
+	c.publishTask("boom", "loop-1", []byte("payload"))
+	if code := first.wait(30 * time.Second); code != 3 {
+		t.Fatalf("first worker exit code %d, want 3 (killed by builtin:crash)", code)
+	}
+	// The second delivery, after the ack wait, kills the next worker.
+	second := startWorker(t, s, "--config", cfg)
+	if code := second.wait(30 * time.Second); code != 3 {
+		t.Fatalf("second worker exit code %d, want 3", code)
+	}
+	// A third worker is never handed the task again; it dead-letters it.
+	third := startWorker(t, s, "--config", cfg)
+	d := c.lastMsg("DLQ", "dlq.boom", resultTimeout)
+	wantHeader(t, d.Header, "Dlq-Reason", "max_deliveries")
+	wantHeader(t, d.Header, "Task-Id", "loop-1")
+	wantHeader(t, d.Header, "Dlq-Attempts", "2")
+	if string(d.Data) != "payload" {
+		t.Errorf("DLQ body %q, want payload", d.Data)
+	}
+	waitFor(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
+		got := c.msgs("TASKS")
+		return got == 0, fmt.Sprintf("%d messages", got)
+	})
+	if third.exited() {
+		t.Fatal("the third worker was handed the task again")
+	}
+}
