@@ -1,0 +1,319 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/task"
+)
+
+// Reasons lists every reason of the contract.
+func Reasons() []Reason {
+	return []Reason{Exhausted, Rejected, InvalidResult, Expired, Poison, NoRoute, MaxDeliveries}
+}
+
+// ErrNotFound means no DLQ entry has the asked sequence.
+var ErrNotFound = errors.New("no such DLQ entry")
+
+// Filter selects DLQ entries; empty fields select everything. Lists are
+// alternatives (any of), fields together must all match.
+type Filter struct {
+	Types    []string
+	Reasons  []Reason
+	Backends []string // any backend tried (Dlq-Backends)
+	Since    time.Time
+	Until    time.Time
+	Seqs     []uint64
+	Limit    int // 0: no limit
+}
+
+// Item is one DLQ entry as stored.
+type Item struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time // when it was stored
+	Header  nats.Header
+	Data    []byte
+}
+
+// ID is the task id.
+func (i *Item) ID() string { return i.Header.Get(task.HeaderID) }
+
+// Reason is why the task was dead-lettered.
+func (i *Item) Reason() Reason { return Reason(i.Header.Get(task.HeaderDLQReason)) }
+
+// Error is the last error, redacted.
+func (i *Item) Error() string { return i.Header.Get(task.HeaderDLQError) }
+
+// Attempts is the number of backend calls made (Dlq-Attempts).
+func (i *Item) Attempts() int {
+	n, _ := strconv.Atoi(i.Header.Get(task.HeaderDLQAttempts))
+	return n
+}
+
+// Replays is how many times the task was replayed before it failed.
+func (i *Item) Replays() int {
+	n, _ := strconv.Atoi(i.Header.Get(task.HeaderDLQReplays))
+	return n
+}
+
+// FailedAt is Dlq-Failed-At, else the time the entry was stored.
+func (i *Item) FailedAt() time.Time {
+	if t, err := time.Parse(time.RFC3339, i.Header.Get(task.HeaderDLQFailedAt)); err == nil {
+		return t
+	}
+	return i.Time
+}
+
+// Backends are the backends tried, in order.
+func (i *Item) Backends() []string {
+	v := i.Header.Get(task.HeaderDLQBackends)
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+// History is the attempt history, oldest first.
+func (i *Item) History() ([]Record, error) { return DecodeHistory(i.Header.Get(HeaderHistory)) }
+
+// Type is the task type, from the DLQ subject.
+func (i *Item) Type(t bus.Topology) string {
+	prefix := strings.TrimSuffix(t.DLQFilter(), ">")
+	return strings.TrimPrefix(i.Subject, prefix)
+}
+
+// matches reports whether i passes f's per-entry conditions.
+func (f *Filter) matches(i *Item, t bus.Topology) bool {
+	switch {
+	case len(f.Types) > 0 && !slices.Contains(f.Types, i.Type(t)):
+	case len(f.Reasons) > 0 && !slices.Contains(f.Reasons, i.Reason()):
+	case len(f.Backends) > 0 && !slices.ContainsFunc(i.Backends(), func(b string) bool { return slices.Contains(f.Backends, b) }):
+	case !f.Since.IsZero() && i.Time.Before(f.Since):
+	case !f.Until.IsZero() && i.Time.After(f.Until):
+	default:
+		return true
+	}
+	return false
+}
+
+// Admin reads, replays and purges DLQ entries.
+type Admin struct {
+	js      jetstream.JetStream
+	topo    bus.Topology
+	dlq     jetstream.Stream
+	results jetstream.Stream
+}
+
+// NewAdmin opens the DLQ and RESULTS streams.
+func NewAdmin(ctx context.Context, js jetstream.JetStream, t bus.Topology) (*Admin, error) {
+	d, err := js.Stream(ctx, t.DLQStream())
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", t.DLQStream(), err)
+	}
+	r, err := js.Stream(ctx, t.ResultsStream())
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", t.ResultsStream(), err)
+	}
+	return &Admin{js: js, topo: t, dlq: d, results: r}, nil
+}
+
+// Get returns the entry at seq, or ErrNotFound.
+func (a *Admin) Get(ctx context.Context, seq uint64) (*Item, error) {
+	m, err := a.dlq.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read DLQ entry %d: %w", seq, err)
+	}
+	return &Item{Seq: m.Sequence, Subject: m.Subject, Time: m.Time, Header: m.Header, Data: m.Data}, nil
+}
+
+// Scan calls fn for each entry matching f, in stream order, up to f.Limit.
+// It reads the entries present when it starts; fn may delete the entry it
+// is given.
+func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error {
+	n := 0
+	visit := func(i *Item) (bool, error) {
+		if !f.matches(i, a.topo) {
+			return true, nil
+		}
+		if err := fn(i); err != nil {
+			return false, err
+		}
+		n++
+		return f.Limit <= 0 || n < f.Limit, nil
+	}
+	if len(f.Seqs) > 0 {
+		for _, seq := range f.Seqs {
+			i, err := a.Get(ctx, seq)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if more, err := visit(i); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	}
+	info, err := a.dlq.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", a.topo.DLQStream(), err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	last := info.State.LastSeq
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	for _, typ := range f.Types {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, a.topo.DLQSubject(typ))
+	}
+	if !f.Since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.Since
+	}
+	cons, err := a.js.OrderedConsumer(ctx, a.topo.DLQStream(), cfg)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
+	}
+	for {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
+			}
+			i := &Item{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers(), Data: m.Data()}
+			if i.Seq > last {
+				return nil // stored after the scan began
+			}
+			more, err := visit(i)
+			if err != nil || !more {
+				return err
+			}
+			if meta.NumPending == 0 || i.Seq == last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
+		}
+		if got == 0 {
+			return nil // nothing more matches
+		}
+	}
+}
+
+// Outcome is what replaying one entry did.
+type Outcome int
+
+// The outcomes of Replay.
+const (
+	// Replayed: the task is back in TASKS and the entry is gone.
+	Replayed Outcome = iota
+	// AlreadyDone: RESULTS holds the task's result (an earlier replay got
+	// through before being interrupted): the entry is removed, nothing
+	// is published.
+	AlreadyDone
+)
+
+// ReplaySubject is where the entry's task goes back to.
+func (a *Admin) ReplaySubject(i *Item) string {
+	if s := i.Header.Get(task.HeaderDLQOriginalSubject); s != "" {
+		return s
+	}
+	return a.topo.TaskSubject(i.Type(a.topo))
+}
+
+// ReplayMsgID is the Nats-Msg-Id of the replayed task: <id>-r<N>, N being
+// the replay's number. It is the same for every run of one replay, so a
+// replay interrupted after the publish and run again is deduplicated by
+// TASKS instead of queueing the task twice.
+func ReplayMsgID(i *Item) string {
+	id := i.ID()
+	if id == "" {
+		id = "seq" + strconv.FormatUint(i.Seq, 10)
+	}
+	return id + "-r" + strconv.Itoa(i.Replays()+1)
+}
+
+// ReplayHeader is the header of the replayed task: the original's,
+// without the Dlq-* and Nats-* headers, with Task-Id kept and Dlq-Replays
+// incremented.
+func ReplayHeader(i *Item) nats.Header {
+	h := make(nats.Header, len(i.Header))
+	for k, v := range i.Header {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "dlq-") || strings.HasPrefix(lk, "nats-") {
+			continue
+		}
+		h[k] = append([]string(nil), v...)
+	}
+	if id := i.ID(); id != "" {
+		h.Set(task.HeaderID, id)
+	}
+	h.Set(task.HeaderDLQReplays, strconv.Itoa(i.Replays()+1))
+	return h
+}
+
+// Replay puts the entry's task back on its original subject and then, once
+// the server acknowledged it, deletes the entry. A task whose result is
+// already stored is not published again.
+func (a *Admin) Replay(ctx context.Context, i *Item) (Outcome, error) {
+	if id := i.ID(); id != "" {
+		_, err := a.results.GetLastMsgForSubject(ctx, a.topo.ResultSubject(i.Type(a.topo), id))
+		if err == nil {
+			return AlreadyDone, a.Purge(ctx, i)
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, fmt.Errorf("look up result of %s: %w", id, err)
+		}
+	}
+	msg := &nats.Msg{Subject: a.ReplaySubject(i), Header: ReplayHeader(i), Data: i.Data}
+	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ReplayMsgID(i))); err != nil {
+		return 0, fmt.Errorf("replay %d to %s: %w", i.Seq, msg.Subject, err)
+	}
+	if err := a.Purge(ctx, i); err != nil {
+		return 0, err
+	}
+	return Replayed, nil
+}
+
+// Purge deletes the entry; one already gone is not an error.
+func (a *Admin) Purge(ctx context.Context, i *Item) error {
+	if err := a.dlq.DeleteMsg(ctx, i.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("delete DLQ entry %d: %w", i.Seq, err)
+	}
+	return nil
+}
+
+// Usage returns the DLQ's stored bytes and its size limit (0: none), for
+// the alert that fires well before anything would be discarded.
+func Usage(ctx context.Context, js jetstream.JetStream, t bus.Topology) (used, limit int64, err error) {
+	s, err := js.Stream(ctx, t.DLQStream())
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s: %w", t.DLQStream(), err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s: %w", t.DLQStream(), err)
+	}
+	return int64(info.State.Bytes), max(info.Config.MaxBytes, 0), nil
+}

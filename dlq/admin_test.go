@@ -1,0 +1,191 @@
+package dlq_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/dlq"
+)
+
+// fill dead-letters the entries of the table below and returns an admin.
+func fill(t *testing.T, e *env) *dlq.Admin {
+	t.Helper()
+	ctx := context.Background()
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w1"})
+	entries := []struct {
+		id, typ  string
+		reason   dlq.Reason
+		backends []string
+	}{
+		{"a1", "alpha", dlq.Exhausted, []string{"x", "y"}},
+		{"a2", "alpha", dlq.Rejected, []string{"y"}},
+		{"b1", "beta", dlq.Exhausted, []string{"x"}},
+		{"b2", "beta", dlq.Poison, nil},
+		{"c1", "code.gen", dlq.NoRoute, nil},
+	}
+	for i, en := range entries {
+		err := w.Write(ctx, &dlq.Entry{
+			ID: en.id, Type: en.typ, Subject: "tasks." + en.typ, Seq: uint64(i + 1),
+			Header:  nats.Header{"Task-Id": {en.id}, "Nats-Msg-Id": {en.id}, "X-Keep": {"k"}},
+			Payload: []byte("payload-" + en.id), Reason: en.reason, Err: errors.New("boom"),
+			Attempts: 1, Backends: en.backends,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func ids(t *testing.T, a *dlq.Admin, f dlq.Filter) []string {
+	t.Helper()
+	var out []string
+	if err := a.Scan(context.Background(), f, func(i *dlq.Item) error {
+		out = append(out, i.ID())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestScanFilters(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	tests := []struct {
+		name string
+		f    dlq.Filter
+		want []string
+	}{
+		{"all", dlq.Filter{}, []string{"a1", "a2", "b1", "b2", "c1"}},
+		{"type", dlq.Filter{Types: []string{"beta"}}, []string{"b1", "b2"}},
+		{"multi-token type", dlq.Filter{Types: []string{"code.gen"}}, []string{"c1"}},
+		{"reason", dlq.Filter{Reasons: []dlq.Reason{dlq.Exhausted}}, []string{"a1", "b1"}},
+		{"backend", dlq.Filter{Backends: []string{"y"}}, []string{"a1", "a2"}},
+		{"type and reason", dlq.Filter{Types: []string{"alpha"}, Reasons: []dlq.Reason{dlq.Rejected}}, []string{"a2"}},
+		{"seq", dlq.Filter{Seqs: []uint64{2, 4, 99}}, []string{"a2", "b2"}},
+		{"limit", dlq.Filter{Limit: 2}, []string{"a1", "a2"}},
+		{"since the future", dlq.Filter{Since: time.Now().Add(time.Hour)}, nil},
+		{"until the past", dlq.Filter{Until: time.Now().Add(-time.Hour)}, nil},
+		{"since an hour ago", dlq.Filter{Since: time.Now().Add(-time.Hour), Types: []string{"alpha"}}, []string{"a1", "a2"}},
+		{"no match", dlq.Filter{Types: []string{"none"}}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ids(t, a, tc.f); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReplay(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	ctx := context.Background()
+	i, err := a.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := a.Replay(ctx, i); err != nil || out != dlq.Replayed {
+		t.Fatalf("Replay = %v, %v", out, err)
+	}
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	m, err := tasks.GetLastMsgForSubject(ctx, "tasks.alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"Task-Id": "a1", "Nats-Msg-Id": "a1-r1", "Dlq-Replays": "1", "X-Keep": "k", "Dlq-Reason": ""} {
+		if got := m.Header.Get(k); got != want {
+			t.Errorf("replayed %s = %q, want %q", k, got, want)
+		}
+	}
+	if string(m.Data) != "payload-a1" {
+		t.Errorf("replayed body %q", m.Data)
+	}
+	if _, err := a.Get(ctx, 1); !errors.Is(err, dlq.ErrNotFound) {
+		t.Errorf("entry still in the DLQ after replay: %v", err)
+	}
+	// Failing again after one replay, its DLQ copy keeps Dlq-Replays: 1
+	// and the next replay is the second.
+	again := &dlq.Item{Header: nats.Header{"Task-Id": {"a1"}, "Dlq-Replays": m.Header.Values("Dlq-Replays")}}
+	if got := dlq.ReplayMsgID(again); got != "a1-r2" {
+		t.Errorf("second replay msg id %q, want a1-r2", got)
+	}
+}
+
+// A replay killed after its publish and run again does not queue the task
+// twice; one whose result is stored is only removed from the DLQ.
+func TestReplayRerunExactlyOnce(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	ctx := context.Background()
+	i, _ := a.Get(ctx, 3)
+	// The first run got as far as the publish.
+	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: a.ReplaySubject(i), Header: dlq.ReplayHeader(i), Data: i.Data},
+		jetstream.WithMsgID(dlq.ReplayMsgID(i))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Replay(ctx, i); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(t, "TASKS"); n != 1 {
+		t.Fatalf("TASKS holds %d copies, want 1", n)
+	}
+	// b2's result is stored already: replay publishes nothing.
+	if _, err := e.js.Publish(ctx, "results.beta.b2", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := a.Get(ctx, 4)
+	if out, err := a.Replay(ctx, j); err != nil || out != dlq.AlreadyDone {
+		t.Fatalf("Replay = %v, %v; want AlreadyDone", out, err)
+	}
+	if n := e.count(t, "TASKS"); n != 1 {
+		t.Fatalf("TASKS holds %d, want 1", n)
+	}
+	if got := ids(t, a, dlq.Filter{}); !slices.Equal(got, []string{"a1", "a2", "c1"}) {
+		t.Fatalf("left in the DLQ: %v", got)
+	}
+}
+
+func TestPurgeAndUsage(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	ctx := context.Background()
+	if err := a.Scan(ctx, dlq.Filter{Types: []string{"alpha"}}, func(i *dlq.Item) error { return a.Purge(ctx, i) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, a, dlq.Filter{}); !slices.Equal(got, []string{"b1", "b2", "c1"}) {
+		t.Fatalf("after purge: %v", got)
+	}
+	used, limit, err := dlq.Usage(ctx, e.js, e.topo)
+	if err != nil || used == 0 || limit != 0 {
+		t.Fatalf("Usage = %d, %d, %v; want bytes used and no limit", used, limit, err)
+	}
+}
+
+// DLQ stream gone: Write fails, so the caller keeps the task.
+func TestWriteFailsWithoutStream(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "DLQ"); err != nil {
+		t.Fatal(err)
+	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo})
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := w.Write(ctx, &dlq.Entry{ID: "x", Type: "t", Subject: "tasks.t", Seq: 1, Reason: dlq.Poison})
+	if err == nil {
+		t.Fatal("Write succeeded with no DLQ stream")
+	}
+}
