@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -376,6 +377,9 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 	return cmd
 }
 
+// dlqParallel is how many entries replay or purge work on at once.
+const dlqParallel = 16
+
 // applyDLQ runs do on every selected entry (or prints plan for each with
 // dryRun), with a progress bar on a terminal, and ends with a summary
 // line on stderr. Each entry's request is bounded by the request timeout.
@@ -398,28 +402,48 @@ func (a *app) applyDLQ(ctx context.Context, adm *dlq.Admin, flt dlq.Filter, dryR
 		return nil
 	}
 	bar := a.progressBar(len(items), verb)
-	counts := map[string]int{}
-	var failed int
-	var firstErr error
-	for _, i := range items {
-		if ctx.Err() != nil {
-			break
-		}
-		rctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-		what, err := do(rctx, i)
-		cancel()
-		if err != nil {
-			failed++
-			if firstErr == nil {
-				firstErr = err
+	// Each entry is a few round trips (lookup, publish, delete): run a
+	// few at once so that throughput is not one latency per entry.
+	var (
+		mu       sync.Mutex
+		counts   = map[string]int{}
+		failed   int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	next := make(chan *dlq.Item)
+	for range dlqParallel {
+		wg.Go(func() {
+			for i := range next {
+				rctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
+				what, err := do(rctx, i)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					failed++
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else {
+					counts[what]++
+				}
+				if bar != nil {
+					_ = bar.Add(1)
+				}
+				mu.Unlock()
 			}
-		} else {
-			counts[what]++
-		}
-		if bar != nil {
-			_ = bar.Add(1)
+		})
+	}
+feed:
+	for _, i := range items {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
 		}
 	}
+	close(next)
+	wg.Wait()
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(a.stderr)
