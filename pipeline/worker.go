@@ -594,6 +594,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		if err := w.o.DLQ.Write(ctx, e); err != nil {
 			// Never drop a task: it stays in TASKS and comes back.
 			log.Error("dead-letter failed; task will be redelivered", "err", err)
+			w.redelivered.Add(1)
 			_ = msg.NakWithDelay(redeliverDelay(delivered, 0))
 			return
 		}

@@ -505,3 +505,27 @@ func TestStuckTaskNotKeptAlive(t *testing.T) {
 	// Budget 100ms + one ack wait, then an ack wait unrefreshed: redelivered.
 	waitWithin(t, 10*time.Second, func() bool { return calls.Load() >= 2 }, "the stuck task redelivered")
 }
+
+// With the DLQ unable to store (its stream removed), a task that must be
+// dead-lettered stays in TASKS and is dead-lettered once the DLQ is back.
+func TestDeadLetterWaitsForDLQ(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "DLQ"); err != nil {
+		t.Fatal(err)
+	}
+	w := e.start(t, pipeline.Options{}, echoRoute("echo", nil))
+	e.publish(t, "nowhere", "kept", "x")
+	waitFor(t, func() bool { return w.Stats().Redelivered >= 1 }, "a failed dead-letter attempt handed back")
+	if got := e.count(t, "TASKS"); got != 1 {
+		t.Fatalf("TASKS holds %d, want the task kept", got)
+	}
+	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
+		t.Fatal(err)
+	}
+	m := e.waitMsg(t, "DLQ", "dlq.nowhere")
+	if m.Header.Get("Dlq-Reason") != "no_route" || m.Header.Get("Task-Id") != "kept" {
+		t.Fatalf("DLQ copy %v", m.Header)
+	}
+	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed after its DLQ copy")
+}
