@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A replay killed with SIGKILL half-way and run again puts every task back
+// in TASKS exactly once and empties the DLQ.
+func TestDLQReplayKilledAndRerun(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	cfg := writeFile(t, "worker.yaml", `backends:
+  nope: {builtin: fail}
+routes:
+  nope: {backends: [nope]}
+`)
+	w := startWorker(t, s, "--config", cfg)
+	c := connect(t, s)
+	const n = 2000
+	c.publishTasks("nope", "r", n, []byte("payload"))
+	waitFor(t, 60*time.Second, "every task dead-lettered", func() (bool, string) {
+		got := c.msgs("DLQ")
+		return got == n, fmt.Sprintf("%d in the DLQ", got)
+	})
+	w.kill() // nothing consumes the replayed tasks: TASKS shows them all
+
+	env := []string{"NATS_URL=" + s.URL()}
+	replay := startProcess(t, "publisher", bin.publisher, env, "dlq", "replay", "--rate", "1000/s")
+	waitFor(t, 30*time.Second, "the replay under way", func() (bool, string) {
+		got := c.msgs("TASKS")
+		return got >= n/5, fmt.Sprintf("%d back in TASKS", got)
+	})
+	replay.kill()
+	if got := c.msgs("TASKS"); got == n {
+		t.Fatal("the replay finished before it was killed; the test proves nothing")
+	}
+
+	r := runPublisher(t, env, "dlq", "replay")
+	if r.code != 0 || !strings.HasPrefix(r.stderr, "replayed ") {
+		t.Fatalf("re-run: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if got, dlq := c.msgs("TASKS"), c.msgs("DLQ"); got != n || dlq != 0 {
+		t.Fatalf("after the re-run: TASKS %d, DLQ %d; want %d, 0", got, dlq, n)
+	}
+}
