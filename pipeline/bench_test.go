@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/cache"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
@@ -80,7 +81,11 @@ func (e *benchEnv) wait(b *testing.B) {
 }
 
 func runWorker(b *testing.B, e *benchEnv, route *resilience.Route) {
-	w := e.newWorker(b, pipeline.Options{}, route)
+	runWorkerWith(b, e, pipeline.Options{}, route)
+}
+
+func runWorkerWith(b *testing.B, e *benchEnv, o pipeline.Options, route *resilience.Route) {
+	w := e.newWorker(b, o, route)
 	b.ResetTimer()
 	cancel, done := goRun(w)
 	e.wait(b)
@@ -142,6 +147,25 @@ func BenchmarkEcho(b *testing.B) {
 			echo, _ := handlers.Builtin("echo")
 			runWorker(b, e, &resilience.Route{Name: "echo", Targets: []resilience.Target{{Name: "builtin:echo", Backend: echo}}})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+		})
+		// The same route with every task a cache hit (identical payloads,
+		// the result cached beforehand): no backend call at all.
+		b.Run("fsync="+fsync.name+"/impl=worker-cache-hit", func(b *testing.B) {
+			e := newBenchEnv(b, fsync.always)
+			var calls atomic.Int64
+			c, err := cache.New(context.Background(), cache.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			pol := cache.Policy{TTL: time.Hour}
+			payload := bytes.Repeat([]byte("x"), 128)
+			c.Set(cache.Key("echo", payload, nil, nil), pol, payload, "builtin:echo")
+			runWorkerWith(b, e, pipeline.Options{Cache: c, CachePolicies: map[string]cache.Policy{"echo": pol}}, echoRoute("echo", &calls))
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+			if calls.Load() != 0 {
+				b.Fatalf("%d backend calls, want 0", calls.Load())
+			}
 		})
 		// The same route with every policy of a backend: the cost of the
 		// full stack on the success path.

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/cache"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/resilience"
@@ -40,6 +41,10 @@ type Options struct {
 	History *dlq.History
 	// WorkerID names this worker in the attempt history.
 	WorkerID string
+	// Cache, when set, serves and stores the results of the routes in
+	// CachePolicies.
+	Cache         *cache.Cache
+	CachePolicies map[string]cache.Policy
 
 	// Concurrency is the number of tasks processed at once. Default 64.
 	Concurrency int
@@ -422,6 +427,21 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		w.settle(ctx, msg, t, delivered, nil, err)
 		return
 	}
+	// The cache answers first: a hit needs no backend, even in an outage.
+	pol, cacheable := w.o.CachePolicies[route.Name]
+	cacheable = cacheable && w.o.Cache != nil
+	var key string
+	noCache := false
+	if cacheable {
+		key = cache.Key(t.Type, t.Payload, t.Header, pol.KeyHeaders)
+		if noCache = cache.NoCache(t.Header); !noCache {
+			if e, ok := w.o.Cache.Get(ctx, key, pol); ok {
+				handedOff = w.store(ctx, j, t, delivered, answer{body: e.Body, backend: task.BackendCache, cache: task.CacheHit}, start, pending)
+				return
+			}
+		}
+	}
+
 	// An outage or a pause holds the task rather than spending a delivery.
 	if w.parking.paused(route.Name) {
 		if handedOff = w.park(route.Name, j, 0); handedOff {
@@ -441,7 +461,33 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		defer cancel()
 	}
 	w.progress.calling(pid, route.Budget())
-	ans, err := route.Do(tctx, &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header})
+	req := &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header}
+	var ans answer
+	switch {
+	case !cacheable:
+		ans, err = w.call(tctx, route, req)
+	case noCache:
+		// Asked fresh: its own call, whose result refreshes the entry.
+		if ans, err = w.call(tctx, route, req); err == nil {
+			w.o.Cache.Set(key, pol, ans.body, ans.backend)
+		}
+	default:
+		// Identical tasks in flight at once share one call.
+		var own answer
+		e, follower, derr := w.o.Cache.Do(key, pol, func() ([]byte, string, error) {
+			a, err := w.call(tctx, route, req)
+			own = a
+			return a.body, a.backend, err
+		})
+		switch {
+		case follower && derr == nil:
+			ans = answer{body: e.Body, backend: task.BackendCache, cache: task.CacheHit}
+		case follower:
+			err = fmt.Errorf("identical task in flight failed: %w", derr)
+		default:
+			ans, err = own, derr
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w: %w", ErrShutdown, err)
@@ -456,14 +502,37 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
 		return
 	}
+	handedOff = w.store(ctx, j, t, delivered, ans, start, pending)
+}
+
+// answer is a task's successful outcome, from a backend or the cache.
+type answer struct {
+	body     []byte
+	backend  string
+	attempts []resilience.Attempt
+	cache    string // Task-Cache
+}
+
+// call runs the route.
+func (w *Worker) call(ctx context.Context, route *resilience.Route, req *handlers.Request) (answer, error) {
+	a, err := route.Do(ctx, req)
+	if err != nil {
+		return answer{}, err
+	}
+	return answer{body: a.Response.Body, backend: a.Backend, attempts: a.Attempts, cache: task.CacheMiss}, nil
+}
+
+// store starts storing the result and hands the task to the settler; it
+// reports whether it did (false: the task was settled as failed here).
+func (w *Worker) store(ctx context.Context, j job, t *task.Task, delivered int, ans answer, start time.Time, pending chan<- *pendingResult) bool {
 	p, err := w.publishResult(t, ans, time.Since(start))
 	if err != nil {
-		w.settle(ctx, msg, t, delivered, ans.Attempts, err)
-		return
+		w.settle(ctx, j.msg, t, delivered, ans.attempts, err)
+		return false
 	}
-	p.msg, p.delivered, p.progressID = msg, delivered, pid
-	handedOff = true
+	p.msg, p.delivered, p.progressID = j.msg, delivered, j.progressID
 	pending <- p
+	return true
 }
 
 // unavailableRecheck is how soon a task refused by half-open breakers
@@ -515,16 +584,16 @@ func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 
 // publishResult starts storing the result in RESULTS; the returned
 // pendingResult carries the publish future for settleResult.
-func (w *Worker) publishResult(t *task.Task, ans *resilience.Answer, took time.Duration) (*pendingResult, error) {
+func (w *Worker) publishResult(t *task.Task, ans answer, took time.Duration) (*pendingResult, error) {
 	// Direct assignment: the names are canonical already, and Set would
 	// canonicalise each one again on the hot path.
 	h := nats.Header{
 		task.HeaderID:       {t.ID},
 		task.HeaderType:     {t.Type},
 		task.HeaderStatus:   {task.StatusOK},
-		task.HeaderBackend:  {ans.Backend},
-		task.HeaderAttempts: {strconv.Itoa(len(ans.Attempts))},
-		task.HeaderCache:    {task.CacheMiss},
+		task.HeaderBackend:  {ans.backend},
+		task.HeaderAttempts: {strconv.Itoa(len(ans.attempts))},
+		task.HeaderCache:    {ans.cache},
 		task.HeaderDuration: {took.String()},
 	}
 	for _, k := range []string{"traceparent", "tracestate", "baggage"} {
@@ -532,7 +601,7 @@ func (w *Worker) publishResult(t *task.Task, ans *resilience.Answer, took time.D
 			h[k] = v
 		}
 	}
-	msg := &nats.Msg{Subject: w.o.Topology.ResultSubject(t.Type, t.ID), Header: h, Data: ans.Response.Body}
+	msg := &nats.Msg{Subject: w.o.Topology.ResultSubject(t.Type, t.ID), Header: h, Data: ans.body}
 	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
 	// store of the same result (a redelivery racing a slow ack) replaces
 	// the first instead of adding one, without the dedupe table's cost.
@@ -540,7 +609,7 @@ func (w *Worker) publishResult(t *task.Task, ans *resilience.Answer, took time.D
 	if err != nil {
 		return nil, w.resultErr(err)
 	}
-	return &pendingResult{t: t, fut: fut, result: msg, attempts: ans.Attempts}, nil
+	return &pendingResult{t: t, fut: fut, result: msg, attempts: ans.attempts}, nil
 }
 
 func (w *Worker) resultErr(err error) error {

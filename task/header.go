@@ -36,6 +36,8 @@ const (
 	StatusError = "error"
 	CacheHit    = "hit"
 	CacheMiss   = "miss"
+	// BackendCache is Task-Backend of a result served by the cache.
+	BackendCache = "cache"
 )
 
 // MaxIDLen is the longest task id the contract accepts.

@@ -140,19 +140,29 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		return err
 	}
 
+	resultCache, cachePolicies, err := buildCache(ctx, cfg, js, topo, log)
+	if err != nil {
+		return err
+	}
+	if resultCache != nil {
+		defer func() { _ = resultCache.Close() }()
+	}
+
 	w, err := pipeline.New(ctx, pipeline.Options{
 		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: bk.router,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return setup(ctx, js, topo, cfg, log)
 		},
-		DLQ:         dlqWriter,
-		History:     history,
-		WorkerID:    id,
-		Concurrency: cfg.Worker.Concurrency,
-		AckWait:     cfg.Worker.AckWait.D(),
-		MaxDeliver:  cfg.Worker.MaxDeliver,
-		MaxPayload:  int(cfg.Worker.MaxPayload),
-		Logger:      log,
+		DLQ:           dlqWriter,
+		History:       history,
+		WorkerID:      id,
+		Cache:         resultCache,
+		CachePolicies: cachePolicies,
+		Concurrency:   cfg.Worker.Concurrency,
+		AckWait:       cfg.Worker.AckWait.D(),
+		MaxDeliver:    cfg.Worker.MaxDeliver,
+		MaxPayload:    int(cfg.Worker.MaxPayload),
+		Logger:        log,
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -11,8 +12,11 @@ import (
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/cache"
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/resilience"
@@ -176,4 +180,36 @@ func policyOptions(name string, b config.Backend, log *slog.Logger, obs observer
 		o.RateN, o.RatePer = rl.N, rl.Per
 	}
 	return o
+}
+
+// buildCache makes the result cache when a route asks for one, with the
+// shared bucket when one asks for sharing; nil when none does.
+func buildCache(ctx context.Context, cfg *config.Config, js jetstream.JetStream, topo bus.Topology, log *slog.Logger) (*cache.Cache, map[string]cache.Policy, error) {
+	policies := map[string]cache.Policy{}
+	var maxTTL time.Duration
+	shared := false
+	for typ, r := range cfg.Routes {
+		if r.Cache == nil || r.Cache.TTL.D() <= 0 {
+			continue
+		}
+		policies[typ] = cache.Policy{TTL: r.Cache.TTL.D(), KeyHeaders: r.Cache.KeyHeaders, Shared: r.Cache.Shared}
+		maxTTL = max(maxTTL, r.Cache.TTL.D())
+		shared = shared || r.Cache.Shared
+	}
+	if len(policies) == 0 {
+		return nil, nil, nil
+	}
+	o := cache.Options{MaxSizeMB: cfg.Cache.MaxSizeMB, MaxTTL: maxTTL, Logger: log}
+	if shared {
+		kv, err := cache.EnsureBucket(ctx, js, topo, maxTTL)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.KV = kv
+	}
+	c, err := cache.New(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, policies, nil
 }
