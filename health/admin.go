@@ -1,0 +1,129 @@
+package health
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Controller carries out the admin plane's control requests.
+type Controller interface {
+	PauseRoute(name string) error
+	ResumeRoute(name string) error
+	TripBreaker(backend string) error
+	ResetBreaker(backend string) error
+}
+
+// ServiceName is the micro service name every worker registers.
+const ServiceName = "breakwater"
+
+// AdminOptions configure the admin service.
+type AdminOptions struct {
+	Conn     *nats.Conn
+	Monitor  *Monitor
+	Control  Controller
+	WorkerID string
+	Version  string
+	// Subject is the first token of the control subjects; default
+	// "breakwater" (with a topology prefix, "<prefix>.breakwater").
+	Subject string
+}
+
+// Status is the body of the status endpoint and the data of every
+// endpoint in $SRV.STATS: the worker's backends' health.
+type Status struct {
+	Worker   string         `json:"worker"`
+	Backends []BackendEvent `json:"backends"`
+}
+
+// ControlRequest is the body of a control request.
+type ControlRequest struct {
+	Route   string `json:"route,omitempty"`
+	Backend string `json:"backend,omitempty"`
+}
+
+// ControlReply answers a control request.
+type ControlReply struct {
+	Worker string `json:"worker"`
+	OK     bool   `json:"ok"`
+	Error  string `json:"error,omitempty"`
+}
+
+// StartAdmin makes the worker a NATS micro service named "breakwater"
+// ($SRV.PING/INFO/STATS; nats micro ls/info/stats show it), with these
+// endpoints, each answered by this worker on <subject>.<worker-id>.<op>
+// and by every worker at once on <subject>.all.<op> (no queue group: use
+// a request that waits for several replies, or publish):
+//
+//	status        {"worker","backends":[health of each backend]}
+//	route.pause   {"route":"NAME"}     hold the route's tasks
+//	route.resume  {"route":"NAME"}
+//	breaker.trip  {"backend":"NAME"}   open its breaker now
+//	breaker.reset {"backend":"NAME"}   close it now
+//
+// Control replies are {"worker","ok","error"}. Stop the service with
+// Stop.
+func StartAdmin(o AdminOptions) (micro.Service, error) {
+	if o.Conn == nil || o.Monitor == nil || o.Control == nil || o.WorkerID == "" {
+		return nil, errors.New("health: admin needs Conn, Monitor, Control and WorkerID")
+	}
+	if o.Subject == "" {
+		o.Subject = "breakwater"
+	}
+	version := o.Version
+	if version == "" || version == "dev" {
+		version = "0.0.0-dev" // micro wants semantic versions
+	}
+	status := func() Status { return Status{Worker: o.WorkerID, Backends: o.Monitor.Snapshot()} }
+	svc, err := micro.AddService(o.Conn, micro.Config{
+		Name:         ServiceName,
+		Version:      version,
+		Description:  "Breakwater task worker " + o.WorkerID,
+		Metadata:     map[string]string{"worker": o.WorkerID},
+		StatsHandler: func(*micro.Endpoint) any { return status() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin service: %w", err)
+	}
+	control := func(op func(ControlRequest) error) micro.HandlerFunc {
+		return func(r micro.Request) {
+			var req ControlRequest
+			reply := ControlReply{Worker: o.WorkerID, OK: true}
+			if err := json.Unmarshal(r.Data(), &req); err != nil {
+				reply = ControlReply{Worker: o.WorkerID, Error: "bad request: " + err.Error()}
+			} else if err := op(req); err != nil {
+				reply = ControlReply{Worker: o.WorkerID, Error: err.Error()}
+			}
+			_ = r.RespondJSON(reply)
+		}
+	}
+	endpoints := []struct {
+		name    string
+		handler micro.Handler
+	}{
+		{"status", micro.HandlerFunc(func(r micro.Request) { _ = r.RespondJSON(status()) })},
+		{"route.pause", control(func(c ControlRequest) error { return o.Control.PauseRoute(c.Route) })},
+		{"route.resume", control(func(c ControlRequest) error { return o.Control.ResumeRoute(c.Route) })},
+		{"breaker.trip", control(func(c ControlRequest) error { return o.Control.TripBreaker(c.Backend) })},
+		{"breaker.reset", control(func(c ControlRequest) error { return o.Control.ResetBreaker(c.Backend) })},
+	}
+	one := svc.AddGroup(o.Subject+"."+Token(o.WorkerID), micro.WithGroupQueueGroupDisabled())
+	all := svc.AddGroup(o.Subject+".all", micro.WithGroupQueueGroupDisabled())
+	for _, e := range endpoints {
+		// Endpoint names allow no dots; the subjects have them.
+		name := strings.ReplaceAll(e.name, ".", "-")
+		if err := one.AddEndpoint(name, e.handler, micro.WithEndpointSubject(e.name)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("admin endpoint %s: %w", e.name, err)
+		}
+		if err := all.AddEndpoint("all-"+name, e.handler, micro.WithEndpointSubject(e.name)); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("admin endpoint %s: %w", e.name, err)
+		}
+	}
+	return svc, nil
+}
