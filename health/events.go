@@ -89,10 +89,10 @@ type AlertEvent struct {
 
 // Alert rules.
 const (
-	RuleBreakerOpen  = "breaker_open"  // value, threshold: seconds open
-	RuleAvailability = "availability"  // value, threshold: percent
-	RuleDLQSize      = "dlq_size"      // value, threshold: percent of the limit
-	RuleWorkerStale  = "worker_stale"  // value, threshold: seconds since the last heartbeat
+	RuleBreakerOpen  = "breaker_open" // value, threshold: seconds open
+	RuleAvailability = "availability" // value, threshold: percent
+	RuleDLQSize      = "dlq_size"     // value, threshold: percent of the limit
+	RuleWorkerStale  = "worker_stale" // value, threshold: seconds since the last heartbeat
 )
 
 // WorkerStats are what a worker heartbeat reports.

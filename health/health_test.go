@@ -413,4 +413,3 @@ func TestNATSProbe(t *testing.T) {
 		t.Fatalf("service up: %v", err)
 	}
 }
-
