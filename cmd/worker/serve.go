@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -19,8 +21,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/cache"
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/health"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -121,7 +125,22 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		return err
 	}
 
-	bk, err := buildRouter(cfg, nc, log, observers{})
+	monitor, err := health.New(health.Options{
+		JS: js, Conn: nc, Topology: topo, WorkerID: id, Version: version,
+		Backends: slices.Sorted(maps.Keys(cfg.Backends)),
+		Interval: cfg.Health.Interval.D(), SLATarget: cfg.Health.SLATarget,
+		BreakerOpenAlertAfter: cfg.Health.BreakerOpenAlertAfter.D(),
+		Probes:                probes(cfg, nc),
+		WorkerStats:           probe.healthStats,
+		DLQUsage: func(ctx context.Context) (int64, int64, error) {
+			return dlq.Usage(ctx, js, topo)
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	bk, err := buildRouter(cfg, nc, log, healthObservers(monitor, cfg))
 	if err != nil {
 		return err
 	}
@@ -146,6 +165,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 	if resultCache != nil {
 		defer func() { _ = resultCache.Close() }()
+		probe.cache.Store(resultCache)
 	}
 
 	w, err := pipeline.New(ctx, pipeline.Options{
@@ -175,6 +195,17 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	var bg errgroup.Group
 	bg.Go(func() error { return crashLoops.Run(bgCtx) })
+	bg.Go(func() error { return monitor.Run(bgCtx) })
+	admin, err := health.StartAdmin(health.AdminOptions{
+		Conn: nc, Monitor: monitor, WorkerID: id, Version: version,
+		Control: &control{worker: w, targets: bk.targets}, Subject: adminSubject(topo),
+	})
+	if err != nil {
+		stopBackground()
+		_ = bg.Wait()
+		return err
+	}
+	defer func() { _ = admin.Stop() }()
 	runErr := w.Run(ctx)
 	stopBackground()
 	if err := bg.Wait(); err != nil && runErr == nil {
@@ -227,6 +258,21 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 type readiness struct {
 	nc     atomic.Pointer[nats.Conn]
 	worker atomic.Pointer[pipeline.Worker]
+	cache  atomic.Pointer[cache.Cache]
+}
+
+// healthStats feeds worker heartbeats.
+func (r *readiness) healthStats() health.WorkerStats {
+	var st health.WorkerStats
+	if w := r.worker.Load(); w != nil {
+		s := w.Stats()
+		st = health.WorkerStats{Done: s.Done, Failed: s.Failed, DeadLettered: s.DeadLettered, InFlight: s.InFlight}
+	}
+	if c := r.cache.Load(); c != nil {
+		cs := c.Stats()
+		st.CacheHits, st.CacheMisses = cs.Hits, cs.Misses
+	}
+	return st
 }
 
 // stats reads the worker's counters, zero before it exists.

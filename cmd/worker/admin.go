@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/resilience"
+)
+
+// control carries out the admin plane's requests on this worker.
+type control struct {
+	worker  *pipeline.Worker
+	targets map[string]resilience.Target
+}
+
+func (c *control) PauseRoute(name string) error  { return c.worker.PauseRoute(name) }
+func (c *control) ResumeRoute(name string) error { return c.worker.ResumeRoute(name) }
+
+func (c *control) breaker(backend string) (circuitbreaker.CircuitBreaker[*handlers.Response], error) {
+	t, ok := c.targets[backend]
+	if !ok {
+		return nil, fmt.Errorf("no backend %q", backend)
+	}
+	b := t.Breaker()
+	if b == nil {
+		return nil, fmt.Errorf("backend %q has no breaker configured", backend)
+	}
+	return b, nil
+}
+
+// TripBreaker opens the backend's breaker now (for its configured delay).
+func (c *control) TripBreaker(backend string) error {
+	b, err := c.breaker(backend)
+	if err != nil {
+		return err
+	}
+	b.Open()
+	return nil
+}
+
+// ResetBreaker closes the backend's breaker now.
+func (c *control) ResetBreaker(backend string) error {
+	b, err := c.breaker(backend)
+	if err != nil {
+		return err
+	}
+	b.Close()
+	return nil
+}
+
+// adminSubject is the first token(s) of the admin plane's subjects.
+func adminSubject(t bus.Topology) string {
+	if t.Prefix == "" {
+		return "breakwater"
+	}
+	return t.Prefix + ".breakwater"
+}
+
+// probes are the active health checks: health_url of HTTP backends, an
+// empty request (header Breakwater-Probe: 1) to NATS ones.
+func probes(cfg *config.Config, nc *nats.Conn) map[string]health.ProbeFunc {
+	out := map[string]health.ProbeFunc{}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for name, b := range cfg.Backends {
+		switch {
+		case b.HTTP != nil && b.HTTP.HealthURL != "":
+			out[name] = health.HTTPProbe(client, b.HTTP.HealthURL)
+		case b.NATS != nil:
+			out[name] = health.NATSProbe(nc, b.NATS.Subject)
+		}
+	}
+	return out
+}
+
+// healthObservers feed the monitor from every backend call and breaker
+// change, and let routing skip backends whose probes fail.
+func healthObservers(m *health.Monitor, cfg *config.Config) observers {
+	return observers{
+		hook: func(ctx context.Context, backend string, _ int) (context.Context, func(resilience.Attempt)) {
+			m.AttemptStarted(backend)
+			return ctx, func(a resilience.Attempt) { m.AttemptDone(backend, a.Duration, a.Err) }
+		},
+		onBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
+		down: func(backend string) func() (bool, time.Duration) {
+			if b := cfg.Backends[backend]; b.HTTP == nil || b.HTTP.HealthURL == "" {
+				if b.NATS == nil {
+					return nil // no probe: never down by health checks
+				}
+			}
+			return func() (bool, time.Duration) { return m.Down(backend) }
+		},
+	}
+}
