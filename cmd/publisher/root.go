@@ -81,7 +81,7 @@ Global flags may stand before or after the command.`,
 	f.StringVar(&a.g.prefix, "prefix", "", "topology prefix of subjects and streams (default $BREAKWATER_PREFIX, else none)")
 	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s) and, with publish --wait and bench, for results (default 30s)")
 
-	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd(), a.dlqCmd())
+	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd(), a.dlqCmd(), a.healthCmd())
 	return root
 }
 

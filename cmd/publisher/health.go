@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/breakwater/breakwater/health"
+)
+
+func (a *app) healthCmd() *cobra.Command {
+	var watch, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Show the current state of backends, workers and alerts",
+		Long: `Print the current state of every backend and worker, and the firing alerts, from
+the last event of each subject in the HEALTH stream (so it works whenever it is
+run). --watch streams events as they come instead, one a line; --json prints
+JSON (one object; with --watch, one event a line).`,
+		Example: `  publisher health
+  publisher health --watch --json | jq 'select(.state == "unhealthy")'`,
+		Args: argsRange(0, 0, ""),
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return a.watchHealth(cmd.Context(), asJSON)
+			}
+			return a.showHealth(cmd.Context(), asJSON)
+		}),
+	}
+	cmd.Flags().BoolVar(&watch, "watch", false, "stream events as they come")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return cmd
+}
+
+// healthState is the current state, as health --json prints it.
+type healthState struct {
+	Backends []health.BackendEvent `json:"backends"`
+	Workers  []health.WorkerEvent  `json:"workers"`
+	Alerts   []health.AlertEvent   `json:"alerts"` // firing only
+}
+
+func (a *app) showHealth(ctx context.Context, asJSON bool) error {
+	topo, err := a.topology()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
+	defer cancel()
+	nc, js, err := a.connectJS(ctx, "health")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	s, err := js.Stream(ctx, topo.HealthStream())
+	if err != nil {
+		return streamHint(err, topo.HealthStream())
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(topo.HealthFilter()))
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", topo.HealthStream(), err)
+	}
+	var st healthState
+	prefix := strings.TrimSuffix(topo.HealthFilter(), ">")
+	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
+		m, err := s.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // aged out meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", subj, err)
+		}
+		kind, _, _ := strings.Cut(strings.TrimPrefix(subj, prefix), ".")
+		switch kind {
+		case "backend":
+			var ev health.BackendEvent
+			if json.Unmarshal(m.Data, &ev) == nil {
+				st.Backends = append(st.Backends, ev)
+			}
+		case "worker":
+			var ev health.WorkerEvent
+			if json.Unmarshal(m.Data, &ev) == nil {
+				st.Workers = append(st.Workers, ev)
+			}
+		case "alert":
+			var ev health.AlertEvent
+			if json.Unmarshal(m.Data, &ev) == nil && ev.Status == health.Firing {
+				st.Alerts = append(st.Alerts, ev)
+			}
+		}
+	}
+	if asJSON {
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		return err
+	}
+	return a.printHealth(st, time.Now())
+}
+
+func (a *app) printHealth(st healthState, now time.Time) error {
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tSTATE\tBREAKER\tSUCCESS\tP50\tP95\tP99\tAVAILABILITY\tIN-FLIGHT\tREASON\tREPORTED")
+	for _, b := range st.Backends {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.1fms\t%.1fms\t%.1fms\t%.3f%%\t%d\t%s\t%s by %s\n",
+			b.Backend, b.State, b.Breaker, 100*b.SuccessRate, b.LatencyMS.P50, b.LatencyMS.P95, b.LatencyMS.P99,
+			b.Availability, b.InFlight, orDash(b.Reason), ago(b.At), b.Worker)
+	}
+	if len(st.Backends) == 0 {
+		fmt.Fprintln(tw, "(no backend events)")
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "WORKER\tSTATUS\tUPTIME\tDONE\tFAILED\tDEAD-LETTERED\tIN-FLIGHT\tCACHE-HITS\tVERSION\tLAST-HEARTBEAT")
+	for _, w := range st.Workers {
+		status := w.Status
+		if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
+			status = "silent"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f%%\t%s\t%s\n", w.Worker, status,
+			(time.Duration(w.UptimeSeconds) * time.Second).String(), w.Tasks.Done, w.Tasks.Failed, w.Tasks.DeadLettered,
+			w.InFlight, 100*w.CacheHitRatio, w.Version, ago(w.At))
+	}
+	if len(st.Workers) == 0 {
+		fmt.Fprintln(tw, "(no worker heartbeats)")
+	}
+	if len(st.Alerts) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "ALERT\tRULE\tVALUE\tTHRESHOLD\tSINCE\tMESSAGE")
+		for _, al := range st.Alerts {
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%s\t%s\n", al.Alert, al.Rule, al.Value, al.Threshold, ago(al.At), al.Message)
+		}
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// watchHealth prints events as they are stored until ctx ends.
+func (a *app) watchHealth(ctx context.Context, asJSON bool) error {
+	topo, err := a.topology()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
+	defer cancel()
+	nc, js, err := a.connectJS(cctx, "health")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cons, err := js.OrderedConsumer(cctx, topo.HealthStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{topo.HealthFilter()}, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("watch health: %w", streamHint(err, topo.HealthStream()))
+	}
+	werr := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var line string
+		if asJSON {
+			line = string(m.Data()) + "\n"
+		} else {
+			line = fmt.Sprintf("%s %s %s\n", time.Now().UTC().Format(time.RFC3339), m.Subject(), m.Data())
+		}
+		if _, err := a.stdout.Write([]byte(line)); err != nil {
+			select {
+			case werr <- err:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch health: %w", err)
+	}
+	defer cc.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-werr:
+		return err
+	}
+}
