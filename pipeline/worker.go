@@ -12,6 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/cache"
@@ -19,6 +23,7 @@ import (
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/resilience"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // Options configure a Worker. JS, Consumer, Router and DLQ are required.
@@ -59,6 +64,13 @@ type Options struct {
 	// DrainTimeout bounds how long Run waits for in-flight tasks after
 	// its context ends; the rest are handed back to the stream. Default 25s.
 	DrainTimeout time.Duration
+	// Tracer and Propagator trace each task (a process span continuing
+	// the publisher's trace, result and DLQ publish spans); nil: no spans,
+	// trace context passed through.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
+	// Observe, when set, is told how each delivery ended (metrics).
+	Observe func(Settled)
 	// MaxParked bounds the tasks held while their route cannot be served
 	// (every breaker open, or paused); past it they are handed back with
 	// a delay. Default 1000.
@@ -66,6 +78,22 @@ type Options struct {
 	// Logger for task failures and lifecycle. Default slog.Default().
 	Logger *slog.Logger
 }
+
+// Settled describes how one delivery of a task ended.
+type Settled struct {
+	Type    string
+	Outcome string     // done, dead_lettered, redelivered, duplicate
+	Reason  dlq.Reason // with dead_lettered
+	Took    time.Duration
+}
+
+// Outcomes of Settled.
+const (
+	OutcomeDone         = "done"
+	OutcomeDeadLettered = "dead_lettered"
+	OutcomeRedelivered  = "redelivered"
+	OutcomeDuplicate    = "duplicate"
+)
 
 // Stats are counted on the task path.
 type Stats struct {
@@ -110,6 +138,12 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	}
 	if o.MaxParked <= 0 {
 		o.MaxParked = 1000
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	if o.Propagator == nil {
+		o.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	results, err := o.JS.Stream(ctx, o.Topology.ResultsStream())
 	if err != nil {
@@ -402,6 +436,16 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	}
 	typ, _ := w.o.Topology.TaskType(msg.Subject())
 	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload})
+	ctx, span := tracing.StartProcess(ctx, w.o.Tracer, w.o.Propagator, tracing.ProcessInfo{
+		Subject: msg.Subject(), Type: t.Type, TaskID: t.ID, Consumer: bus.DefaultConsumer,
+		Delivered: delivered, BodySize: len(t.Payload), Header: t.Header,
+	})
+	spanKept := false // by the settler, with the task
+	defer func() {
+		if !spanKept {
+			span.End()
+		}
+	}()
 	if err != nil {
 		w.settle(ctx, msg, t, delivered, nil, err)
 		return
@@ -415,6 +459,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	if delivered > 1 {
 		if stored, err := w.results.GetLastMsgForSubject(ctx, w.o.Topology.ResultSubject(t.Type, t.ID)); err == nil {
 			w.duplicates.Add(1)
+			w.observe(t.Type, OutcomeDuplicate, "", time.Since(start))
 			if t.ReplyTo != "" {
 				_ = w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: stored.Header, Data: stored.Data})
 			}
@@ -435,8 +480,18 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	if cacheable {
 		key = cache.Key(t.Type, t.Payload, t.Header, pol.KeyHeaders)
 		if noCache = cache.NoCache(t.Header); !noCache {
-			if e, ok := w.o.Cache.Get(ctx, key, pol); ok {
-				handedOff = w.store(ctx, j, t, delivered, answer{body: e.Body, backend: task.BackendCache, cache: task.CacheHit}, start, pending)
+			lctx, lspan := ctx, trace.Span(nil)
+			if span.IsRecording() {
+				lctx, lspan = tracing.StartInternal(ctx, w.o.Tracer, "cache lookup")
+			}
+			e, ok := w.o.Cache.Get(lctx, key, pol)
+			if lspan != nil {
+				lspan.SetAttributes(tracing.AttrCacheHit.Bool(ok))
+				lspan.End()
+			}
+			if ok {
+				handedOff = w.store(ctx, j, t, delivered, answer{body: e.Body, backend: task.BackendCache, cache: task.CacheHit}, start, span, pending)
+				spanKept = handedOff
 				return
 			}
 		}
@@ -502,7 +557,8 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
 		return
 	}
-	handedOff = w.store(ctx, j, t, delivered, ans, start, pending)
+	handedOff = w.store(ctx, j, t, delivered, ans, start, span, pending)
+	spanKept = handedOff
 }
 
 // answer is a task's successful outcome, from a backend or the cache.
@@ -524,13 +580,13 @@ func (w *Worker) call(ctx context.Context, route *resilience.Route, req *handler
 
 // store starts storing the result and hands the task to the settler; it
 // reports whether it did (false: the task was settled as failed here).
-func (w *Worker) store(ctx context.Context, j job, t *task.Task, delivered int, ans answer, start time.Time, pending chan<- *pendingResult) bool {
-	p, err := w.publishResult(t, ans, time.Since(start))
+func (w *Worker) store(ctx context.Context, j job, t *task.Task, delivered int, ans answer, start time.Time, span trace.Span, pending chan<- *pendingResult) bool {
+	p, err := w.publishResult(ctx, t, ans, time.Since(start))
 	if err != nil {
 		w.settle(ctx, j.msg, t, delivered, ans.attempts, err)
 		return false
 	}
-	p.msg, p.delivered, p.progressID = j.msg, delivered, j.progressID
+	p.msg, p.delivered, p.progressID, p.span, p.start = j.msg, delivered, j.progressID, span, start
 	pending <- p
 	return true
 }
@@ -555,6 +611,8 @@ type pendingResult struct {
 	result     *nats.Msg
 	attempts   []resilience.Attempt
 	progressID uint64
+	span       trace.Span
+	start      time.Time
 }
 
 // settleResult waits for the result's publish ack, then acks the task and
@@ -563,6 +621,8 @@ type pendingResult struct {
 func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 	defer w.inFlight.Add(-1)
 	defer w.progress.done(p.progressID)
+	defer p.span.End()
+	ctx = trace.ContextWithSpan(ctx, p.span)
 	select {
 	case <-p.fut.Ok():
 	case err := <-p.fut.Err():
@@ -574,6 +634,7 @@ func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 	}
 	_ = p.msg.Ack()
 	w.done.Add(1)
+	w.observe(p.t.Type, OutcomeDone, "", time.Since(p.start))
 	if p.t.ReplyTo != "" {
 		reply := &nats.Msg{Subject: p.t.ReplyTo, Header: p.result.Header, Data: p.result.Data}
 		if err := w.o.Conn.PublishMsg(reply); err != nil {
@@ -584,7 +645,7 @@ func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 
 // publishResult starts storing the result in RESULTS; the returned
 // pendingResult carries the publish future for settleResult.
-func (w *Worker) publishResult(t *task.Task, ans answer, took time.Duration) (*pendingResult, error) {
+func (w *Worker) publishResult(ctx context.Context, t *task.Task, ans answer, took time.Duration) (*pendingResult, error) {
 	// Direct assignment: the names are canonical already, and Set would
 	// canonicalise each one again on the hot path.
 	h := nats.Header{
@@ -596,12 +657,16 @@ func (w *Worker) publishResult(t *task.Task, ans answer, took time.Duration) (*p
 		task.HeaderCache:    {ans.cache},
 		task.HeaderDuration: {took.String()},
 	}
-	for _, k := range []string{"traceparent", "tracestate", "baggage"} {
-		if v, ok := t.Header[k]; ok {
-			h[k] = v
-		}
+	subject := w.o.Topology.ResultSubject(t.Type, t.ID)
+	if trace.SpanFromContext(ctx).IsRecording() {
+		// The result's own publish span; its context goes with the result.
+		_, span := tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, subject, "", h, len(ans.body))
+		span.End()
+	} else {
+		// Tracing off: the task's trace context is passed on as it came.
+		tracing.Inject(ctx, w.o.Propagator, h)
 	}
-	msg := &nats.Msg{Subject: w.o.Topology.ResultSubject(t.Type, t.ID), Header: h, Data: ans.body}
+	msg := &nats.Msg{Subject: subject, Header: h, Data: ans.body}
 	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
 	// store of the same result (a redelivery racing a slow ack) replaces
 	// the first instead of adding one, without the dedupe table's cost.
@@ -628,12 +693,13 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		_ = msg.Ack()
 	case Redeliver:
 		w.redelivered.Add(1)
+		w.observe(t.Type, OutcomeRedelivered, "", 0)
 		if w.o.History != nil && len(attempts) > 0 && !errors.Is(cause, ErrShutdown) {
 			if err := w.o.History.Append(ctx, t.Seq, w.records(attempts, delivered)); err != nil {
 				log.Warn("attempt history not kept", "err", err)
 			}
 		}
-		log.Info("task will be redelivered", "delay", fate.Delay, "err", dlq.Redact(cause.Error()))
+		log.InfoContext(ctx, "task will be redelivered", "delay", fate.Delay, "err", dlq.Redact(cause.Error()))
 		if fate.Delay > 0 {
 			_ = msg.NakWithDelay(fate.Delay)
 		} else {
@@ -660,15 +726,26 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		if e.Type == "" {
 			e.Type = "_invalid" // a subject without a type still needs a DLQ subject
 		}
-		if err := w.o.DLQ.Write(ctx, e); err != nil {
+		dctx, dspan := ctx, trace.Span(nil)
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.SetAttributes(tracing.AttrDLQReason.String(string(fate.Reason)))
+			span.SetStatus(codes.Error, dlq.Redact(cause.Error()))
+			dctx, dspan = tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, w.o.Topology.DLQSubject(e.Type), "", nats.Header{}, len(e.Payload))
+		}
+		err := w.o.DLQ.Write(dctx, e)
+		if dspan != nil {
+			tracing.End(dspan, err)
+		}
+		if err != nil {
 			// Never drop a task: it stays in TASKS and comes back.
-			log.Error("dead-letter failed; task will be redelivered", "err", err)
+			log.ErrorContext(ctx, "dead-letter failed; task will be redelivered", "err", err)
 			w.redelivered.Add(1)
 			_ = msg.NakWithDelay(redeliverDelay(delivered, 0))
 			return
 		}
 		w.dead.Add(1)
-		log.Warn("task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
+		w.observe(t.Type, OutcomeDeadLettered, fate.Reason, 0)
+		log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
 		if t.ReplyTo != "" {
 			h := w.o.DLQ.Header(e)
 			h.Set(task.HeaderID, t.ID)
@@ -680,6 +757,12 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		if w.o.History != nil && delivered > 1 {
 			_ = w.o.History.Delete(ctx, t.Seq)
 		}
+	}
+}
+
+func (w *Worker) observe(typ, outcome string, reason dlq.Reason, took time.Duration) {
+	if w.o.Observe != nil {
+		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: took})
 	}
 }
 
