@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,8 @@ import (
 type parking struct {
 	max  int
 	wake chan struct{} // a route became due sooner or was resumed
+
+	pausedN atomic.Int32 // routes paused now: the common zero needs no lock
 
 	mu     sync.Mutex
 	n      int
@@ -35,6 +38,9 @@ func newParking(max int) *parking {
 
 // paused reports whether route is paused by an operator.
 func (p *parking) paused(route string) bool {
+	if p.pausedN.Load() == 0 {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.routes[route]
@@ -75,6 +81,13 @@ func (p *parking) setPaused(route string, paused bool) {
 	if r == nil {
 		r = &parkedRoute{}
 		p.routes[route] = r
+	}
+	if r.paused != paused {
+		if paused {
+			p.pausedN.Add(1)
+		} else {
+			p.pausedN.Add(-1)
+		}
 	}
 	r.paused = paused
 	if !paused {

@@ -110,6 +110,7 @@ type Worker struct {
 	results  jetstream.Stream
 	progress *progress
 	parking  *parking
+	traced   bool // spans made; else trace headers are passed through
 
 	ready                                       atomic.Bool
 	done, failed, dead, redelivered, duplicates atomic.Uint64
@@ -139,6 +140,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if o.MaxParked <= 0 {
 		o.MaxParked = 1000
 	}
+	traced := o.Tracer != nil
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -149,7 +151,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: results stream: %w", err)
 	}
-	w := &Worker{o: o, log: o.Logger, results: results, parking: newParking(o.MaxParked)}
+	w := &Worker{o: o, log: o.Logger, results: results, parking: newParking(o.MaxParked), traced: traced}
 	w.progress = newProgress(o.AckWait, func(m jetstream.Msg) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
 			"subject", m.Subject())
@@ -436,10 +438,13 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	}
 	typ, _ := w.o.Topology.TaskType(msg.Subject())
 	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload})
-	ctx, span := tracing.StartProcess(ctx, w.o.Tracer, w.o.Propagator, tracing.ProcessInfo{
-		Subject: msg.Subject(), Type: t.Type, TaskID: t.ID, Consumer: bus.DefaultConsumer,
-		Delivered: delivered, BodySize: len(t.Payload), Header: t.Header,
-	})
+	span := trace.SpanFromContext(ctx) // a no-op span, without tracing
+	if w.traced {
+		ctx, span = tracing.StartProcess(ctx, w.o.Tracer, w.o.Propagator, tracing.ProcessInfo{
+			Subject: msg.Subject(), Type: t.Type, TaskID: t.ID, Consumer: bus.DefaultConsumer,
+			Delivered: delivered, BodySize: len(t.Payload), Header: t.Header,
+		})
+	}
 	spanKept := false // by the settler, with the task
 	defer func() {
 		if !spanKept {
@@ -663,8 +668,12 @@ func (w *Worker) publishResult(ctx context.Context, t *task.Task, ans answer, to
 		_, span := tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, subject, "", h, len(ans.body))
 		span.End()
 	} else {
-		// Tracing off: the task's trace context is passed on as it came.
-		tracing.Inject(ctx, w.o.Propagator, h)
+		// No span of ours: the task's trace context is passed on as it came.
+		for _, k := range []string{"traceparent", "tracestate", "baggage"} {
+			if v, ok := t.Header[k]; ok {
+				h[k] = v
+			}
+		}
 	}
 	msg := &nats.Msg{Subject: subject, Header: h, Data: ans.body}
 	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
