@@ -68,6 +68,9 @@ type Attempt struct {
 	Start    time.Time
 	Duration time.Duration
 	Err      error // nil on success
+	// Waited is how long the call waited for the target's rate limiter
+	// and bulkhead before it went out (the first try of a use only).
+	Waited time.Duration
 }
 
 // Answer is a route's successful result.
@@ -329,6 +332,7 @@ func (t *Target) timeout() time.Duration {
 // backend call it makes in attempts.
 func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
 	timeout := t.timeout()
+	callStart, tries := time.Now(), 0
 	attempt := func(ctx context.Context) (*handlers.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -338,6 +342,9 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 			actx, end = t.hook(actx, t.Name, req.Attempt)
 		}
 		a := Attempt{Backend: t.Name, Start: time.Now()}
+		if tries++; tries == 1 {
+			a.Waited = a.Start.Sub(callStart)
+		}
 		resp, err := t.Backend.Call(actx, req)
 		a.Duration = time.Since(a.Start)
 		if err == nil && resp == nil {

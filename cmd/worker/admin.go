@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
@@ -15,6 +17,7 @@ import (
 	"github.com/breakwater/breakwater/health"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // control carries out the admin plane's requests on this worker.
@@ -82,22 +85,80 @@ func probes(cfg *config.Config, nc *nats.Conn) map[string]health.ProbeFunc {
 	return out
 }
 
-// healthObservers feed the monitor from every backend call and breaker
-// change, and let routing skip backends whose probes fail.
-func healthObservers(m *health.Monitor, cfg *config.Config) observers {
+// observe feeds every backend call and breaker change to the health
+// monitor, the traces (a client span per attempt) and the metrics, and
+// lets routing skip backends whose probes fail.
+func observe(m *health.Monitor, cfg *config.Config, traces *tracing.Tracing, in *tracing.Instruments) observers {
+	traced := traces.Enabled()
+	tr := traces.Tracer()
 	return observers{
-		hook: func(ctx context.Context, backend string, _ int) (context.Context, func(resilience.Attempt)) {
+		hook: func(ctx context.Context, backend string, n int) (context.Context, func(resilience.Attempt)) {
 			m.AttemptStarted(backend)
-			return ctx, func(a resilience.Attempt) { m.AttemptDone(backend, a.Duration, a.Err) }
+			var span trace.Span
+			if traced {
+				ctx, span = tracing.StartAttempt(ctx, tr, backend, n, "")
+			}
+			return ctx, func(a resilience.Attempt) {
+				m.AttemptDone(backend, a.Duration, a.Err)
+				class := errorClass(a.Err)
+				if span != nil {
+					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), class)
+				}
+				if in != nil {
+					in.BackendCall(ctx, backend, class, a.Duration, a.Waited)
+				}
+			}
 		},
 		onBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
+		onRetry: func(backend string) {
+			if in != nil {
+				in.Retry(context.Background(), backend)
+			}
+		},
 		down: func(backend string) func() (bool, time.Duration) {
-			if b := cfg.Backends[backend]; b.HTTP == nil || b.HTTP.HealthURL == "" {
-				if b.NATS == nil {
-					return nil // no probe: never down by health checks
-				}
+			if b := cfg.Backends[backend]; (b.HTTP == nil || b.HTTP.HealthURL == "") && b.NATS == nil {
+				return nil // no probe: never down by health checks
 			}
 			return func() (bool, time.Duration) { return m.Down(backend) }
 		},
+		propagator: traces.Propagator(),
+	}
+}
+
+// errorClass names an attempt's outcome for spans and metrics.
+func errorClass(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, resilience.ErrInvalidResult):
+		return "invalid"
+	case handlers.IsPermanent(err):
+		return "permanent"
+	}
+	return "transient"
+}
+
+// tracerOf is the pipeline's tracer: nil when tracing is off, so that the
+// task path makes no spans at all.
+func tracerOf(t *tracing.Tracing) trace.Tracer {
+	if !t.Enabled() {
+		return nil
+	}
+	return t.Tracer()
+}
+
+// settledObserver records each delivery's outcome in the metrics.
+func settledObserver(in *tracing.Instruments) func(pipeline.Settled) {
+	if in == nil {
+		return nil
+	}
+	return func(s pipeline.Settled) {
+		ctx := context.Background()
+		if s.Took > 0 {
+			in.TaskDone(ctx, s.Type, s.Outcome, s.Took)
+		}
+		if s.Outcome == pipeline.OutcomeDeadLettered {
+			in.DLQEntry(ctx, string(s.Reason))
+		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/health"
 	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/resilience"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -42,8 +43,10 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		}
 	}
 	var probe readiness
+	var metrics *tracing.Metrics
 	if f.httpAddr != "" {
-		metrics, err := tracing.NewMetrics(tracing.MetricsOptions{ServiceName: "breakwater-worker", Version: version})
+		var err error
+		metrics, err = tracing.NewMetrics(tracing.MetricsOptions{ServiceName: "breakwater-worker", Version: version})
 		if err != nil {
 			return err
 		}
@@ -57,6 +60,18 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		}
 		defer stopHTTP()
 	}
+
+	traces, err := tracing.SetupTracing(ctx, tracing.TracingOptions{ServiceName: "breakwater-worker", Version: version, Getenv: getenv})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := traces.Shutdown(sctx); err != nil {
+			log.Warn("flush traces", "err", err)
+		}
+	}()
 
 	url := firstNonEmpty(f.natsURL, cfg.NATS.URL, bus.DefaultURL)
 	id := f.id
@@ -140,7 +155,38 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	if err != nil {
 		return err
 	}
-	bk, err := buildRouter(cfg, nc, log, healthObservers(monitor, cfg))
+	var instruments *tracing.Instruments // nil without --http
+	if metrics != nil {
+		if instruments, err = tracing.NewInstruments(metrics.Meter(), tracing.InstrumentsOptions{
+			InFlight: func() map[string]int {
+				out := map[string]int{}
+				for _, b := range monitor.Snapshot() {
+					out[b.Backend] = b.InFlight
+				}
+				return out
+			},
+			Breakers: probe.breakers,
+			Cache:    probe.cacheStats,
+			Pending: func(ctx context.Context) (uint64, error) {
+				c, err := js.Consumer(ctx, topo.TasksStream(), bus.DefaultConsumer)
+				if err != nil {
+					return 0, err
+				}
+				info, err := c.Info(ctx)
+				if err != nil {
+					return 0, err
+				}
+				return info.NumPending, nil
+			},
+		}); err != nil {
+			return err
+		}
+	}
+	bk, err := buildRouter(cfg, nc, log, observe(monitor, cfg, traces, instruments))
+	if err != nil {
+		return err
+	}
+	probe.targets.Store(&bk.targets)
 	if err != nil {
 		return err
 	}
@@ -178,6 +224,9 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		WorkerID:      id,
 		Cache:         resultCache,
 		CachePolicies: cachePolicies,
+		Tracer:        tracerOf(traces),
+		Propagator:    traces.Propagator(),
+		Observe:       settledObserver(instruments),
 		Concurrency:   cfg.Worker.Concurrency,
 		AckWait:       cfg.Worker.AckWait.D(),
 		MaxDeliver:    cfg.Worker.MaxDeliver,
@@ -256,9 +305,33 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 
 // readiness holds what /readyz reports on; it fills in as the worker starts.
 type readiness struct {
-	nc     atomic.Pointer[nats.Conn]
-	worker atomic.Pointer[pipeline.Worker]
-	cache  atomic.Pointer[cache.Cache]
+	nc      atomic.Pointer[nats.Conn]
+	worker  atomic.Pointer[pipeline.Worker]
+	cache   atomic.Pointer[cache.Cache]
+	targets atomic.Pointer[map[string]resilience.Target]
+}
+
+// breakers reads each backend's breaker state for the metrics.
+func (r *readiness) breakers() map[string]string {
+	out := map[string]string{}
+	if ts := r.targets.Load(); ts != nil {
+		for name, t := range *ts {
+			if b := t.Breaker(); b != nil {
+				out[name] = b.State().String()
+			}
+		}
+	}
+	return out
+}
+
+// cacheStats reads the result cache's counters for the metrics.
+func (r *readiness) cacheStats() tracing.CacheStats {
+	c := r.cache.Load()
+	if c == nil {
+		return tracing.CacheStats{}
+	}
+	s := c.Stats()
+	return tracing.CacheStats{Hits: s.Hits, Misses: s.Misses, Evictions: s.Evictions, Bytes: int64(s.Bytes), Entries: int64(s.Entries)}
 }
 
 // healthStats feeds worker heartbeats.
@@ -332,10 +405,11 @@ func newLogger(f *flags, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(f.logLevel))
 	opts := &slog.HandlerOptions{Level: lvl}
+	// Lines logged with a task's context carry its trace and span ids.
 	if f.logFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(tracing.NewLogHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(tracing.NewLogHandler(slog.NewJSONHandler(w, opts)))
 }
 
 func firstNonEmpty(s ...string) string {
