@@ -12,11 +12,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // publishFlags are the local flags of `publish`.
@@ -199,7 +201,25 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		hdr.Set(task.HeaderReplyTo, inbox)
 	}
 
-	ack, err := js.PublishMsg(wctx, msg)
+	// With OTEL_TRACES_EXPORTER set, the task starts a trace the worker
+	// continues: a producer span whose context goes in the headers.
+	traces, err := tracing.SetupTracing(ctx, tracing.TracingOptions{ServiceName: "breakwater-publisher"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = traces.Shutdown(sctx)
+	}()
+	pctx := wctx
+	if traces.Enabled() {
+		var span trace.Span
+		pctx, span = tracing.StartPublish(wctx, traces.Tracer(), traces.Propagator(), msg.Subject, id, hdr, len(data))
+		defer span.End()
+	}
+
+	ack, err := js.PublishMsg(pctx, msg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")

@@ -189,3 +189,27 @@ func TestGlobalFlagPositions(t *testing.T) {
 		})
 	}
 }
+
+// With OTEL_TRACES_EXPORTER set, publish starts a trace: the stored task
+// carries a W3C traceparent (lowercase key) for the worker to continue.
+func TestPublishStartsTrace(t *testing.T) {
+	e := startServer(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
+	r := runCmd(t, "", "publish", "echo", "hi", "--id", "traced-1", "--nats-url", e.url)
+	wantOK(t, r)
+	m := lastTask(t, e, "TASKS", "tasks.echo")
+	tp := m.Header.Get("traceparent")
+	if len(tp) != 55 || tp[:3] != "00-" {
+		t.Fatalf("traceparent %q in %v", tp, m.Header)
+	}
+}
+
+// Without it, nothing is added.
+func TestPublishUntracedByDefault(t *testing.T) {
+	e := startServer(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "")
+	wantOK(t, runCmd(t, "", "publish", "echo", "hi", "--id", "plain-1", "--nats-url", e.url))
+	if tp := lastTask(t, e, "TASKS", "tasks.echo").Header.Get("traceparent"); tp != "" {
+		t.Fatalf("traceparent %q without tracing", tp)
+	}
+}
