@@ -696,6 +696,11 @@ func (w *Worker) resultErr(err error) error {
 // settle carries out Decide's verdict for a failed delivery.
 func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, delivered int, attempts []resilience.Attempt, cause error) {
 	fate := Decide(cause, delivered, w.o.MaxDeliver)
+	if !trace.SpanContextFromContext(ctx).IsValid() && t.Header != nil {
+		// No span of ours (tracing off): the log lines still carry the
+		// trace the task came with.
+		ctx = tracing.Extract(ctx, w.o.Propagator, t.Header)
+	}
 	log := w.log.With("task_id", t.ID, "type", t.Type, "delivery", delivered, "fate", fate.Action.String())
 	switch fate.Action {
 	case Ack:
