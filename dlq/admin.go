@@ -11,9 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // Reasons lists every reason of the contract.
@@ -112,10 +115,21 @@ type Admin struct {
 	topo    bus.Topology
 	dlq     jetstream.Stream
 	results jetstream.Stream
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+}
+
+// AdminOption configures an Admin.
+type AdminOption func(*Admin)
+
+// WithTracing makes each replay a span linked to the failed task's trace;
+// the replayed task carries the replay's trace context.
+func WithTracing(tr trace.Tracer, p propagation.TextMapPropagator) AdminOption {
+	return func(a *Admin) { a.tracer, a.prop = tr, p }
 }
 
 // NewAdmin opens the DLQ and RESULTS streams.
-func NewAdmin(ctx context.Context, js jetstream.JetStream, t bus.Topology) (*Admin, error) {
+func NewAdmin(ctx context.Context, js jetstream.JetStream, t bus.Topology, opts ...AdminOption) (*Admin, error) {
 	d, err := js.Stream(ctx, t.DLQStream())
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", t.DLQStream(), err)
@@ -124,7 +138,11 @@ func NewAdmin(ctx context.Context, js jetstream.JetStream, t bus.Topology) (*Adm
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", t.ResultsStream(), err)
 	}
-	return &Admin{js: js, topo: t, dlq: d, results: r}, nil
+	a := &Admin{js: js, topo: t, dlq: d, results: r}
+	for _, o := range opts {
+		o(a)
+	}
+	return a, nil
 }
 
 // Get returns the entry at seq, or ErrNotFound.
@@ -287,6 +305,11 @@ func (a *Admin) Replay(ctx context.Context, i *Item) (Outcome, error) {
 		}
 	}
 	msg := &nats.Msg{Subject: a.ReplaySubject(i), Header: ReplayHeader(i), Data: i.Data}
+	if a.tracer != nil {
+		var span trace.Span
+		ctx, span = tracing.StartReplay(ctx, a.tracer, a.prop, i.Header, msg.Header, msg.Subject, i.Seq)
+		defer span.End()
+	}
 	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ReplayMsgID(i))); err != nil {
 		return 0, fmt.Errorf("replay %d to %s: %w", i.Seq, msg.Subject, err)
 	}

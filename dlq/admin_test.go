@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/breakwater/breakwater/dlq"
 )
@@ -187,5 +191,45 @@ func TestWriteFailsWithoutStream(t *testing.T) {
 	err := w.Write(ctx, &dlq.Entry{ID: "x", Type: "t", Subject: "tasks.t", Seq: 1, Reason: dlq.Poison})
 	if err == nil {
 		t.Fatal("Write succeeded with no DLQ stream")
+	}
+}
+
+// A replay is a new trace linked to the failed task's, and the replayed
+// task carries the replay's context.
+func TestReplayLinkedToFailedTrace(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const failedTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo})
+	if err := w.Write(ctx, &dlq.Entry{ID: "tr", Type: "t", Subject: "tasks.t", Seq: 1, Reason: dlq.Exhausted,
+		Header: nats.Header{"traceparent": {"00-" + failedTrace + "-00f067aa0ba902b7-01"}}}); err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prop := propagation.TraceContext{}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo, dlq.WithTracing(tp.Tracer("t"), prop))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, _ := a.Get(ctx, 1)
+	if _, err := a.Replay(ctx, i); err != nil {
+		t.Fatal(err)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || len(spans[0].Links) != 1 || spans[0].Links[0].SpanContext.TraceID().String() != failedTrace {
+		t.Fatalf("replay spans %+v: want one, linked to the failed trace", spans)
+	}
+	replay := spans[0]
+	if replay.SpanContext.TraceID().String() == failedTrace || replay.Parent.IsValid() {
+		t.Fatal("the replay span is parented by the failed trace instead of linked")
+	}
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	m, err := tasks.GetLastMsgForSubject(ctx, "tasks.t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := m.Header.Get("traceparent"); !strings.Contains(tp, replay.SpanContext.TraceID().String()) {
+		t.Fatalf("replayed task traceparent %q, want the replay's trace", tp)
 	}
 }

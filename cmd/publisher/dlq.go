@@ -21,6 +21,7 @@ import (
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // dlqFlags are the filters every dlq subcommand shares.
@@ -130,7 +131,22 @@ func (a *app) withAdmin(ctx context.Context, name string, fn func(context.Contex
 		return err
 	}
 	defer nc.Close()
-	adm, err := dlq.NewAdmin(cctx, js, topo)
+	// With OTEL_TRACES_EXPORTER set, each replay is a span linked to the
+	// failed task's trace.
+	traces, err := tracing.SetupTracing(ctx, tracing.TracingOptions{ServiceName: "breakwater-publisher"})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = traces.Shutdown(sctx)
+	}()
+	var opts []dlq.AdminOption
+	if traces.Enabled() {
+		opts = append(opts, dlq.WithTracing(traces.Tracer(), traces.Propagator()))
+	}
+	adm, err := dlq.NewAdmin(cctx, js, topo, opts...)
 	if err != nil {
 		return streamHint(err, topo.DLQStream())
 	}
