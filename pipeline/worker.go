@@ -452,11 +452,11 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		}
 	}()
 	if err != nil {
-		w.settle(ctx, msg, t, delivered, nil, err)
+		w.settle(ctx, start, msg, t, delivered, nil, err)
 		return
 	}
 	if t.Expired(start) {
-		w.settle(ctx, msg, t, delivered, nil, fmt.Errorf("%w at %s", ErrExpired, t.Deadline.Format(time.RFC3339)))
+		w.settle(ctx, start, msg, t, delivered, nil, fmt.Errorf("%w at %s", ErrExpired, t.Deadline.Format(time.RFC3339)))
 		return
 	}
 	// At-least-once delivery: a redelivered task whose result is already
@@ -474,7 +474,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 	}
 	route, err := w.o.Router.Route(t.Type)
 	if err != nil {
-		w.settle(ctx, msg, t, delivered, nil, err)
+		w.settle(ctx, start, msg, t, delivered, nil, err)
 		return
 	}
 	// The cache answers first: a hit needs no backend, even in an outage.
@@ -559,7 +559,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 				return
 			}
 		}
-		w.settle(ctx, msg, t, delivered, resilience.AttemptsOf(err), err)
+		w.settle(ctx, start, msg, t, delivered, resilience.AttemptsOf(err), err)
 		return
 	}
 	handedOff = w.store(ctx, j, t, delivered, ans, start, span, pending)
@@ -588,7 +588,7 @@ func (w *Worker) call(ctx context.Context, route *resilience.Route, req *handler
 func (w *Worker) store(ctx context.Context, j job, t *task.Task, delivered int, ans answer, start time.Time, span trace.Span, pending chan<- *pendingResult) bool {
 	p, err := w.publishResult(ctx, t, ans, time.Since(start))
 	if err != nil {
-		w.settle(ctx, j.msg, t, delivered, ans.attempts, err)
+		w.settle(ctx, start, j.msg, t, delivered, ans.attempts, err)
 		return false
 	}
 	p.msg, p.delivered, p.progressID, p.span, p.start = j.msg, delivered, j.progressID, span, start
@@ -631,10 +631,10 @@ func (w *Worker) settleResult(ctx context.Context, p *pendingResult) {
 	select {
 	case <-p.fut.Ok():
 	case err := <-p.fut.Err():
-		w.settle(ctx, p.msg, p.t, p.delivered, p.attempts, w.resultErr(err))
+		w.settle(ctx, p.start, p.msg, p.t, p.delivered, p.attempts, w.resultErr(err))
 		return
 	case <-ctx.Done():
-		w.settle(ctx, p.msg, p.t, p.delivered, p.attempts, fmt.Errorf("%w: result not acknowledged", ErrShutdown))
+		w.settle(ctx, p.start, p.msg, p.t, p.delivered, p.attempts, fmt.Errorf("%w: result not acknowledged", ErrShutdown))
 		return
 	}
 	_ = p.msg.Ack()
@@ -694,7 +694,7 @@ func (w *Worker) resultErr(err error) error {
 }
 
 // settle carries out Decide's verdict for a failed delivery.
-func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, delivered int, attempts []resilience.Attempt, cause error) {
+func (w *Worker) settle(ctx context.Context, start time.Time, msg jetstream.Msg, t *task.Task, delivered int, attempts []resilience.Attempt, cause error) {
 	fate := Decide(cause, delivered, w.o.MaxDeliver)
 	if !trace.SpanContextFromContext(ctx).IsValid() && t.Header != nil {
 		// No span of ours (tracing off): the log lines still carry the
@@ -707,7 +707,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 		_ = msg.Ack()
 	case Redeliver:
 		w.redelivered.Add(1)
-		w.observe(t.Type, OutcomeRedelivered, "", 0)
+		w.observe(t.Type, OutcomeRedelivered, "", time.Since(start))
 		if w.o.History != nil && len(attempts) > 0 && !errors.Is(cause, ErrShutdown) {
 			if err := w.o.History.Append(ctx, t.Seq, w.records(attempts, delivered)); err != nil {
 				log.Warn("attempt history not kept", "err", err)
@@ -758,7 +758,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, de
 			return
 		}
 		w.dead.Add(1)
-		w.observe(t.Type, OutcomeDeadLettered, fate.Reason, 0)
+		w.observe(t.Type, OutcomeDeadLettered, fate.Reason, time.Since(start))
 		log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
 		if t.ReplyTo != "" {
 			h := w.o.DLQ.Header(e)
