@@ -23,20 +23,27 @@ type CacheStats struct {
 	Bytes, Entries          int64
 }
 
-// InstrumentsOptions supply the values read at each collection; nil
-// functions leave their instruments out.
+// InstrumentsOptions supply the values read at each collection (each
+// scrape of /metrics); nil functions leave their instruments out. The
+// functions are called from the collecting goroutine and must be safe for
+// concurrent use with the code that changes what they read.
 type InstrumentsOptions struct {
 	// Breakers returns each backend's breaker state (closed, half-open,
-	// open), exported as 0, 1, 2.
+	// open), exported as 0, 1, 2 (breakwater_breaker_state{backend}).
 	Breakers func() map[string]string
 	// InFlight returns the calls in flight per backend (bulkhead
-	// occupancy).
+	// occupancy, breakwater_backend_in_flight{backend}).
 	InFlight func() map[string]int
-	Cache    func() CacheStats
-	// Pending returns the consumer's pending tasks (lag); it is asked at
-	// most every PendingEvery (default 5s), its last answer reused between.
+	// Cache returns the result cache's counters.
+	Cache func() CacheStats
+	// Pending returns the consumer's pending tasks (lag,
+	// breakwater_consumer_pending). It is asked at most every PendingEvery
+	// (default 5s), its last answer reused between, so that scrapes do not
+	// become requests to the server; a failed call keeps the last answer.
 	Pending      func(ctx context.Context) (uint64, error)
 	PendingEvery time.Duration
+	// Now is the clock of PendingEvery; default time.Now.
+	Now func() time.Time
 }
 
 // Instruments are the worker's metrics beyond the task counters of
@@ -81,7 +88,8 @@ func NewInstruments(m metric.Meter, o InstrumentsOptions) (*Instruments, error) 
 
 func (in *Instruments) observe(m metric.Meter, o InstrumentsOptions) error {
 	var observables []metric.Observable
-	breaker, err := m.Int64ObservableGauge("breakwater.breaker.state", metric.WithUnit("1"),
+	// No unit: "1" would make the exporter append _ratio to the name.
+	breaker, err := m.Int64ObservableGauge("breakwater.breaker.state",
 		metric.WithDescription("Circuit breaker state per backend: 0 closed, 1 half-open, 2 open."))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -116,9 +124,12 @@ func (in *Instruments) observe(m metric.Meter, o InstrumentsOptions) error {
 	var lag pendingCache
 	if o.Pending != nil {
 		observables = append(observables, pending)
-		lag.every = o.PendingEvery
+		lag.every, lag.now = o.PendingEvery, o.Now
 		if lag.every <= 0 {
 			lag.every = 5 * time.Second
+		}
+		if lag.now == nil {
+			lag.now = time.Now
 		}
 	}
 	if len(observables) == 0 {
@@ -166,8 +177,9 @@ func (in *Instruments) observe(m metric.Meter, o InstrumentsOptions) error {
 // pendingCache keeps the consumer's lag between server requests.
 type pendingCache struct {
 	every time.Duration
+	now   func() time.Time
 	mu    sync.Mutex
-	at    time.Time
+	at    time.Time // of the last request; zero before the first
 	n     uint64
 	ok    bool
 }
@@ -175,8 +187,8 @@ type pendingCache struct {
 func (p *pendingCache) get(ctx context.Context, fetch func(context.Context) (uint64, error)) (uint64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if time.Since(p.at) >= p.every {
-		p.at = time.Now()
+	if now := p.now(); p.at.IsZero() || now.Sub(p.at) >= p.every {
+		p.at = now
 		if n, err := fetch(ctx); err == nil {
 			p.n, p.ok = n, true
 		}
@@ -184,26 +196,38 @@ func (p *pendingCache) get(ctx context.Context, fetch func(context.Context) (uin
 	return p.n, p.ok
 }
 
-// TaskDone records how long a delivery took to its outcome.
+// TaskDone records how long a delivery took to its outcome
+// (breakwater_task_duration_seconds{type,outcome}). Like every recording
+// method it is safe for concurrent use.
 func (in *Instruments) TaskDone(ctx context.Context, typ, outcome string, d time.Duration) {
 	in.taskDuration.Record(ctx, d.Seconds(), metric.WithAttributes(typeKey.String(typ), outcomeKey.String(outcome)))
 }
 
-// BackendCall records one call, and how long it waited for permits.
+// BackendCall records one call of d
+// (breakwater_backend_call_duration_seconds{backend,outcome}) and, when
+// waited > 0, how long it waited for the backend's rate limiter and
+// bulkhead before it (as RateLimitWait).
 func (in *Instruments) BackendCall(ctx context.Context, backend, outcome string, d, waited time.Duration) {
-	attrs := metric.WithAttributes(backendKey.String(backend))
 	in.callDuration.Record(ctx, d.Seconds(), metric.WithAttributes(backendKey.String(backend), outcomeKey.String(outcome)))
 	if waited > 0 {
-		in.waitDuration.Record(ctx, waited.Seconds(), attrs)
+		in.RateLimitWait(ctx, backend, waited)
 	}
 }
 
-// Retry counts a retry of a call to backend.
+// RateLimitWait records a wait of d for backend's rate limiter or bulkhead
+// (breakwater_backend_wait_duration_seconds{backend}).
+func (in *Instruments) RateLimitWait(ctx context.Context, backend string, d time.Duration) {
+	in.waitDuration.Record(ctx, d.Seconds(), metric.WithAttributes(backendKey.String(backend)))
+}
+
+// Retry counts a retry of a call to backend
+// (breakwater_backend_retries_total{backend}).
 func (in *Instruments) Retry(ctx context.Context, backend string) {
 	in.retries.Add(ctx, 1, metric.WithAttributes(backendKey.String(backend)))
 }
 
-// DLQEntry counts a dead-lettered task.
+// DLQEntry counts a task dead-lettered for reason
+// (breakwater_dlq_entries_total{reason}).
 func (in *Instruments) DLQEntry(ctx context.Context, reason string) {
 	in.dlqEntries.Add(ctx, 1, metric.WithAttributes(reasonKey.String(reason)))
 }
