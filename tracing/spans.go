@@ -142,7 +142,8 @@ func StartProcess(ctx context.Context, tr trace.Tracer, p propagation.TextMapPro
 	}
 	ctx, span := tr.Start(ctx, operationProcess+" "+in.Subject, trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
-		span.SetAttributes(
+		// One SetAttributes call: the span grows its attribute slice once.
+		as := append(make([]attribute.KeyValue, 0, 11),
 			semconv.MessagingSystemKey.String(systemNATS),
 			semconv.MessagingDestinationName(in.Subject),
 			semconv.MessagingOperationTypeProcess,
@@ -154,11 +155,12 @@ func StartProcess(ctx context.Context, tr trace.Tracer, p propagation.TextMapPro
 			AttrDelivery.Int(in.Delivered),
 		)
 		if in.Stream != "" {
-			span.SetAttributes(AttrStream.String(in.Stream))
+			as = append(as, AttrStream.String(in.Stream))
 		}
 		if in.Seq != 0 {
-			span.SetAttributes(AttrSequence.Int64(int64(in.Seq)))
+			as = append(as, AttrSequence.Int64(int64(in.Seq)))
 		}
+		span.SetAttributes(as...)
 	}
 	return ctx, span
 }
