@@ -14,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // asyncWindow bounds the publishes awaiting their ack. Past it,
@@ -124,6 +126,13 @@ func (a *app) publishFile(ctx context.Context, pf publishFlags) error {
 		in = f
 	}
 
+	// With OTEL_TRACES_EXPORTER set, every task starts its own trace.
+	traces, shutdown, err := a.setupTracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer shutdown()
+
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	nc, js, err := a.connectJS(cctx, "publish-file",
 		jetstream.WithPublishAsyncMaxPending(asyncWindow),
@@ -137,7 +146,7 @@ func (a *app) publishFile(ctx context.Context, pf publishFlags) error {
 	}
 	defer nc.Close()
 
-	c, err := a.runBatch(ctx, js, topo, common, in)
+	c, err := a.runBatch(ctx, js, topo, common, in, traces)
 	fmt.Fprintf(a.stdout, "published %d tasks (stored %d, duplicates %d, failed %d)\n",
 		c.tasks, c.stored, c.duplicates, c.failed)
 	switch {
@@ -153,13 +162,16 @@ func (a *app) publishFile(ctx context.Context, pf publishFlags) error {
 type inflight struct {
 	line int // its input line (publish --file) or task number (bench)
 	paf  jetstream.PubAckFuture
+	span trace.Span // its publish span, ended at the ack (publish --file)
 }
 
 // runBatch reads tasks from in and publishes them. It returns the counts
 // of every task read, and an error only when it stopped early (ctx ended,
 // input unreadable); bad lines and failed publishes are counted, reported
-// on stderr with their line number, and skipped.
-func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Topology, common nats.Header, in io.Reader) (batchCounts, error) {
+// on stderr with their line number, and skipped. Each task has a publish
+// span from its publish to its ack; a traceparent in the line's headers
+// makes it a child of that trace.
+func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Topology, common nats.Header, in io.Reader, traces *tracing.Tracing) (batchCounts, error) {
 	var (
 		mu sync.Mutex // guards c, written by both goroutines
 		c  batchCounts
@@ -177,6 +189,7 @@ func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Top
 		for p := range pending {
 			select {
 			case ack := <-p.paf.Ok():
+				p.span.End()
 				mu.Lock()
 				if ack.Duplicate {
 					c.duplicates++
@@ -185,6 +198,7 @@ func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Top
 				}
 				mu.Unlock()
 			case err := <-p.paf.Err():
+				tracing.End(p.span, err)
 				fail(p.line, fmt.Errorf("publish: %w", streamHint(err, topo.TasksStream())))
 			}
 		}
@@ -207,10 +221,10 @@ func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Top
 			msg, err := parseLine(line, topo, common)
 			if err != nil {
 				fail(lineNo, err)
-			} else if paf, err := publishAsync(ctx, js, msg); err != nil {
+			} else if span, paf, err := publishTraced(ctx, js, traces, msg); err != nil {
 				fail(lineNo, fmt.Errorf("publish: %w", streamHint(err, topo.TasksStream())))
 			} else {
-				pending <- inflight{line: lineNo, paf: paf}
+				pending <- inflight{line: lineNo, paf: paf, span: span}
 			}
 		}
 		if rerr == io.EOF {
@@ -224,6 +238,23 @@ func (a *app) runBatch(ctx context.Context, js jetstream.JetStream, topo bus.Top
 	close(pending)
 	collector.Wait()
 	return c, stop
+}
+
+// publishTraced publishes m asynchronously inside a publish span, whose
+// context it writes into m's headers; the caller ends the span at the ack.
+// A traceparent already in m (given by the user) is the span's parent.
+func publishTraced(ctx context.Context, js jetstream.Publisher, traces *tracing.Tracing, m *nats.Msg) (trace.Span, jetstream.PubAckFuture, error) {
+	tr, prop := traces.Tracer(), traces.Propagator()
+	if traces.Enabled() {
+		ctx = tracing.Extract(ctx, prop, m.Header)
+	}
+	_, span := tracing.StartPublish(ctx, tr, prop, m.Subject, m.Header.Get(task.HeaderMsgID), m.Header, len(m.Data))
+	paf, err := publishAsync(ctx, js, m)
+	if err != nil {
+		tracing.End(span, err)
+		return nil, nil, err
+	}
+	return span, paf, nil
 }
 
 // publishAsync publishes m without waiting for its ack. When the window of

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 func TestPublishFile(t *testing.T) {
@@ -196,4 +198,64 @@ func FuzzParseLine(f *testing.F) {
 			}
 		}
 	})
+}
+
+// publish --file gives every task its own publish span, ended at its ack,
+// whose context the stored task carries; a traceparent in a line's headers
+// is that span's parent.
+func TestPublishFileTraced(t *testing.T) {
+	e := startServer(t)
+	const given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	input := strings.Join([]string{
+		`{"type":"echo","data":"a","id":"ft-1"}`,
+		`{"type":"echo","data":"b","id":"ft-2","headers":{"traceparent":"` + given + `"}}`,
+		`{"type":"code.generate","data":"c","id":"ft-3"}`,
+		`not json`,
+	}, "\n")
+	exp := tracetest.NewInMemoryExporter()
+	r, _ := runTraced(t, tracing.TracingOptions{Exporter: keep{exp}}, input, "publish", "--file", "-", "--nats-url", e.url)
+	if !strings.HasPrefix(r.stdout, "published 4 tasks (stored 3,") {
+		t.Fatalf("stdout %q, stderr %q", r.stdout, r.stderr)
+	}
+	spans := map[string]tracetest.SpanStub{} // by message id
+	for _, s := range exp.GetSpans() {
+		for _, kv := range s.Attributes {
+			if kv.Key == "messaging.message.id" {
+				spans[kv.Value.AsString()] = s
+			}
+		}
+	}
+	if len(spans) != 3 {
+		t.Fatalf("spans for %d tasks, want 3 (the bad line has none)", len(spans))
+	}
+	s, err := e.js.Stream(t.Context(), "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := map[string]bool{}
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := s.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get(task.HeaderID)
+		span, ok := spans[id]
+		if !ok {
+			t.Fatalf("no span for task %s", id)
+		}
+		if got := spanContextOf(m.Header); !got.Equal(span.SpanContext.WithRemote(true)) {
+			t.Errorf("task %s carries %s/%s, want its span's %s/%s", id, got.TraceID(), got.SpanID(),
+				span.SpanContext.TraceID(), span.SpanContext.SpanID())
+		}
+		if want := "publish " + m.Subject; span.Name != want {
+			t.Errorf("task %s span %q, want %q", id, span.Name, want)
+		}
+		traces[span.SpanContext.TraceID().String()] = true
+	}
+	if len(traces) != 3 {
+		t.Errorf("%d distinct traces for 3 tasks, want 3", len(traces))
+	}
+	if p := spans["ft-2"].Parent; p.SpanID().String() != "00f067aa0ba902b7" || p.TraceID().String() != given[3:35] {
+		t.Errorf("ft-2's span parent %s/%s, want the given traceparent", p.TraceID(), p.SpanID())
+	}
 }

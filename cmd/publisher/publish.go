@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
@@ -167,6 +166,13 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	if err != nil {
 		return err
 	}
+	// With OTEL_TRACES_EXPORTER set, the task starts a trace the worker
+	// continues: a producer span whose context goes in the headers.
+	traces, shutdown, err := a.setupTracing(ctx)
+	if err != nil {
+		return err
+	}
+	defer shutdown()
 
 	timeout := a.requestTimeout()
 	if pf.wait {
@@ -201,25 +207,16 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		hdr.Set(task.HeaderReplyTo, inbox)
 	}
 
-	// With OTEL_TRACES_EXPORTER set, the task starts a trace the worker
-	// continues: a producer span whose context goes in the headers.
-	traces, err := tracing.SetupTracing(ctx, tracing.TracingOptions{ServiceName: "breakwater-publisher"})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = traces.Shutdown(sctx)
-	}()
+	// The span covers the publish up to its ack, not the wait for the
+	// result. A traceparent given with --header is the caller's trace,
+	// which the span joins.
 	pctx := wctx
 	if traces.Enabled() {
-		var span trace.Span
-		pctx, span = tracing.StartPublish(wctx, traces.Tracer(), traces.Propagator(), msg.Subject, id, hdr, len(data))
-		defer span.End()
+		pctx = tracing.Extract(wctx, traces.Propagator(), hdr)
 	}
-
+	pctx, span := tracing.StartPublish(pctx, traces.Tracer(), traces.Propagator(), msg.Subject, id, hdr, len(data))
 	ack, err := js.PublishMsg(pctx, msg)
+	tracing.End(span, err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
@@ -234,6 +231,32 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		return err
 	}
 	return a.awaitResult(ctx, wctx, js, topo, typ, id, replies, ack.Duplicate, timeout)
+}
+
+// setupTracing sets tracing up from a.traceOpts and the OTEL_* environment,
+// with console spans on standard error (standard output is the command's
+// result). The returned function flushes the spans; call it before exit.
+func (a *app) setupTracing(ctx context.Context) (*tracing.Tracing, func(), error) {
+	o := a.traceOpts
+	if o.ServiceName == "" {
+		o.ServiceName = "breakwater-publisher"
+	}
+	if o.ConsoleWriter == nil {
+		o.ConsoleWriter = a.stderr
+	}
+	traces, err := tracing.SetupTracing(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return traces, func() {
+		// Flush even when interrupted, but do not hang on a collector
+		// that is down.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := traces.Shutdown(sctx); err != nil {
+			fmt.Fprintf(a.stderr, "publisher: %v\n", err)
+		}
+	}, nil
 }
 
 // awaitResult waits for the reply to a published task and prints it. When

@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 func TestPublishPayloadAndHeaders(t *testing.T) {
@@ -192,6 +201,7 @@ func TestGlobalFlagPositions(t *testing.T) {
 
 // With OTEL_TRACES_EXPORTER set, publish starts a trace: the stored task
 // carries a W3C traceparent (lowercase key) for the worker to continue.
+// Console spans go to stderr: stdout stays the task id alone.
 func TestPublishStartsTrace(t *testing.T) {
 	e := startServer(t)
 	t.Setenv("OTEL_TRACES_EXPORTER", "console")
@@ -201,6 +211,23 @@ func TestPublishStartsTrace(t *testing.T) {
 	tp := m.Header.Get("traceparent")
 	if len(tp) != 55 || tp[:3] != "00-" {
 		t.Fatalf("traceparent %q in %v", tp, m.Header)
+	}
+	if r.stdout != "traced-1\n" {
+		t.Errorf("stdout %q, want the id alone", r.stdout)
+	}
+	if traceID := tp[3:35]; !strings.Contains(r.stderr, traceID) || !strings.Contains(r.stderr, `"Name":"publish tasks.echo"`) {
+		t.Errorf("stderr lacks the console span of trace %s: %q", traceID, r.stderr)
+	}
+}
+
+// A bad OTEL_* value stops the command before it publishes anything.
+func TestPublishBadTracingEnv(t *testing.T) {
+	e := startServer(t)
+	t.Setenv("OTEL_TRACES_EXPORTER", "zipkin")
+	r := runCmd(t, "", "publish", "echo", "hi", "--id", "never-1", "--nats-url", e.url)
+	wantFail(t, r, exitFailure, `OTEL_TRACES_EXPORTER="zipkin"`)
+	if n := streamMsgs(t, e, "TASKS"); n != 0 {
+		t.Errorf("TASKS holds %d messages, want 0", n)
 	}
 }
 
@@ -213,3 +240,127 @@ func TestPublishUntracedByDefault(t *testing.T) {
 		t.Fatalf("traceparent %q without tracing", tp)
 	}
 }
+
+// runTraced runs the command like run, with tracing options of its own
+// (an in-memory exporter), and returns the command's error.
+func runTraced(t *testing.T, o tracing.TracingOptions, stdin string, args ...string) (result, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb, traceOpts: o}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	err := root.ExecuteContext(t.Context())
+	code := 0
+	if err != nil {
+		code = exitFailure
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String()}, err
+}
+
+// spanContextOf is the trace context a stored task carries.
+func spanContextOf(h nats.Header) trace.SpanContext {
+	prop := propagation.TraceContext{}
+	return trace.SpanContextFromContext(tracing.Extract(context.Background(), prop, h))
+}
+
+// The publish span, seen through an in-memory exporter, is the one whose
+// context the stored task carries.
+func TestPublishSpanOnStoredTask(t *testing.T) {
+	e := startServer(t)
+	userTrace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tests := []struct {
+		name       string
+		give       []string
+		wantParent string // span id of a given parent, else a root
+	}{
+		{name: "root", give: []string{"publish", "echo", "hi", "--id", "span-1"}},
+		{name: "joins a given traceparent", give: []string{"publish", "echo", "hi", "--id", "span-2", "--header", "traceparent=" + userTrace},
+			wantParent: "00f067aa0ba902b7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exp := tracetest.NewInMemoryExporter()
+			r, err := runTraced(t, tracing.TracingOptions{Exporter: keep{exp}}, "", append(tt.give, "--nats-url", e.url)...)
+			if err != nil {
+				t.Fatalf("%v; stderr %q", err, r.stderr)
+			}
+			id := tt.give[4]
+			stored := lastTask(t, e, "TASKS", "tasks.echo")
+			if got := stored.Header.Get(task.HeaderID); got != id {
+				t.Fatalf("last task %q, want %q", got, id)
+			}
+			if n := len(stored.Header.Values("traceparent")) + len(stored.Header.Values("Traceparent")); n != 1 {
+				t.Errorf("stored task has %d traceparent headers, want 1: %v", n, stored.Header)
+			}
+			spans := exp.GetSpans()
+			if len(spans) != 1 {
+				t.Fatalf("%d spans, want 1", len(spans))
+			}
+			s := spans[0]
+			if s.Name != "publish tasks.echo" || s.SpanKind != trace.SpanKindProducer {
+				t.Errorf("span %q kind %s, want publish tasks.echo, producer", s.Name, s.SpanKind)
+			}
+			if got := spanContextOf(stored.Header); !got.Equal(s.SpanContext.WithRemote(true)) {
+				t.Errorf("stored task's trace context %s/%s, want the publish span's %s/%s",
+					got.TraceID(), got.SpanID(), s.SpanContext.TraceID(), s.SpanContext.SpanID())
+			}
+			if tt.wantParent != "" {
+				if s.Parent.SpanID().String() != tt.wantParent || s.SpanContext.TraceID().String() != userTrace[3:35] {
+					t.Errorf("span parent %s trace %s, want the given %s", s.Parent.SpanID(), s.SpanContext.TraceID(), userTrace)
+				}
+			} else if s.Parent.IsValid() {
+				t.Errorf("span has parent %s, want a root", s.Parent.SpanID())
+			}
+			var msgID string
+			for _, kv := range s.Attributes {
+				if kv.Key == "messaging.message.id" {
+					msgID = kv.Value.AsString()
+				}
+			}
+			if msgID != id {
+				t.Errorf("messaging.message.id %q, want %q", msgID, id)
+			}
+		})
+	}
+}
+
+// With --wait the span covers the publish up to its ack, not the wait:
+// it is exported before the result is printed.
+func TestPublishWaitSpanEndsAtAck(t *testing.T) {
+	e := startServer(t)
+	fakeWorker(t, e, bus.Topology{})
+	exp := tracetest.NewInMemoryExporter()
+	r, err := runTraced(t, tracing.TracingOptions{Exporter: keep{exp}}, "", "publish", "echo", "hi", "--id", "w-1", "--wait", "--nats-url", e.url)
+	if err != nil || r.stdout != "hi\n" {
+		t.Fatalf("err %v, stdout %q; want the result", err, r.stdout)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	if spans[0].Status.Code != 0 {
+		t.Errorf("span status %v, want unset", spans[0].Status)
+	}
+}
+
+// A failed publish marks its span failed.
+func TestPublishSpanFailed(t *testing.T) {
+	e := startServer(t)
+	exp := tracetest.NewInMemoryExporter()
+	_, err := runTraced(t, tracing.TracingOptions{Exporter: keep{exp}}, "", "publish", "echo", "x", "--prefix", "other", "--timeout", "2s", "--nats-url", e.url)
+	if err == nil {
+		t.Fatal("publish without a stream succeeded")
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Status.Code != codes.Error {
+		t.Fatalf("spans %v, want one with an error status", spans)
+	}
+}
+
+// keep keeps the spans of an in-memory exporter past the command's end,
+// which shuts tracing down (and the exporter's Shutdown forgets them).
+type keep struct{ *tracetest.InMemoryExporter }
+
+func (keep) Shutdown(context.Context) error { return nil }

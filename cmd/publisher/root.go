@@ -17,6 +17,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // Defaults of --timeout, which means "how long to wait" for every command
@@ -36,6 +37,9 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 	g      globalFlags
+	// traceOpts are given to tracing.SetupTracing by the commands that
+	// trace (zero: the OTEL_* environment; tests: an in-memory exporter).
+	traceOpts tracing.TracingOptions
 }
 
 // globalFlags are the connection and topology flags every command takes.
