@@ -145,6 +145,16 @@ func NewAdmin(ctx context.Context, js jetstream.JetStream, t bus.Topology, opts 
 	return a, nil
 }
 
+// List returns the entries matching f, in stream order.
+func (a *Admin) List(ctx context.Context, f Filter) ([]*Item, error) {
+	var out []*Item
+	err := a.Scan(ctx, f, func(i *Item) error {
+		out = append(out, i)
+		return nil
+	})
+	return out, err
+}
+
 // Get returns the entry at seq, or ErrNotFound.
 func (a *Admin) Get(ctx context.Context, seq uint64) (*Item, error) {
 	m, err := a.dlq.GetMsg(ctx, seq)
@@ -195,6 +205,20 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 		return nil
 	}
 	last := info.State.LastSeq
+	// Settle "nothing matches" from the stream's state where it can: a
+	// fetch finds that out only by waiting its whole wait.
+	if !f.Since.IsZero() && f.Since.After(info.State.LastTime) {
+		return nil
+	}
+	if len(f.Types) > 0 {
+		si, err := a.dlq.Info(ctx, jetstream.WithSubjectFilter(a.topo.DLQFilter()))
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", a.topo.DLQStream(), err)
+		}
+		if !slices.ContainsFunc(f.Types, func(typ string) bool { return si.State.Subjects[a.topo.DLQSubject(typ)] > 0 }) {
+			return nil
+		}
+	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	for _, typ := range f.Types {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, a.topo.DLQSubject(typ))
@@ -219,8 +243,8 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 				return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 			}
 			i := &Item{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers(), Data: m.Data()}
-			if i.Seq > last {
-				return nil // stored after the scan began
+			if i.Seq > last || (!f.Until.IsZero() && i.Time.After(f.Until)) {
+				return nil // stored after the scan began, or after Until: so is the rest
 			}
 			more, err := visit(i)
 			if err != nil || !more {
@@ -250,7 +274,22 @@ const (
 	// through before being interrupted): the entry is removed, nothing
 	// is published.
 	AlreadyDone
+	// Purged: the entry was deleted.
+	Purged
 )
+
+// String names the outcome as the summary line does.
+func (o Outcome) String() string {
+	switch o {
+	case Replayed:
+		return "replayed"
+	case AlreadyDone:
+		return "skipped"
+	case Purged:
+		return "purged"
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
 
 // ReplaySubject is where the entry's task goes back to.
 func (a *Admin) ReplaySubject(i *Item) string {
@@ -291,18 +330,50 @@ func ReplayHeader(i *Item) nats.Header {
 	return h
 }
 
-// Replay puts the entry's task back on its original subject and then, once
-// the server acknowledged it, deletes the entry. A task whose result is
-// already stored is not published again.
-func (a *Admin) Replay(ctx context.Context, i *Item) (Outcome, error) {
-	if id := i.ID(); id != "" {
-		_, err := a.results.GetLastMsgForSubject(ctx, a.topo.ResultSubject(i.Type(a.topo), id))
-		if err == nil {
-			return AlreadyDone, a.Purge(ctx, i)
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return 0, fmt.Errorf("look up result of %s: %w", id, err)
-		}
+// resultStored reports whether RESULTS holds the result of i's task.
+func (a *Admin) resultStored(ctx context.Context, i *Item) (bool, error) {
+	id := i.ID()
+	if id == "" {
+		return false, nil
+	}
+	_, err := a.results.GetLastMsgForSubject(ctx, a.topo.ResultSubject(i.Type(a.topo), id))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("look up result of %s: %w", id, err)
+	}
+}
+
+// ReplayOne puts the entry's task back on its original subject and then,
+// once the server acknowledged it, deletes the entry. A task whose result
+// is already stored is not published again (AlreadyDone).
+//
+// Why a replay interrupted anywhere and run again neither loses nor
+// duplicates a task:
+//   - killed before the publish is acknowledged: the entry is still there
+//     and the next run publishes it (if the first publish did reach the
+//     server, the same Nats-Msg-Id makes the second a duplicate in TASKS'
+//     window);
+//   - killed after the publish, before the delete: within TASKS' duplicate
+//     window (2m) the second publish is dropped as a duplicate; after it,
+//     the task has usually run: its stored result makes the next run only
+//     delete the entry. The one case left is a task replayed, failed again
+//     and dead-lettered again (a second entry, Dlq-Replays 1), with the
+//     first entry still there more than 2m later: rerunning the first
+//     queues the task once more under <id>-r1: it runs twice (a task
+//     fails before it has a result, so nothing says it already ran).
+//     dlq list shows such a task twice, by the same id: purge the entry
+//     with the lower Dlq-Replays first.
+func (a *Admin) ReplayOne(ctx context.Context, i *Item) (Outcome, error) {
+	done, err := a.resultStored(ctx, i)
+	if err != nil {
+		return 0, err
+	}
+	if done {
+		return AlreadyDone, a.PurgeOne(ctx, i)
 	}
 	msg := &nats.Msg{Subject: a.ReplaySubject(i), Header: ReplayHeader(i), Data: i.Data}
 	if a.tracer != nil {
@@ -313,14 +384,14 @@ func (a *Admin) Replay(ctx context.Context, i *Item) (Outcome, error) {
 	if _, err := a.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ReplayMsgID(i))); err != nil {
 		return 0, fmt.Errorf("replay %d to %s: %w", i.Seq, msg.Subject, err)
 	}
-	if err := a.Purge(ctx, i); err != nil {
+	if err := a.PurgeOne(ctx, i); err != nil {
 		return 0, err
 	}
 	return Replayed, nil
 }
 
-// Purge deletes the entry; one already gone is not an error.
-func (a *Admin) Purge(ctx context.Context, i *Item) error {
+// PurgeOne deletes the entry; one already gone is not an error.
+func (a *Admin) PurgeOne(ctx context.Context, i *Item) error {
 	if err := a.dlq.DeleteMsg(ctx, i.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("delete DLQ entry %d: %w", i.Seq, err)
 	}

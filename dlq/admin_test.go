@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,11 +67,19 @@ func ids(t *testing.T, a *dlq.Admin, f dlq.Filter) []string {
 func TestScanFilters(t *testing.T) {
 	e := newEnv(t)
 	a := fill(t, e)
+	third, err := a.Get(context.Background(), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		f    dlq.Filter
 		want []string
 	}{
+		{"until the third", dlq.Filter{Until: third.Time}, []string{"a1", "a2", "b1"}},
+		{"since the third", dlq.Filter{Since: third.Time}, []string{"b1", "b2", "c1"}},
+		{"since and until the third", dlq.Filter{Since: third.Time, Until: third.Time}, []string{"b1"}},
+		{"seq and reason", dlq.Filter{Seqs: []uint64{1, 2}, Reasons: []dlq.Reason{dlq.Rejected}}, []string{"a2"}},
 		{"all", dlq.Filter{}, []string{"a1", "a2", "b1", "b2", "c1"}},
 		{"type", dlq.Filter{Types: []string{"beta"}}, []string{"b1", "b2"}},
 		{"multi-token type", dlq.Filter{Types: []string{"code.gen"}}, []string{"c1"}},
@@ -93,38 +102,54 @@ func TestScanFilters(t *testing.T) {
 	}
 }
 
+// A replay republishes with the same Task-Id, <id>-r1 and Dlq-Replays 1
+// and no other Dlq-* header; the same task failing again and replayed
+// again is <id>-r2.
 func TestReplay(t *testing.T) {
 	e := newEnv(t)
 	a := fill(t, e)
 	ctx := context.Background()
-	i, err := a.Get(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := a.Replay(ctx, i); err != nil || out != dlq.Replayed {
-		t.Fatalf("Replay = %v, %v", out, err)
-	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w2"})
 	tasks, _ := e.js.Stream(ctx, "TASKS")
-	m, err := tasks.GetLastMsgForSubject(ctx, "tasks.alpha")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, want := range map[string]string{"Task-Id": "a1", "Nats-Msg-Id": "a1-r1", "Dlq-Replays": "1", "X-Keep": "k", "Dlq-Reason": ""} {
-		if got := m.Header.Get(k); got != want {
-			t.Errorf("replayed %s = %q, want %q", k, got, want)
+	for n, wantID := range []string{"a1-r1", "a1-r2"} {
+		items, err := a.List(ctx, dlq.Filter{Types: []string{"alpha"}, Reasons: []dlq.Reason{dlq.Exhausted}})
+		if err != nil || len(items) != 1 {
+			t.Fatalf("List = %v, %v; want a1 alone", items, err)
 		}
-	}
-	if string(m.Data) != "payload-a1" {
-		t.Errorf("replayed body %q", m.Data)
-	}
-	if _, err := a.Get(ctx, 1); !errors.Is(err, dlq.ErrNotFound) {
-		t.Errorf("entry still in the DLQ after replay: %v", err)
-	}
-	// Failing again after one replay, its DLQ copy keeps Dlq-Replays: 1
-	// and the next replay is the second.
-	again := &dlq.Item{Header: nats.Header{"Task-Id": {"a1"}, "Dlq-Replays": m.Header.Values("Dlq-Replays")}}
-	if got := dlq.ReplayMsgID(again); got != "a1-r2" {
-		t.Errorf("second replay msg id %q, want a1-r2", got)
+		i := items[0]
+		if out, err := a.ReplayOne(ctx, i); err != nil || out != dlq.Replayed {
+			t.Fatalf("ReplayOne = %v, %v", out, err)
+		}
+		m, err := tasks.GetLastMsgForSubject(ctx, "tasks.alpha")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"Task-Id": "a1", "Nats-Msg-Id": wantID, "Dlq-Replays": strconv.Itoa(n + 1), "X-Keep": "k"}
+		for k, v := range want {
+			if got := m.Header.Get(k); got != v {
+				t.Errorf("replay %d: %s = %q, want %q", n+1, k, got, v)
+			}
+		}
+		for k := range m.Header {
+			if strings.HasPrefix(k, "Dlq-") && k != "Dlq-Replays" {
+				t.Errorf("replay %d kept %s", n+1, k)
+			}
+		}
+		if string(m.Data) != "payload-a1" {
+			t.Errorf("replayed body %q", m.Data)
+		}
+		if _, err := a.Get(ctx, i.Seq); !errors.Is(err, dlq.ErrNotFound) {
+			t.Errorf("entry still in the DLQ after replay: %v", err)
+		}
+		// The replayed task fails again: a worker takes it from TASKS
+		// and dead-letters it with the headers it came with.
+		if err := tasks.DeleteMsg(ctx, m.Sequence); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(ctx, &dlq.Entry{ID: "a1", Type: "alpha", Subject: m.Subject, Seq: m.Sequence,
+			Header: m.Header, Payload: m.Data, Reason: dlq.Exhausted}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -140,7 +165,7 @@ func TestReplayRerunExactlyOnce(t *testing.T) {
 		jetstream.WithMsgID(dlq.ReplayMsgID(i))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Replay(ctx, i); err != nil {
+	if _, err := a.ReplayOne(ctx, i); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.count(t, "TASKS"); n != 1 {
@@ -151,7 +176,7 @@ func TestReplayRerunExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, _ := a.Get(ctx, 4)
-	if out, err := a.Replay(ctx, j); err != nil || out != dlq.AlreadyDone {
+	if out, err := a.ReplayOne(ctx, j); err != nil || out != dlq.AlreadyDone {
 		t.Fatalf("Replay = %v, %v; want AlreadyDone", out, err)
 	}
 	if n := e.count(t, "TASKS"); n != 1 {
@@ -166,7 +191,7 @@ func TestPurgeAndUsage(t *testing.T) {
 	e := newEnv(t)
 	a := fill(t, e)
 	ctx := context.Background()
-	if err := a.Scan(ctx, dlq.Filter{Types: []string{"alpha"}}, func(i *dlq.Item) error { return a.Purge(ctx, i) }); err != nil {
+	if err := a.Scan(ctx, dlq.Filter{Types: []string{"alpha"}}, func(i *dlq.Item) error { return a.PurgeOne(ctx, i) }); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(t, a, dlq.Filter{}); !slices.Equal(got, []string{"b1", "b2", "c1"}) {
@@ -213,7 +238,7 @@ func TestReplayLinkedToFailedTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	i, _ := a.Get(ctx, 1)
-	if _, err := a.Replay(ctx, i); err != nil {
+	if _, err := a.ReplayOne(ctx, i); err != nil {
 		t.Fatal(err)
 	}
 	spans := exp.GetSpans()

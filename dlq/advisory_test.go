@@ -79,9 +79,13 @@ func TestCrashLoopToDLQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w1"})
+	hist, err := dlq.EnsureHistory(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 2 {
 		watcher, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{
-			Conn: e.nc, JS: e.js, Topology: e.topo, Consumer: "workers", Writer: w,
+			Conn: e.nc, JS: e.js, Topology: e.topo, Consumer: "workers", Writer: w, History: hist,
 			Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {
@@ -100,7 +104,13 @@ func TestCrashLoopToDLQ(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := &nats.Msg{Subject: "tasks.boom", Header: nats.Header{"Task-Id": {"crash1"}}, Data: []byte("payload")}
-	if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+	ack, err := e.js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its first delivery failed a call before the worker hung.
+	rec := dlq.NewRecord(1, "svc", dlq.ClassTransient, 503, time.Millisecond, time.Now(), "w0", errString("status 503"))
+	if err := hist.Append(ctx, ack.Sequence, []dlq.Record{rec}); err != nil {
 		t.Fatal(err)
 	}
 	// A worker that dies on every delivery: it fetches and never answers.
@@ -128,5 +138,12 @@ func TestCrashLoopToDLQ(t *testing.T) {
 	if got := m.Header.Get("Dlq-Reason"); got != "max_deliveries" || m.Header.Get("Task-Id") != "crash1" ||
 		m.Header.Get("Dlq-Attempts") != "2" || string(m.Data) != "payload" {
 		t.Fatalf("DLQ copy: reason %q, id %q, attempts %q, data %q", got, m.Header.Get("Task-Id"), m.Header.Get("Dlq-Attempts"), m.Data)
+	}
+	recs, err := dlq.DecodeHistory(m.Header.Get(dlq.HeaderHistory))
+	if err != nil || len(recs) != 1 || recs[0].Worker != "w0" || m.Header.Get("Dlq-Backends") != "svc" {
+		t.Fatalf("DLQ copy history %v (%v), backends %q; want the recorded call", recs, err, m.Header.Get("Dlq-Backends"))
+	}
+	if left, err := hist.Load(ctx, ack.Sequence); err != nil || len(left) != 0 {
+		t.Fatalf("history kept after the move: %v, %v", left, err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/resilience"
 )
 
 // HeaderHistory carries a DLQ entry's attempt history: a JSON array of
@@ -23,6 +25,14 @@ const HeaderHistoryDropped = "Dlq-History-Dropped"
 
 // MaxHistoryLen bounds the Dlq-History header in bytes.
 const MaxHistoryLen = 8 * 1024
+
+// The classes of Record.Class.
+const (
+	ClassOK        = "ok"
+	ClassTransient = "transient"
+	ClassPermanent = "permanent"
+	ClassInvalid   = "invalid"
+)
 
 // Record is one backend call of a task, on any delivery, by any worker.
 type Record struct {
@@ -184,4 +194,30 @@ func NewRecord(delivery int, backend, class string, status int, took time.Durati
 		r.Error = truncate(Redact(err.Error()), maxRecordError)
 	}
 	return r
+}
+
+// Records turns the calls of one delivery (numbered from 1, as the
+// server's delivery count) into records made by worker, classing each
+// error as the worker's outcome function does.
+func Records(attempts []resilience.Attempt, delivery int, worker string) []Record {
+	out := make([]Record, len(attempts))
+	for i, a := range attempts {
+		out[i] = NewRecord(delivery, a.Backend, ClassOf(a.Err), handlers.StatusOf(a.Err), a.Duration, a.Start, worker, a.Err)
+	}
+	return out
+}
+
+// ClassOf names the class of a call's error: ok (nil), invalid (the answer
+// failed validation), permanent (handlers.IsPermanent) or transient.
+func ClassOf(err error) string {
+	switch {
+	case err == nil:
+		return ClassOK
+	case errors.Is(err, resilience.ErrInvalidResult):
+		return ClassInvalid
+	case handlers.IsPermanent(err):
+		return ClassPermanent
+	default:
+		return ClassTransient
+	}
 }

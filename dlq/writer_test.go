@@ -2,6 +2,7 @@ package dlq_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/resilience"
 )
 
 func TestRedact(t *testing.T) {
@@ -18,6 +21,11 @@ func TestRedact(t *testing.T) {
 		{"Authorization: Bearer abc.def-123 rejected", "Authorization: Bearer REDACTED rejected"},
 		{"GET https://x/y?api_key=zzz&q=1 failed", "GET https://x/y?api_key=REDACTED&q=1 failed"},
 		{"status 503: overloaded", "status 503: overloaded"},
+		{"POST https://h/run?token=t0k&x=1: 401", "POST https://h/run?token=REDACTED&x=1: 401"},
+		{"GET http://h/?access_token=a.b.c EOF", "GET http://h/?access_token=REDACTED EOF"},
+		{"nats://user:pw@nats:4222 refused", "nats://REDACTED@nats:4222 refused"},
+		{"got bearer eyJhbGciOi.x_y-z in reply", "got bearer REDACTED in reply"},
+		{"no tokens here: tokenizer failed", "no tokens here: tokenizer failed"},
 	}
 	for _, tt := range tests {
 		if got := dlq.Redact(tt.give); got != tt.want {
@@ -49,5 +57,35 @@ func TestHeader(t *testing.T) {
 	}
 	if orig.Get("Dlq-Reason") != "" {
 		t.Error("Header modified the original headers")
+	}
+}
+
+func TestRecords(t *testing.T) {
+	at := time.Date(2026, 11, 23, 1, 0, 0, 0, time.UTC)
+	secret := errors.New("GET https://api/x?api_key=k3y: refused")
+	attempts := []resilience.Attempt{
+		{Backend: "a", Start: at, Duration: 1500 * time.Microsecond, Err: &handlers.Error{Class: handlers.ErrTransient, Status: 503, Err: secret}},
+		{Backend: "b", Start: at.Add(time.Second), Duration: time.Millisecond, Err: &handlers.Error{Class: handlers.ErrPermanent, Status: 422}},
+		{Backend: "c", Start: at.Add(2 * time.Second), Duration: time.Millisecond, Err: fmt.Errorf("check: %w", resilience.ErrInvalidResult)},
+		{Backend: "d", Start: at.Add(3 * time.Second), Duration: time.Millisecond},
+		{Backend: "e", Start: at.Add(4 * time.Second), Duration: time.Millisecond, Err: errors.New("unclassified")},
+	}
+	want := []struct {
+		class  string
+		status int
+	}{{"transient", 503}, {"permanent", 422}, {"invalid", 0}, {"ok", 0}, {"transient", 0}}
+	got := dlq.Records(attempts, 3, "w9")
+	if len(got) != len(want) {
+		t.Fatalf("%d records, want %d", len(got), len(want))
+	}
+	for k, w := range want {
+		r := got[k]
+		if r.Class != w.class || r.Status != w.status || r.Delivery != 3 || r.Worker != "w9" ||
+			r.Backend != attempts[k].Backend || !r.At.Equal(attempts[k].Start) {
+			t.Errorf("record %d = %+v, want class %s status %d", k, r, w.class, w.status)
+		}
+	}
+	if got[0].Duration != "1.5ms" || strings.Contains(got[0].Error, "k3y") || !strings.Contains(got[0].Error, "api_key=REDACTED") {
+		t.Errorf("record 0 duration %q, error %q", got[0].Duration, got[0].Error)
 	}
 }

@@ -9,14 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"golang.org/x/time/rate"
 
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
@@ -334,29 +332,41 @@ interrupted can be run again: it neither loses nor duplicates a task.`,
 			if err != nil {
 				return err
 			}
-			var lim *rate.Limiter
+			o := dlq.ReplayOptions{Filter: flt, DryRun: f.dryRun, EntryTimeout: a.requestTimeout()}
 			if f.rate != "" {
 				r, err := config.ParseRate(f.rate)
 				if err != nil {
 					return usagef("--rate %q: %v", f.rate, err)
 				}
-				lim = rate.NewLimiter(rate.Limit(r.PerSecond()), 1)
+				o.Rate = r.PerSecond()
 			}
 			return a.withAdmin(cmd.Context(), "dlq replay", func(ctx context.Context, adm *dlq.Admin) error {
-				return a.applyDLQ(ctx, adm, flt, f.dryRun, "replay", func(ctx context.Context, i *dlq.Item) (string, error) {
-					if lim != nil {
-						if err := lim.Wait(ctx); err != nil {
-							return "", err
+				if f.dryRun {
+					// One at a time, so that the plan is in stream order.
+					o.Parallel = 1
+					o.OnEntry = func(i *dlq.Item, out dlq.Outcome, err error) {
+						switch {
+						case err != nil:
+						case out == dlq.AlreadyDone:
+							fmt.Fprintf(a.stdout, "would skip %d (%s %s): result already stored, would delete the entry\n", i.Seq, i.Reason(), i.ID())
+						default:
+							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s\n", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
 						}
 					}
-					out, err := adm.Replay(ctx, i)
-					if out == dlq.AlreadyDone {
-						return "skipped", err
-					}
-					return "replayed", err
-				}, func(i *dlq.Item) string {
-					return fmt.Sprintf("would replay %d (%s %s) to %s as %s", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
+				}
+				sum, err := a.runBulk("replay", f.dryRun, func(progress func(int, int)) (dlq.Summary, error) {
+					o.Progress = progress
+					return adm.Replay(ctx, o)
 				})
+				switch {
+				case !f.dryRun:
+					fmt.Fprintf(a.stderr, "replayed %d, skipped %d (result already stored), failed %d\n", sum.Replayed, sum.Skipped, sum.Failed)
+				case sum.Skipped > 0:
+					fmt.Fprintf(a.stderr, "dry run: would replay %d entries and skip %d (result already stored), changed nothing\n", sum.Replayed, sum.Skipped)
+				default:
+					fmt.Fprintf(a.stderr, "dry run: would replay %d entries, changed nothing\n", sum.Replayed)
+				}
+				return err
 			})
 		}),
 	}
@@ -379,12 +389,24 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			o := dlq.PurgeOptions{Filter: flt, DryRun: f.dryRun, EntryTimeout: a.requestTimeout()}
 			return a.withAdmin(cmd.Context(), "dlq purge", func(ctx context.Context, adm *dlq.Admin) error {
-				return a.applyDLQ(ctx, adm, flt, f.dryRun, "purge", func(ctx context.Context, i *dlq.Item) (string, error) {
-					return "purged", adm.Purge(ctx, i)
-				}, func(i *dlq.Item) string {
-					return fmt.Sprintf("would purge %d (%s %s)", i.Seq, i.Reason(), i.ID())
+				if f.dryRun {
+					o.Parallel = 1
+					o.OnEntry = func(i *dlq.Item, _ dlq.Outcome, _ error) {
+						fmt.Fprintf(a.stdout, "would purge %d (%s %s)\n", i.Seq, i.Reason(), i.ID())
+					}
+				}
+				sum, err := a.runBulk("purge", f.dryRun, func(progress func(int, int)) (dlq.Summary, error) {
+					o.Progress = progress
+					return adm.Purge(ctx, o)
 				})
+				if f.dryRun {
+					fmt.Fprintf(a.stderr, "dry run: would purge %d entries, changed nothing\n", sum.Purged)
+				} else {
+					fmt.Fprintf(a.stderr, "purged %d, failed %d\n", sum.Purged, sum.Failed)
+				}
+				return err
 			})
 		}),
 	}
@@ -393,89 +415,28 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 	return cmd
 }
 
-// dlqParallel is how many entries replay or purge work on at once.
-const dlqParallel = 16
-
-// applyDLQ runs do on every selected entry (or prints plan for each with
-// dryRun), with a progress bar on a terminal, and ends with a summary
-// line on stderr. Each entry's request is bounded by the request timeout.
-func (a *app) applyDLQ(ctx context.Context, adm *dlq.Admin, flt dlq.Filter, dryRun bool, verb string,
-	do func(context.Context, *dlq.Item) (string, error), plan func(*dlq.Item) string) error {
-	// Select first: the bar needs a total, and entries are then changed
-	// one by one from a stable list.
-	var items []*dlq.Item
-	if err := adm.Scan(ctx, flt, func(i *dlq.Item) error {
-		items = append(items, i)
-		return nil
-	}); err != nil {
-		return err
-	}
-	if dryRun {
-		for _, i := range items {
-			fmt.Fprintln(a.stdout, plan(i))
-		}
-		fmt.Fprintf(a.stderr, "dry run: would %s %d entries, changed nothing\n", verb, len(items))
-		return nil
-	}
-	bar := a.progressBar(len(items), verb)
-	// Each entry is a few round trips (lookup, publish, delete): run a
-	// few at once so that throughput is not one latency per entry.
+// runBulk runs a bulk replay or purge with a progress bar on a terminal
+// (none for a dry run, whose plan is the output).
+func (a *app) runBulk(verb string, dryRun bool, run func(progress func(done, total int)) (dlq.Summary, error)) (dlq.Summary, error) {
 	var (
-		mu       sync.Mutex
-		counts   = map[string]int{}
-		failed   int
-		firstErr error
-		wg       sync.WaitGroup
+		bar   *progressbar.ProgressBar
+		asked bool
 	)
-	next := make(chan *dlq.Item)
-	for range dlqParallel {
-		wg.Go(func() {
-			for i := range next {
-				rctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-				what, err := do(rctx, i)
-				cancel()
-				mu.Lock()
-				if err != nil {
-					failed++
-					if firstErr == nil {
-						firstErr = err
-					}
-				} else {
-					counts[what]++
-				}
-				if bar != nil {
-					_ = bar.Add(1)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-feed:
-	for _, i := range items {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+	progress := func(done, total int) {
+		if !asked && !dryRun {
+			// Made at the first entry: the total is known only then.
+			asked, bar = true, a.progressBar(total, verb)
+		}
+		if bar != nil {
+			_ = bar.Set(done)
 		}
 	}
-	close(next)
-	wg.Wait()
+	sum, err := run(progress)
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(a.stderr)
 	}
-	if verb == "replay" {
-		fmt.Fprintf(a.stderr, "replayed %d, skipped %d (result already stored), failed %d\n", counts["replayed"], counts["skipped"], failed)
-	} else {
-		fmt.Fprintf(a.stderr, "purged %d, failed %d\n", counts["purged"], failed)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s interrupted after %d of %d entries", verb, counts["replayed"]+counts["purged"]+counts["skipped"]+failed, len(items))
-	}
-	if firstErr != nil {
-		return fmt.Errorf("%d entries not done, first: %w", failed, firstErr)
-	}
-	return nil
+	return sum, err
 }
 
 // progressBar draws on stderr when it is a terminal; nil otherwise, so

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
@@ -126,18 +128,119 @@ func TestDLQUsageErrors(t *testing.T) {
 	}
 }
 
-// A replay of many entries at a rate.
+// A replay of 10,000 entries at a high rate: every task back, DLQ empty.
 func TestDLQReplayMany(t *testing.T) {
-	e := startServer(t)
-	ids := make([]string, 2000)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("m%d", i)
+	if testing.Short() {
+		t.Skip("10,000 entries")
 	}
-	deadLetter(t, e, "bulk", dlq.Exhausted, ids...)
+	const n = 10_000
+	e := startServer(t)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}, Worker: "w1"})
+	var g errgroup.Group
+	g.SetLimit(32)
+	for k := range n {
+		g.Go(func() error {
+			id := fmt.Sprint("m", k)
+			return w.Write(t.Context(), &dlq.Entry{ID: id, Type: "bulk", Subject: "tasks.bulk", Seq: uint64(k + 1),
+				Header: nats.Header{"Task-Id": {id}}, Payload: []byte(id), Reason: dlq.Exhausted})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
 	r := runCmd(t, "", "dlq", "replay", "--rate", "20000/s", "--nats-url", e.url)
 	wantOK(t, r)
-	if n := streamMsgs(t, e, "TASKS"); n != uint64(len(ids)) || streamMsgs(t, e, "DLQ") != 0 {
-		t.Fatalf("TASKS %d, DLQ %d; want %d, 0 (%s)", n, streamMsgs(t, e, "DLQ"), len(ids), r.stderr)
+	if r.stderr != "replayed 10000, skipped 0 (result already stored), failed 0\n" {
+		t.Errorf("summary %q", r.stderr)
+	}
+	if got := streamMsgs(t, e, "TASKS"); got != n || streamMsgs(t, e, "DLQ") != 0 {
+		t.Fatalf("TASKS %d, DLQ %d; want %d, 0", got, streamMsgs(t, e, "DLQ"), n)
+	}
+}
+
+// Every filter flag, through list --json.
+func TestDLQFilterFlags(t *testing.T) {
+	e := startServer(t)
+	deadLetter(t, e, "alpha", dlq.Exhausted, "a1", "a2") // seqs 1, 2
+	deadLetter(t, e, "beta", dlq.Poison, "b1")           // seq 3
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}})
+	if err := w.Write(t.Context(), &dlq.Entry{ID: "c1", Type: "code.gen", Subject: "tasks.code.gen", Seq: 9,
+		Header: nats.Header{"Task-Id": {"c1"}}, Reason: dlq.Rejected, Backends: []string{"gpu", "cpu"}}); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	tests := []struct {
+		give []string
+		want string
+	}{
+		{nil, "a1 a2 b1 c1"},
+		{[]string{"--type", "alpha"}, "a1 a2"},
+		{[]string{"--type", "beta,code.gen"}, "b1 c1"},
+		{[]string{"--reason", "poison", "--reason", "rejected"}, "b1 c1"},
+		{[]string{"--backend", "cpu"}, "c1"},
+		{[]string{"--backend", "svc"}, "a1 a2 b1"},
+		{[]string{"--seq", "1,3"}, "a1 b1"},
+		{[]string{"--seq", "2", "--seq", "4"}, "a2 c1"},
+		{[]string{"--limit", "2"}, "a1 a2"},
+		{[]string{"--since", "1h"}, "a1 a2 b1 c1"},
+		{[]string{"--since", future}, ""},
+		{[]string{"--until", "1h"}, ""},
+		{[]string{"--until", future, "--type", "alpha", "--reason", "exhausted", "--limit", "1"}, "a1"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.give, " "), func(t *testing.T) {
+			r := runCmd(t, "", append([]string{"dlq", "list", "--json", "--nats-url", e.url}, tt.give...)...)
+			wantOK(t, r)
+			var got []string
+			for line := range strings.Lines(r.stdout) {
+				var en dlqEntry
+				if err := json.Unmarshal([]byte(line), &en); err != nil {
+					t.Fatalf("line %q: %v", line, err)
+				}
+				got = append(got, en.ID)
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Fatalf("got %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDLQPurgeDryRun(t *testing.T) {
+	e := startServer(t)
+	deadLetter(t, e, "alpha", dlq.Exhausted, "a1", "a2")
+	r := runCmd(t, "", "dlq", "purge", "--dry-run", "--nats-url", e.url)
+	wantOK(t, r)
+	if r.stdout != "would purge 1 (exhausted a1)\nwould purge 2 (exhausted a2)\n" ||
+		r.stderr != "dry run: would purge 2 entries, changed nothing\n" {
+		t.Fatalf("dry purge: %q / %q", r.stdout, r.stderr)
+	}
+	if n := streamMsgs(t, e, "DLQ"); n != 2 {
+		t.Fatalf("dry run left %d entries, want 2", n)
+	}
+}
+
+// A task whose result is already stored is skipped, in the dry run and
+// in the replay, and its entry removed by the replay only.
+func TestDLQReplaySkipsStoredResult(t *testing.T) {
+	e := startServer(t)
+	deadLetter(t, e, "alpha", dlq.Exhausted, "a1", "a2")
+	if _, err := e.js.Publish(t.Context(), "results.alpha.a2", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	dry := runCmd(t, "", "dlq", "replay", "--dry-run", "--nats-url", e.url)
+	wantOK(t, dry)
+	if !strings.Contains(dry.stdout, "would skip 2 (exhausted a2): result already stored") ||
+		dry.stderr != "dry run: would replay 1 entries and skip 1 (result already stored), changed nothing\n" {
+		t.Fatalf("dry run: %q / %q", dry.stdout, dry.stderr)
+	}
+	r := runCmd(t, "", "dlq", "replay", "--nats-url", e.url)
+	wantOK(t, r)
+	if r.stderr != "replayed 1, skipped 1 (result already stored), failed 0\n" {
+		t.Fatalf("summary %q", r.stderr)
+	}
+	if tasks, left := streamMsgs(t, e, "TASKS"), streamMsgs(t, e, "DLQ"); tasks != 1 || left != 0 {
+		t.Fatalf("TASKS %d, DLQ %d; want 1, 0", tasks, left)
 	}
 }
 

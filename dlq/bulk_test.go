@@ -1,0 +1,219 @@
+package dlq_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/breakwater/breakwater/dlq"
+)
+
+// deadLetterMany stores n entries of type bulk (ids t0..t<n-1>), a few
+// writers at once to keep set-up short.
+func deadLetterMany(t testing.TB, e *env, n int) *dlq.Admin {
+	t.Helper()
+	ctx := context.Background()
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	var g errgroup.Group
+	g.SetLimit(32)
+	for k := range n {
+		g.Go(func() error {
+			id := fmt.Sprint("t", k)
+			return w.Write(ctx, &dlq.Entry{ID: id, Type: "bulk", Subject: "tasks.bulk", Seq: uint64(k + 1),
+				Header: nats.Header{"Task-Id": {id}}, Payload: []byte(id), Reason: dlq.Exhausted})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// taskIDs counts the Task-Ids of every message in TASKS (a work queue:
+// read by sequence, no consumer needed).
+func taskIDs(t testing.TB, e *env) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[m.Header.Get("Task-Id")]++
+	}
+	return out
+}
+
+// A bulk replay cancelled part-way and run again puts every task in
+// TASKS exactly once and empties the DLQ.
+func TestReplayInterruptedAndRerun(t *testing.T) {
+	const n, stopAfter = 300, 40
+	e := newEnv(t)
+	a := deadLetterMany(t, e, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{Progress: func(done, _ int) {
+		if done == stopAfter {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted replay: %+v, %v; want context.Canceled", sum, err)
+	}
+	if sum.Done() >= n || sum.Done() < stopAfter-dlq.DefaultParallel {
+		t.Fatalf("interrupted replay settled %d of %d (stopped after %d)", sum.Done(), n, stopAfter)
+	}
+	left := e.count(t, "DLQ")
+	if left == 0 || left+e.count(t, "TASKS") < n {
+		t.Fatalf("after the interruption: DLQ %d + TASKS %d, want at least %d and some left", left, e.count(t, "TASKS"), n)
+	}
+	sum, err = a.Replay(context.Background(), dlq.ReplayOptions{})
+	if err != nil || sum.Selected != int(left) {
+		t.Fatalf("rerun: %+v, %v; want %d selected", sum, err, left)
+	}
+	ids := taskIDs(t, e)
+	for k := range n {
+		if c := ids[fmt.Sprint("t", k)]; c != 1 {
+			t.Errorf("task t%d is in TASKS %d times", k, c)
+		}
+	}
+	if len(ids) != n || e.count(t, "DLQ") != 0 {
+		t.Fatalf("TASKS holds %d distinct tasks, DLQ %d; want %d, 0", len(ids), e.count(t, "DLQ"), n)
+	}
+}
+
+// A publish acknowledged but the entry not deleted (the run was killed
+// between the two): the rerun's publish is a duplicate inside TASKS.
+func TestReplayKilledBeforeDelete(t *testing.T) {
+	e := newEnv(t)
+	a := deadLetterMany(t, e, 3)
+	ctx := context.Background()
+	items, err := a.List(ctx, dlq.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range items[:2] {
+		_, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: a.ReplaySubject(i), Header: dlq.ReplayHeader(i), Data: i.Data},
+			jetstream.WithMsgID(dlq.ReplayMsgID(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sum, err := a.Replay(ctx, dlq.ReplayOptions{}); err != nil || sum.Replayed != 3 {
+		t.Fatalf("rerun: %+v, %v", sum, err)
+	}
+	if ids := taskIDs(t, e); len(ids) != 3 || ids["t0"] != 1 || ids["t1"] != 1 || ids["t2"] != 1 {
+		t.Fatalf("TASKS: %v; want t0, t1, t2 once each", ids)
+	}
+}
+
+func TestReplayRate(t *testing.T) {
+	const n, perSecond = 21, 100.0
+	e := newEnv(t)
+	a := deadLetterMany(t, e, n)
+	start := time.Now()
+	sum, err := a.Replay(context.Background(), dlq.ReplayOptions{Rate: perSecond})
+	took := time.Since(start)
+	if err != nil || sum.Replayed != n {
+		t.Fatalf("Replay = %+v, %v", sum, err)
+	}
+	// A burst of one: n entries take (n-1)/rate at least.
+	if least := time.Duration(float64(n-1) / perSecond * float64(time.Second)); took < least {
+		t.Fatalf("%d replays at %v/s took %v, want at least %v", n, perSecond, took, least)
+	}
+}
+
+func TestReplayManyAtRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 entries")
+	}
+	const n = 10_000
+	e := newEnv(t)
+	a := deadLetterMany(t, e, n)
+	sum, err := a.Replay(context.Background(), dlq.ReplayOptions{Rate: 20_000})
+	if err != nil || sum.Replayed != n || sum.Failed != 0 {
+		t.Fatalf("Replay = %+v, %v", sum, err)
+	}
+	if got, left := e.count(t, "TASKS"), e.count(t, "DLQ"); got != n || left != 0 {
+		t.Fatalf("TASKS %d, DLQ %d; want %d, 0", got, left, n)
+	}
+}
+
+// Dry runs report what they would do and change nothing.
+func TestDryRun(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	ctx := context.Background()
+	if _, err := e.js.Publish(ctx, "results.beta.b2", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]dlq.Outcome{}
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{DryRun: true, Filter: dlq.Filter{Types: []string{"beta"}},
+		OnEntry: func(i *dlq.Item, out dlq.Outcome, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			got[i.ID()] = out
+		}})
+	if err != nil || sum.Replayed != 1 || sum.Skipped != 1 || got["b1"] != dlq.Replayed || got["b2"] != dlq.AlreadyDone {
+		t.Fatalf("dry replay: %+v, %v, %v", sum, err, got)
+	}
+	psum, err := a.Purge(ctx, dlq.PurgeOptions{DryRun: true})
+	if err != nil || psum.Purged != 5 {
+		t.Fatalf("dry purge: %+v, %v", psum, err)
+	}
+	if d, tk := e.count(t, "DLQ"), e.count(t, "TASKS"); d != 5 || tk != 0 {
+		t.Fatalf("after dry runs DLQ %d, TASKS %d; want 5, 0", d, tk)
+	}
+}
+
+func TestBulkPurge(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	sum, err := a.Purge(context.Background(), dlq.PurgeOptions{Filter: dlq.Filter{Reasons: []dlq.Reason{dlq.Exhausted, dlq.Poison}}})
+	if err != nil || sum.Purged != 3 || sum.Selected != 3 {
+		t.Fatalf("Purge = %+v, %v", sum, err)
+	}
+	if got := ids(t, a, dlq.Filter{}); len(got) != 2 || got[0] != "a2" || got[1] != "c1" {
+		t.Fatalf("left: %v; want a2, c1", got)
+	}
+}
+
+// Entries that cannot be replayed stay in the DLQ and the error says so.
+func TestReplayFailureKeepsEntry(t *testing.T) {
+	e := newEnv(t)
+	a := deadLetterMany(t, e, 2)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "TASKS"); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{EntryTimeout: time.Second})
+	if !errors.Is(err, dlq.ErrIncomplete) || sum.Failed != 2 || sum.Replayed != 0 {
+		t.Fatalf("Replay = %+v, %v; want 2 failed and ErrIncomplete", sum, err)
+	}
+	if n := e.count(t, "DLQ"); n != 2 {
+		t.Fatalf("DLQ holds %d, want both entries kept", n)
+	}
+}
