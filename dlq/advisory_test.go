@@ -146,4 +146,14 @@ func TestCrashLoopToDLQ(t *testing.T) {
 	if left, err := hist.Load(ctx, ack.Sequence); err != nil || len(left) != 0 {
 		t.Fatalf("history kept after the move: %v, %v", left, err)
 	}
+	// The same advisory handled again (a redelivered advisory, a second
+	// watcher): the task is gone, nothing more happens.
+	again, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{Conn: e.nc, JS: e.js, Topology: e.topo,
+		Consumer: "workers", Writer: w, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Handle(ctx, ack.Sequence, 2); err != nil || e.count(t, "DLQ") != 1 {
+		t.Fatalf("second Handle: %v, DLQ %d; want nil and one entry", err, e.count(t, "DLQ"))
+	}
 }
