@@ -19,7 +19,6 @@ import (
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/task"
-	"github.com/breakwater/breakwater/tracing"
 )
 
 // dlqFlags are the filters every dlq subcommand shares.
@@ -130,16 +129,13 @@ func (a *app) withAdmin(ctx context.Context, name string, fn func(context.Contex
 	}
 	defer nc.Close()
 	// With OTEL_TRACES_EXPORTER set, each replay is a span linked to the
-	// failed task's trace.
-	traces, err := tracing.SetupTracing(ctx, tracing.TracingOptions{ServiceName: "breakwater-publisher"})
+	// failed task's trace; console spans go to stderr, never into list
+	// --json's output.
+	traces, flush, err := a.setupTracing(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = traces.Shutdown(sctx)
-	}()
+	defer flush()
 	var opts []dlq.AdminOption
 	if traces.Enabled() {
 		opts = append(opts, dlq.WithTracing(traces.Tracer(), traces.Propagator()))

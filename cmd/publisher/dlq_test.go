@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/tracing"
 )
 
 // deadLetter stores n entries of type typ and reason in the DLQ, as a
@@ -255,4 +257,36 @@ func streamMsgs(t *testing.T, e *testEnv, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// With tracing on, a replay is one span linked to the failed task's trace,
+// and console spans stay off standard output.
+func TestDLQReplayTraced(t *testing.T) {
+	e := startServer(t)
+	const failed = "4bf92f3577b34da6a3ce929d0e0e4736"
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}})
+	if err := w.Write(t.Context(), &dlq.Entry{ID: "tr", Type: "alpha", Subject: "tasks.alpha", Seq: 1, Reason: dlq.Exhausted,
+		Header: nats.Header{"Task-Id": {"tr"}, "traceparent": {"00-" + failed + "-00f067aa0ba902b7-01"}}}); err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	r, err := runTraced(t, tracing.TracingOptions{Exporter: keep{exp}}, "", "dlq", "replay", "--nats-url", e.url)
+	if err != nil {
+		t.Fatalf("replay: %v (%s)", err, r.stderr)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 || len(spans[0].Links) != 1 || spans[0].Links[0].SpanContext.TraceID().String() != failed {
+		t.Fatalf("spans %+v: want one replay span linked to the failed trace", spans)
+	}
+
+	deadLetter(t, e, "alpha", dlq.Exhausted, "c1")
+	r, err = runTraced(t, tracing.TracingOptions{Getenv: func(k string) string {
+		if k == "OTEL_TRACES_EXPORTER" {
+			return "console"
+		}
+		return ""
+	}}, "", "dlq", "replay", "--nats-url", e.url)
+	if err != nil || r.stdout != "" || !strings.Contains(r.stderr, `"Name":"dlq replay tasks.alpha"`) || !strings.HasPrefix(r.stderr, "replayed 1, skipped 0 (result already stored), failed 0\n") {
+		t.Fatalf("replay with console spans: %v, stdout %q, stderr %q; want spans on stderr only", err, r.stdout, r.stderr)
+	}
 }
