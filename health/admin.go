@@ -2,7 +2,6 @@ package health
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -69,7 +68,7 @@ type ControlReply struct {
 // Stop.
 func StartAdmin(o AdminOptions) (micro.Service, error) {
 	if o.Conn == nil || o.Monitor == nil || o.Control == nil || o.WorkerID == "" {
-		return nil, errors.New("health: admin needs Conn, Monitor, Control and WorkerID")
+		return nil, fmt.Errorf("%w: admin needs Conn, Monitor, Control and WorkerID", ErrInvalidOptions)
 	}
 	if o.Subject == "" {
 		o.Subject = "breakwater"

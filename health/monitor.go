@@ -1,9 +1,3 @@
-// Package health computes the health of a worker's backends from their
-// real calls, breakers and active probes, and publishes it as events on
-// the HEALTH stream (health.backend.<name>, health.worker.<id>,
-// health.alert.<name>): on every change and as heartbeats, with alerts that
-// fire and resolve. It also makes the worker a NATS micro service for
-// status and control (see Admin).
 package health
 
 import (
@@ -25,13 +19,21 @@ import (
 	"github.com/breakwater/breakwater/handlers"
 )
 
+// ErrInvalidOptions is wrapped by the errors of New and StartAdmin when
+// their options cannot work.
+var ErrInvalidOptions = errors.New("health: invalid options")
+
 // ProbeFunc checks a backend actively; nil error means it answered.
 type ProbeFunc func(ctx context.Context) error
 
-// Options configure a Monitor.
+// Options configure a Monitor. JS and WorkerID are required.
 type Options struct {
-	JS       jetstream.Publisher
-	Conn     *nats.Conn // to hear other workers' heartbeats
+	// JS publishes the events and reads the last alert of each subject
+	// (so that several workers fire and resolve an alert once).
+	JS jetstream.JetStream
+	// Conn hears other workers' heartbeats for the worker_stale alert;
+	// nil turns that alert off.
+	Conn     *nats.Conn
 	Topology bus.Topology
 	WorkerID string
 	Version  string
@@ -40,38 +42,41 @@ type Options struct {
 	Backends []string
 	// Interval between heartbeats, probes and alert checks. Default 10s.
 	Interval time.Duration
-	// SLATarget is the availability target in percent. Default 99.9.
+	// SLATarget is the availability target in percent, in (0, 100].
+	// Default 99.9.
 	SLATarget float64
 	// BreakerOpenAlertAfter fires the breaker alert. Default 1m.
 	BreakerOpenAlertAfter time.Duration
 	// Probes are the active checks per backend; they run every Interval,
-	// all at once but at most ProbeConcurrency together (default 8).
+	// all at once but at most ProbeConcurrency together (default 8), each
+	// for at most one Interval.
 	Probes           map[string]ProbeFunc
 	ProbeConcurrency int
-	// WorkerStats feeds the worker heartbeat; nil reports zeros.
+	// WorkerStats feeds the worker heartbeat; nil reports zeros. It is
+	// called from Run's goroutine once per Interval.
 	WorkerStats func() WorkerStats
 	// DLQUsage feeds the DLQ size alert; nil disables it.
 	DLQUsage func(ctx context.Context) (used, limit int64, err error)
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Monitor tracks backends and publishes their health. Record calls with
-// AttemptStarted/AttemptDone and breaker changes with BreakerChanged; Run
-// publishes.
+// AttemptStarted/AttemptDone and breaker changes with BreakerChanged (safe
+// for concurrent use, constant time); Run publishes. Call Run once.
 type Monitor struct {
 	o     Options
 	start time.Time
 	log   *slog.Logger
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	trackers map[string]*tracker
-	states   map[string]string // last published state per backend
-	breakers map[string]string // last published breaker per backend
-	alerts   map[string]bool   // firing, by alert name
-	seen     map[string]peer   // other workers' last heartbeat
+	seen     map[string]peer // other workers' last heartbeat
 
-	changed chan struct{} // a backend may have changed state
+	changed chan struct{} // a backend changed state or breaker
+
+	stream jetstream.Stream // HEALTH, looked up by Run's goroutine
 }
 
 type peer struct {
@@ -80,15 +85,21 @@ type peer struct {
 	stopped  bool
 }
 
-// New checks o; it starts nothing.
+// New checks o and applies the defaults; it starts nothing. Errors wrap
+// ErrInvalidOptions.
 func New(o Options) (*Monitor, error) {
-	if o.JS == nil || o.WorkerID == "" {
-		return nil, errors.New("health: JS and WorkerID are required")
+	switch {
+	case o.JS == nil:
+		return nil, fmt.Errorf("%w: JS is required", ErrInvalidOptions)
+	case o.WorkerID == "":
+		return nil, fmt.Errorf("%w: WorkerID is required", ErrInvalidOptions)
+	case o.SLATarget < 0 || o.SLATarget > 100:
+		return nil, fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOptions, o.SLATarget)
 	}
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
 	}
-	if o.SLATarget <= 0 {
+	if o.SLATarget == 0 {
 		o.SLATarget = 99.9
 	}
 	if o.BreakerOpenAlertAfter <= 0 {
@@ -105,8 +116,7 @@ func New(o Options) (*Monitor, error) {
 	}
 	m := &Monitor{
 		o: o, start: o.Now(), log: o.Logger,
-		trackers: map[string]*tracker{}, states: map[string]string{}, breakers: map[string]string{},
-		alerts: map[string]bool{}, seen: map[string]peer{}, changed: make(chan struct{}, 1),
+		trackers: map[string]*tracker{}, seen: map[string]peer{}, changed: make(chan struct{}, 1),
 	}
 	for _, b := range o.Backends {
 		m.tracker(b)
@@ -118,55 +128,64 @@ func New(o Options) (*Monitor, error) {
 }
 
 func (m *Monitor) tracker(backend string) *tracker {
+	m.mu.RLock()
+	t := m.trackers[backend]
+	m.mu.RUnlock()
+	if t != nil {
+		return t
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.trackers[backend]
-	if t == nil {
+	if t = m.trackers[backend]; t == nil {
 		t = newTracker(m.o.Now())
 		m.trackers[backend] = t
 	}
 	return t
 }
 
+func (m *Monitor) names() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Sorted(maps.Keys(m.trackers))
+}
+
 // AttemptStarted records a call going out to backend.
 func (m *Monitor) AttemptStarted(backend string) { m.tracker(backend).started() }
 
-// AttemptDone records a finished call. A permanent error is the task's
-// fault (a 4xx): the backend did its job, so it counts as a success here.
+// AttemptDone records a finished call that took d. A permanent error
+// (handlers.IsPermanent, a 4xx) is the task's fault: the backend did its
+// job, so it counts as a success here.
 func (m *Monitor) AttemptDone(backend string, d time.Duration, err error) {
-	m.tracker(backend).done(m.o.Now(), d, err == nil || handlers.IsPermanent(err))
-	// Run works out whether the state changed; a success can only change
-	// it when it is not healthy already.
-	if err != nil || m.published(backend) != Healthy {
+	ok := err == nil || handlers.IsPermanent(err)
+	if m.tracker(backend).done(m.o.Now(), d, ok) {
 		m.poke()
 	}
 }
 
-// BreakerChanged records the backend's breaker entering state (closed,
-// open, half-open).
+// BreakerChanged records the backend's breaker entering state
+// (BreakerClosed, BreakerOpen or BreakerHalfOpen: what failsafe-go's
+// State.String returns).
 func (m *Monitor) BreakerChanged(backend, state string) {
 	if m.tracker(backend).setBreaker(m.o.Now(), state) {
 		m.poke()
 	}
 }
 
-// Down reports whether active probes found the backend down (twice in a
-// row), and how soon they look again: routing skips such a backend. Calls
-// alone never mark a backend down here; its breaker does that.
-func (m *Monitor) Down(backend string) (bool, time.Duration) {
-	t := m.tracker(backend)
-	t.mu.Lock()
-	down := t.probed && t.probeFailed >= 2
-	t.mu.Unlock()
-	return down, m.o.Interval
+// Usable reports whether routing may send work to backend: false while
+// its active probe has failed twice in a row, until a probe passes. Calls
+// alone never make a backend unusable here (without traffic nothing would
+// tell it has recovered); its breaker does that. Unknown backends are
+// usable.
+func (m *Monitor) Usable(backend string) bool {
+	m.mu.RLock()
+	t := m.trackers[backend]
+	m.mu.RUnlock()
+	return t == nil || !t.down()
 }
 
-func (t *tracker) snapshotState(now time.Time) string { return t.snapshot(now, false).state }
-
-func (m *Monitor) published(backend string) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.states[backend]
+// Down is !Usable(backend), with how soon the probes look again.
+func (m *Monitor) Down(backend string) (bool, time.Duration) {
+	return !m.Usable(backend), m.o.Interval
 }
 
 func (m *Monitor) poke() {
@@ -176,35 +195,34 @@ func (m *Monitor) poke() {
 	}
 }
 
-// Snapshot returns every backend's health now, sorted by name.
+// Snapshot returns every backend's health now, sorted by name, with Kind
+// "snapshot".
 func (m *Monitor) Snapshot() []BackendEvent {
-	m.mu.Lock()
-	names := slices.Sorted(maps.Keys(m.trackers))
-	m.mu.Unlock()
+	names := m.names()
+	now := m.o.Now()
 	out := make([]BackendEvent, 0, len(names))
 	for _, n := range names {
-		out = append(out, m.event(n, m.tracker(n).snapshot(m.o.Now(), true), "snapshot"))
+		out = append(out, m.event(n, m.tracker(n).snapshot(now, true), "snapshot", now))
 	}
 	return out
 }
 
-func (m *Monitor) event(backend string, v view, kind string) BackendEvent {
+func (m *Monitor) event(backend string, v view, kind string, at time.Time) BackendEvent {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	since := v.breakerSince
-	if v.state == Healthy && v.breaker == BreakerClosed {
-		since = m.start
-	}
 	return BackendEvent{
 		Backend: backend, State: v.state, Breaker: v.breaker, SuccessRate: v.successRate,
 		LatencyMS: Latency{P50: ms(v.p50), P95: ms(v.p95), P99: ms(v.p99)}, InFlight: v.inFlight,
-		Availability: v.availability, Since: since.UTC(), Reason: v.reason, Worker: m.o.WorkerID,
-		Kind: kind, At: m.o.Now().UTC(),
+		Availability: v.availability, Since: v.stateSince.UTC(), Reason: v.reason, Worker: m.o.WorkerID,
+		Kind: kind, At: at.UTC(),
 	}
 }
 
-// Run publishes until ctx ends: an event on every change of a backend's
-// state or breaker, heartbeats and alert checks every Interval, probes
-// every Interval. It publishes a last "stopped" heartbeat on the way out.
+// Run publishes until ctx ends: an event for every change of a backend's
+// state or breaker, and every Interval heartbeats, alert checks and a
+// round of probes. It owns every goroutine it starts and returns when they
+// are done, after a last "stopped" heartbeat (given up to 2 s past ctx).
+// Failed publishes are logged, not returned: health must not stop work.
+// The error is for a subscription that cannot be made.
 func (m *Monitor) Run(ctx context.Context) error {
 	if m.o.Conn != nil {
 		sub, err := m.o.Conn.Subscribe(m.o.Topology.HealthWorkerSubject("*"), m.heard)
@@ -225,6 +243,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			m.publishChanges(sctx)
 			m.heartbeat(sctx, WorkerStopped)
 			cancel()
 			return nil
@@ -238,36 +257,36 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// publishChanges sends one event per backend whose state or breaker
-// differs from the last one sent.
+// publishChanges sends one event per transition not yet published, in
+// order, each with the state, breaker and success rate it had then.
 func (m *Monitor) publishChanges(ctx context.Context) {
-	m.mu.Lock()
-	names := slices.Sorted(maps.Keys(m.trackers))
-	m.mu.Unlock()
-	for _, n := range names {
-		v := m.tracker(n).snapshot(m.o.Now(), true)
-		m.mu.Lock()
-		same := m.states[n] == v.state && m.breakers[n] == v.breaker
-		m.states[n], m.breakers[n] = v.state, v.breaker
-		m.mu.Unlock()
-		if !same {
-			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), m.event(n, v, "change"))
+	for _, n := range m.names() {
+		t := m.tracker(n)
+		pending, dropped := t.takePending()
+		if len(pending) == 0 {
+			continue
+		}
+		if dropped > 0 {
+			m.log.Warn("health transitions not published: backend flapping", "backend", n, "dropped", dropped)
+		}
+		v := t.snapshot(m.o.Now(), true)
+		for _, tr := range pending {
+			ev := m.event(n, v, "change", tr.at)
+			ev.State, ev.Reason, ev.Breaker, ev.Since = tr.state, tr.reason, tr.breaker, tr.since.UTC()
+			ev.SuccessRate, ev.InFlight = tr.successRate, tr.inFlight
+			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), ev)
 		}
 	}
 }
 
-// heartbeat sends every backend's current health and the worker's.
+// heartbeat sends every backend's current health (unless stopping) and
+// the worker's.
 func (m *Monitor) heartbeat(ctx context.Context, status string) {
+	now := m.o.Now()
 	if status == WorkerRunning {
-		m.mu.Lock()
-		names := slices.Sorted(maps.Keys(m.trackers))
-		m.mu.Unlock()
-		for _, n := range names {
-			v := m.tracker(n).snapshot(m.o.Now(), true)
-			m.mu.Lock()
-			m.states[n], m.breakers[n] = v.state, v.breaker
-			m.mu.Unlock()
-			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), m.event(n, v, "heartbeat"))
+		for _, n := range m.names() {
+			v := m.tracker(n).snapshot(now, true)
+			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), m.event(n, v, "heartbeat", now))
 		}
 	}
 	var st WorkerStats
@@ -278,7 +297,6 @@ func (m *Monitor) heartbeat(ctx context.Context, status string) {
 	if lookups := st.CacheHits + st.CacheMisses; lookups > 0 {
 		ratio = float64(st.CacheHits) / float64(lookups)
 	}
-	now := m.o.Now()
 	m.publish(ctx, m.o.Topology.HealthWorkerSubject(Token(m.o.WorkerID)), WorkerEvent{
 		Worker: m.o.WorkerID, Status: status, Version: m.o.Version, UptimeSeconds: now.Sub(m.start).Seconds(),
 		Tasks:         Tasks{Done: st.Done, Failed: st.Failed, DeadLettered: st.DeadLettered},
@@ -292,77 +310,206 @@ func (m *Monitor) heard(msg *nats.Msg) {
 	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Worker == "" || ev.Worker == m.o.WorkerID {
 		return
 	}
+	iv := time.Duration(ev.Interval * float64(time.Second))
+	if iv <= 0 {
+		iv = m.o.Interval
+	}
 	m.mu.Lock()
-	m.seen[ev.Worker] = peer{at: m.o.Now(), interval: time.Duration(ev.Interval * float64(time.Second)), stopped: ev.Status == WorkerStopped}
+	m.seen[ev.Worker] = peer{at: m.o.Now(), interval: iv, stopped: ev.Status == WorkerStopped}
 	m.mu.Unlock()
 }
 
-// checkAlerts fires and resolves every alert rule once.
+// alive reports whether another worker was heard running within three of
+// its intervals.
+func (m *Monitor) alive(worker string, now time.Time) bool {
+	m.mu.RLock()
+	p, ok := m.seen[worker]
+	m.mu.RUnlock()
+	return ok && !p.stopped && now.Sub(p.at) <= staleAfter*p.interval
+}
+
+// leads reports whether this worker judges the alerts every worker sees
+// alike (DLQ, stale workers): the one with the smallest id among those
+// alive. Conditional publishes already keep the stream free of duplicates;
+// a single judge also spares core NATS subscribers the events the stream
+// refused.
+func (m *Monitor) leads(now time.Time) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for id, p := range m.seen {
+		if id < m.o.WorkerID && !p.stopped && now.Sub(p.at) <= staleAfter*p.interval {
+			return false
+		}
+	}
+	return true
+}
+
+// staleAfter is how many heartbeat intervals of silence make a worker
+// stale.
+const staleAfter = 3
+
+// check is one evaluation of an alert rule.
+type check struct {
+	name, backend, rule string
+	value, threshold    float64
+	fire, resolve       bool // neither: between thresholds, leave as is
+	// shared: every worker sees the same condition (the DLQ, another
+	// worker), so any of them may resolve it; otherwise only the worker
+	// that fired it, or anyone once that worker is gone.
+	shared  bool
+	message string
+}
+
+// checkAlerts evaluates every alert rule once.
 func (m *Monitor) checkAlerts(ctx context.Context) {
 	now := m.o.Now()
-	m.mu.Lock()
-	names := slices.Sorted(maps.Keys(m.trackers))
-	m.mu.Unlock()
-	for _, n := range names {
+	for _, n := range m.names() {
 		v := m.tracker(n).snapshot(now, false)
 		openFor := 0.0
 		if v.breaker == BreakerOpen {
 			openFor = now.Sub(v.breakerSince).Seconds()
 		}
 		limit := m.o.BreakerOpenAlertAfter.Seconds()
-		m.alert(ctx, "breaker_open."+Token(n), n, RuleBreakerOpen, openFor, limit, openFor > limit, openFor == 0,
-			fmt.Sprintf("breaker of %s open for %.0fs", n, openFor))
+		m.settle(ctx, check{name: "breaker_open." + Token(n), backend: n, rule: RuleBreakerOpen,
+			value: openFor, threshold: limit, fire: openFor > limit, resolve: v.breaker != BreakerOpen,
+			message: fmt.Sprintf("breaker of %s open for %.0fs", n, openFor)})
 		judged := v.availabilityCalls >= minCalls
-		m.alert(ctx, "availability."+Token(n), n, RuleAvailability, v.availability, m.o.SLATarget,
-			judged && v.availability < m.o.SLATarget, !judged || v.availability >= m.o.SLATarget,
-			fmt.Sprintf("availability of %s %.2f%% over the last hour, target %.2f%%", n, v.availability, m.o.SLATarget))
+		m.settle(ctx, check{name: "availability." + Token(n), backend: n, rule: RuleAvailability,
+			value: v.availability, threshold: m.o.SLATarget,
+			fire: judged && v.availability < m.o.SLATarget, resolve: !judged || v.availability >= m.o.SLATarget,
+			message: fmt.Sprintf("availability of %s %.2f%% over the last hour, target %.2f%%", n, v.availability, m.o.SLATarget)})
 	}
-	if m.o.DLQUsage != nil {
+	lead := m.leads(now)
+	if m.o.DLQUsage != nil && lead {
 		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		used, limit, err := m.o.DLQUsage(uctx)
 		cancel()
-		if err == nil && limit > 0 {
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				m.log.Warn("DLQ usage unknown", "err", err)
+			}
+		case limit > 0:
 			pct := 100 * float64(used) / float64(limit)
-			m.alert(ctx, "dlq", "", RuleDLQSize, pct, 80, pct >= 80, pct < 70,
-				fmt.Sprintf("DLQ at %.0f%% of its %d-byte limit: replay or purge before anything is discarded", pct, limit))
+			m.settle(ctx, check{name: "dlq", rule: RuleDLQSize, value: pct, threshold: dlqFire,
+				fire: pct >= dlqFire, resolve: pct < dlqResolve, shared: true,
+				message: fmt.Sprintf("DLQ at %.0f%% of its %d-byte limit: replay or purge before new entries are refused", pct, limit)})
 		}
 	}
-	m.mu.Lock()
+	// A worker that comes back resolves its own stale alert: the judge
+	// may be this worker now, and it has no heartbeat of its own to miss.
+	if m.o.Conn != nil {
+		m.settle(ctx, check{name: "worker_stale." + Token(m.o.WorkerID), rule: RuleWorkerStale,
+			threshold: (staleAfter * m.o.Interval).Seconds(), resolve: true, shared: true,
+			message: fmt.Sprintf("worker %s is back", m.o.WorkerID)})
+	}
+	m.mu.RLock()
 	peers := maps.Clone(m.seen)
-	m.mu.Unlock()
-	for id, p := range peers {
-		silent := now.Sub(p.at).Seconds()
-		limit := 3 * max(p.interval, time.Second).Seconds()
-		m.alert(ctx, "worker_stale."+Token(id), "", RuleWorkerStale, silent, limit, !p.stopped && silent > limit, p.stopped || silent <= limit,
-			fmt.Sprintf("no heartbeat from worker %s for %.0fs", id, silent))
+	m.mu.RUnlock()
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		p := peers[id]
+		silent := now.Sub(p.at)
+		limit := staleAfter * p.interval
+		forget := p.stopped || silent > bus.DefaultHealthMaxAge
+		if lead {
+			m.settle(ctx, check{name: "worker_stale." + Token(id), rule: RuleWorkerStale,
+				value: silent.Seconds(), threshold: limit.Seconds(),
+				fire: !forget && silent > limit, resolve: forget || silent <= limit, shared: true,
+				message: fmt.Sprintf("no heartbeat from worker %s for %.0fs", id, silent.Seconds())})
+		}
+		if forget {
+			m.mu.Lock()
+			if m.seen[id] == p { // not heard again meanwhile
+				delete(m.seen, id)
+			}
+			m.mu.Unlock()
+		}
 	}
 }
 
-// alert publishes a firing event when fire and it is not firing yet, and a
-// resolved one when resolve and it is firing.
-func (m *Monitor) alert(ctx context.Context, name, backend, rule string, value, threshold float64, fire, resolve bool, msg string) {
-	m.mu.Lock()
-	firing := m.alerts[name]
-	status := ""
-	switch {
-	case fire && !firing:
-		status, m.alerts[name] = Firing, true
-	case resolve && firing:
-		status, m.alerts[name] = Resolved, false
-	}
-	m.mu.Unlock()
-	if status == "" {
+// DLQ alert thresholds, in percent of the DLQ's limit: apart, so that a
+// DLQ hovering near one does not flap.
+const (
+	dlqFire    = 80
+	dlqResolve = 70
+)
+
+// settle publishes a firing event when c fires and the alert's last event
+// is not firing, and a resolved one when c resolves, the last event is
+// firing and this worker may resolve it. The last event is read from the
+// stream and the publish expects it to still be the last, so that of
+// several workers judging the same alert only one event is stored.
+func (m *Monitor) settle(ctx context.Context, c check) {
+	if !c.fire && !c.resolve {
 		return
 	}
-	if status == Firing {
-		m.log.Warn("alert firing", "alert", name, "rule", rule, "value", value, "threshold", threshold)
-	} else {
-		m.log.Info("alert resolved", "alert", name, "rule", rule)
+	subject := m.o.Topology.HealthAlertSubject(c.name)
+	last, seq, err := m.lastAlert(ctx, subject)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn("alert state unknown", "alert", c.name, "err", err)
+		}
+		return
 	}
-	m.publish(ctx, m.o.Topology.HealthAlertSubject(name), AlertEvent{
-		Alert: name, Status: status, Backend: backend, Rule: rule, Value: value, Threshold: threshold,
-		Message: msg, Worker: m.o.WorkerID, At: m.o.Now().UTC(),
-	})
+	now := m.o.Now()
+	firing := last.Status == Firing
+	var status string
+	switch {
+	case c.fire && !firing:
+		status = Firing
+	case c.resolve && firing && (c.shared || last.Worker == m.o.WorkerID || !m.alive(last.Worker, now)):
+		status = Resolved
+	default:
+		return
+	}
+	body, err := json.Marshal(AlertEvent{Alert: c.name, Status: status, Backend: c.backend, Rule: c.rule,
+		Value: c.value, Threshold: c.threshold, Message: c.message, Worker: m.o.WorkerID, At: now.UTC()})
+	if err != nil {
+		m.log.Error("alert event", "alert", c.name, "err", err)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = m.o.JS.Publish(pctx, subject, body, jetstream.WithExpectLastSequencePerSubject(seq))
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+		// Another worker published first; the next check sees its event.
+		m.log.Debug("alert published by another worker", "alert", c.name)
+	case err != nil:
+		if ctx.Err() == nil {
+			m.log.Warn("alert not stored", "alert", c.name, "err", err)
+		}
+	case status == Firing:
+		m.log.Warn("alert firing", "alert", c.name, "rule", c.rule, "value", c.value, "threshold", c.threshold)
+	default:
+		m.log.Info("alert resolved", "alert", c.name, "rule", c.rule)
+	}
+}
+
+// lastAlert reads the last event of an alert subject and its sequence (a
+// zero event and 0 when there is none).
+func (m *Monitor) lastAlert(ctx context.Context, subject string) (AlertEvent, uint64, error) {
+	var ev AlertEvent
+	if m.stream == nil {
+		s, err := m.o.JS.Stream(ctx, m.o.Topology.HealthStream())
+		if err != nil {
+			return ev, 0, fmt.Errorf("health stream: %w", err)
+		}
+		m.stream = s
+	}
+	msg, err := m.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ev, 0, nil
+	}
+	if err != nil {
+		return ev, 0, fmt.Errorf("last alert: %w", err)
+	}
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		// Not ours to judge: treat as no alert, and let a publish replace it.
+		ev = AlertEvent{}
+	}
+	return ev, msg.Sequence, nil
 }
 
 func (m *Monitor) publish(ctx context.Context, subject string, body any) {
@@ -378,8 +525,7 @@ func (m *Monitor) publish(ctx context.Context, subject string, body any) {
 	}
 }
 
-// probeLoop probes every backend every Interval, all in parallel up to
-// ProbeConcurrency at once; a probe gets at most one Interval.
+// probeLoop probes every backend every Interval until ctx ends.
 func (m *Monitor) probeLoop(ctx context.Context) {
 	tick := time.NewTicker(m.o.Interval)
 	defer tick.Stop()
@@ -394,14 +540,16 @@ func (m *Monitor) probeLoop(ctx context.Context) {
 	}
 }
 
-// probeAll runs one round of probes and returns when all are done.
+// probeAll runs one round of probes, all in parallel up to cap(sem) at
+// once, each for at most one Interval, and returns when all are done.
 func (m *Monitor) probeAll(ctx context.Context, sem chan struct{}) {
 	var wg sync.WaitGroup
-	for name, probe := range m.o.Probes {
+	defer wg.Wait()
+	for _, name := range slices.Sorted(maps.Keys(m.o.Probes)) {
+		probe := m.o.Probes[name]
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			wg.Wait()
 			return
 		}
 		wg.Go(func() {
@@ -410,17 +558,13 @@ func (m *Monitor) probeAll(ctx context.Context, sem chan struct{}) {
 			err := probe(pctx)
 			cancel()
 			if ctx.Err() != nil {
-				return
+				return // cut short by shutdown: says nothing of the backend
 			}
-			t := m.tracker(name)
-			before := t.snapshotState(m.o.Now())
-			t.probe(m.o.Now(), err)
-			if t.snapshotState(m.o.Now()) != before {
+			if m.tracker(name).probe(m.o.Now(), err) {
 				m.poke()
 			}
 		})
 	}
-	wg.Wait()
 }
 
 // Token makes a name usable as one subject token: characters outside

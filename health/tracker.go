@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -9,7 +10,9 @@ import (
 // Window sizes of a backend's tracker.
 const (
 	// windowCalls is how many recent calls the success rate and the
-	// latency percentiles are computed over.
+	// latency percentiles are computed over. A count, not a duration: a
+	// backend that gets no traffic keeps the verdict of its last calls
+	// until its breaker or its probe says otherwise.
 	windowCalls = 200
 	// availabilitySlot and availabilitySlots make the rolling window of
 	// availability: one hour in one-minute slots.
@@ -18,11 +21,19 @@ const (
 	// minCalls is the fewest calls in the window for a success rate (or
 	// an availability) to judge a backend by.
 	minCalls = 10
+	// probeFailures is how many probes in a row must fail for a backend
+	// to be unhealthy and skipped by routing: one lost packet is not an
+	// outage.
+	probeFailures = 2
+	// maxPending bounds the transitions kept for Run to publish; a
+	// backend flapping faster than Run publishes loses the oldest ones.
+	maxPending = 64
 )
 
 // tracker follows one backend: its recent calls, breaker, probes and
 // in-flight calls. Its methods are safe for concurrent use and cheap: the
-// task path calls them on every attempt.
+// task path calls them on every attempt, and the state is judged there in
+// constant time so that every transition is seen where it happens.
 type tracker struct {
 	mu sync.Mutex
 	// Ring of the last windowCalls calls.
@@ -38,7 +49,21 @@ type tracker struct {
 	probeErr    string
 	probed      bool // has a probe
 
+	state, reason string
+	stateAt       time.Time    // when state began
+	pending       []transition // not yet published
+	dropped       int          // transitions lost to maxPending
+
 	slots [availabilitySlots]slot
+}
+
+// transition is one change of a backend's state or breaker, as it was
+// when it happened.
+type transition struct {
+	state, reason, breaker string
+	at, since              time.Time // since: when state began
+	successRate            float64
+	inFlight               int
 }
 
 // slot counts the calls of one availability slot.
@@ -48,7 +73,7 @@ type slot struct {
 }
 
 func newTracker(now time.Time) *tracker {
-	return &tracker{breaker: BreakerClosed, breakerAt: now}
+	return &tracker{breaker: BreakerClosed, breakerAt: now, state: Healthy, stateAt: now}
 }
 
 func (t *tracker) started() {
@@ -57,11 +82,14 @@ func (t *tracker) started() {
 	t.mu.Unlock()
 }
 
-// done records a call's outcome (ok: the backend did its job).
-func (t *tracker) done(now time.Time, d time.Duration, ok bool) {
+// done records a call's outcome (ok: the backend did its job) and reports
+// whether the backend's state changed.
+func (t *tracker) done(now time.Time, d time.Duration, ok bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.inFlight--
+	// A done without a started (a caller that records only outcomes)
+	// must not drive the gauge negative.
+	t.inFlight = max(t.inFlight-1, 0)
 	if t.n == windowCalls && t.ok[t.next] {
 		t.okCount--
 	}
@@ -72,6 +100,7 @@ func (t *tracker) done(now time.Time, d time.Duration, ok bool) {
 	t.next = (t.next + 1) % windowCalls
 	t.n = min(t.n+1, windowCalls)
 	t.count(now, ok)
+	return t.rejudge(now, false)
 }
 
 // count adds a call to its availability slot.
@@ -87,6 +116,8 @@ func (t *tracker) count(now time.Time, ok bool) {
 	}
 }
 
+// setBreaker records the breaker entering state and reports whether that
+// is a change.
 func (t *tracker) setBreaker(now time.Time, state string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -94,10 +125,11 @@ func (t *tracker) setBreaker(now time.Time, state string) bool {
 		return false
 	}
 	t.breaker, t.breakerAt = state, now
-	return true
+	return t.rejudge(now, true)
 }
 
-func (t *tracker) probe(now time.Time, err error) {
+// probe records a probe's outcome and reports whether the state changed.
+func (t *tracker) probe(now time.Time, err error) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.probed = true
@@ -108,11 +140,81 @@ func (t *tracker) probe(now time.Time, err error) {
 		t.probeFailed, t.probeErr = 0, ""
 	}
 	t.count(now, err == nil)
+	return t.rejudge(now, false)
+}
+
+func (t *tracker) down() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.probeDown()
+}
+
+func (t *tracker) probeDown() bool { return t.probed && t.probeFailed >= probeFailures }
+
+// rejudge applies the state rule; a change of state (or of the breaker,
+// when breakerChanged) is queued for Run to publish. The caller holds mu.
+func (t *tracker) rejudge(now time.Time, breakerChanged bool) bool {
+	state, reason := t.judge()
+	t.reason = reason
+	if state == t.state && !breakerChanged {
+		return false
+	}
+	if state != t.state {
+		t.state, t.stateAt = state, now
+	}
+	if len(t.pending) == maxPending {
+		t.pending = slices.Delete(t.pending, 0, 1)
+		t.dropped++
+	}
+	rate := 1.0
+	if t.n > 0 {
+		rate = float64(t.okCount) / float64(t.n)
+	}
+	t.pending = append(t.pending, transition{state: state, reason: reason, breaker: t.breaker, at: now,
+		since: t.stateAt, successRate: rate, inFlight: t.inFlight})
+	return true
+}
+
+// judge is the documented state rule (see the package doc):
+//
+//	unhealthy  breaker open; or the active probe failed twice in a row; or
+//	           under 50 % of the last 200 calls succeeded (at least 10)
+//	degraded   breaker half-open; or under 95 % succeeded (at least 10)
+//	healthy    otherwise
+//
+// The caller holds mu.
+func (t *tracker) judge() (state, reason string) {
+	judged := t.n >= minCalls
+	// Integer arithmetic: okCount/n < 0.5 and < 0.95 without division.
+	switch {
+	case t.breaker == BreakerOpen:
+		return Unhealthy, "circuit breaker open"
+	case t.probeDown():
+		return Unhealthy, "health probe failing: " + t.probeErr
+	case judged && 2*t.okCount < t.n:
+		return Unhealthy, "success rate under 50%"
+	case t.breaker == BreakerHalfOpen:
+		return Degraded, "circuit breaker half-open"
+	case judged && 100*t.okCount < 95*t.n:
+		return Degraded, "success rate under 95%"
+	}
+	return Healthy, ""
+}
+
+// takePending returns the transitions not yet published and how many were
+// lost since the last call.
+func (t *tracker) takePending() ([]transition, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, d := t.pending, t.dropped
+	t.pending, t.dropped = nil, 0
+	return p, d
 }
 
 // view is what a tracker says at one moment.
 type view struct {
 	state, reason     string
+	stateSince        time.Time
 	breaker           string
 	breakerSince      time.Time
 	successRate       float64 // 0..1, 1 without calls
@@ -121,15 +223,13 @@ type view struct {
 	inFlight          int
 	availability      float64 // percent, 100 without calls
 	availabilityCalls int
-	probeDown         bool
 }
 
-// snapshot computes the view; with percentiles false it skips the sort
-// (state checks on the task path).
+// snapshot computes the view; with percentiles false it skips the sort.
 func (t *tracker) snapshot(now time.Time, percentiles bool) view {
 	t.mu.Lock()
-	v := view{breaker: t.breaker, breakerSince: t.breakerAt, inFlight: t.inFlight, calls: t.n, successRate: 1,
-		probeDown: t.probed && t.probeFailed >= 2}
+	v := view{state: t.state, reason: t.reason, stateSince: t.stateAt, breaker: t.breaker, breakerSince: t.breakerAt,
+		inFlight: t.inFlight, calls: t.n, successRate: 1}
 	if t.n > 0 {
 		v.successRate = float64(t.okCount) / float64(t.n)
 	}
@@ -144,7 +244,6 @@ func (t *tracker) snapshot(now time.Time, percentiles bool) view {
 			ok, total = ok+s.ok, total+s.total
 		}
 	}
-	probeErr := t.probeErr
 	t.mu.Unlock()
 
 	v.availability, v.availabilityCalls = 100, total
@@ -153,31 +252,12 @@ func (t *tracker) snapshot(now time.Time, percentiles bool) view {
 	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
-		at := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+		// Nearest rank: the smallest latency at or above q of the calls.
+		at := func(q float64) time.Duration {
+			i := int(math.Ceil(q*float64(len(lat)))) - 1
+			return lat[min(max(i, 0), len(lat)-1)]
+		}
 		v.p50, v.p95, v.p99 = at(0.50), at(0.95), at(0.99)
 	}
-	v.state, v.reason = judge(v, probeErr)
 	return v
-}
-
-// judge is the documented state rule:
-//
-//	unhealthy  breaker open; or the active probe failed twice in a row; or
-//	           under 50 % of the last 200 calls succeeded (at least 10)
-//	degraded   breaker half-open; or under 95 % succeeded (at least 10)
-//	healthy    otherwise
-func judge(v view, probeErr string) (state, reason string) {
-	switch {
-	case v.breaker == BreakerOpen:
-		return Unhealthy, "circuit breaker open"
-	case v.probeDown:
-		return Unhealthy, "health probe failing: " + probeErr
-	case v.calls >= minCalls && v.successRate < 0.5:
-		return Unhealthy, "success rate under 50%"
-	case v.breaker == BreakerHalfOpen:
-		return Degraded, "circuit breaker half-open"
-	case v.calls >= minCalls && v.successRate < 0.95:
-		return Degraded, "success rate under 95%"
-	}
-	return Healthy, ""
 }
