@@ -288,6 +288,7 @@ func TestHeartbeatsAndLateSubscriber(t *testing.T) {
 			t.Fatalf("heartbeat %+v", ev)
 		}
 	}
+	m.BreakerChanged("b", health.BreakerOpen) // just before the end: still stored
 	stop()
 	// A subscriber that comes later reads the current state from the stream.
 	s, err := e.js.Stream(t.Context(), "HEALTH")
@@ -300,8 +301,9 @@ func TestHeartbeatsAndLateSubscriber(t *testing.T) {
 			t.Fatalf("backend %s: %v", b, err)
 		}
 		var ev health.BackendEvent
-		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Backend != b || ev.State != health.Healthy {
-			t.Fatalf("last event of %s: %s (%v)", b, msg.Data, err)
+		want := map[string]string{"a": health.Healthy, "b": health.Unhealthy}[b]
+		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Backend != b || ev.State != want {
+			t.Fatalf("last event of %s: %s (%v), want %s", b, msg.Data, err, want)
 		}
 	}
 	msg, err := s.GetLastMsgForSubject(t.Context(), "health.worker.w_1")

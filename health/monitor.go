@@ -220,7 +220,8 @@ func (m *Monitor) event(backend string, v view, kind string, at time.Time) Backe
 // Run publishes until ctx ends: an event for every change of a backend's
 // state or breaker, and every Interval heartbeats, alert checks and a
 // round of probes. It owns every goroutine it starts and returns when they
-// are done, after a last "stopped" heartbeat (given up to 2 s past ctx).
+// are done, after the last transitions and a "stopped" heartbeat (given up
+// to 2 s past ctx).
 // Failed publishes are logged, not returned: health must not stop work.
 // The error is for a subscription that cannot be made.
 func (m *Monitor) Run(ctx context.Context) error {
@@ -236,26 +237,34 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if len(m.o.Probes) > 0 {
 		wg.Go(func() { m.probeLoop(ctx) })
 	}
-	m.heartbeat(ctx, WorkerRunning)
+	// Events are published under pub, which outlives ctx by a grace
+	// period: a transition taken for publishing as ctx ends is still
+	// stored, and so is the last heartbeat.
+	pub, cancelPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPub()
+	m.heartbeat(pub, WorkerRunning)
 	tick := time.NewTicker(m.o.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			m.publishChanges(sctx)
-			m.heartbeat(sctx, WorkerStopped)
-			cancel()
+			grace := time.AfterFunc(stopGrace, cancelPub)
+			defer grace.Stop()
+			m.publishChanges(pub)
+			m.heartbeat(pub, WorkerStopped)
 			return nil
 		case <-m.changed:
-			m.publishChanges(ctx)
+			m.publishChanges(pub)
 		case <-tick.C:
-			m.publishChanges(ctx)
-			m.heartbeat(ctx, WorkerRunning)
+			m.publishChanges(pub)
+			m.heartbeat(pub, WorkerRunning)
 			m.checkAlerts(ctx)
 		}
 	}
 }
+
+// stopGrace bounds the publishing Run does once its context ended.
+const stopGrace = 2 * time.Second
 
 // publishChanges sends one event per transition not yet published, in
 // order, each with the state, breaker and success rate it had then.

@@ -68,7 +68,8 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", topo.HealthStream(), err)
 	}
-	var st healthState
+	// Empty lists, not nulls: scripts index them.
+	st := healthState{Backends: []health.BackendEvent{}, Workers: []health.WorkerEvent{}, Alerts: []health.AlertEvent{}}
 	prefix := strings.TrimSuffix(topo.HealthFilter(), ">")
 	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
 		m, err := s.GetLastMsgForSubject(ctx, subj)
@@ -78,21 +79,13 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", subj, err)
 		}
-		kind, _, _ := strings.Cut(strings.TrimPrefix(subj, prefix), ".")
-		switch kind {
-		case "backend":
-			var ev health.BackendEvent
-			if json.Unmarshal(m.Data, &ev) == nil {
-				st.Backends = append(st.Backends, ev)
-			}
-		case "worker":
-			var ev health.WorkerEvent
-			if json.Unmarshal(m.Data, &ev) == nil {
-				st.Workers = append(st.Workers, ev)
-			}
-		case "alert":
-			var ev health.AlertEvent
-			if json.Unmarshal(m.Data, &ev) == nil && ev.Status == health.Firing {
+		switch ev := decodeHealth(prefix, subj, m.Data).(type) {
+		case health.BackendEvent:
+			st.Backends = append(st.Backends, ev)
+		case health.WorkerEvent:
+			st.Workers = append(st.Workers, ev)
+		case health.AlertEvent:
+			if ev.Status == health.Firing {
 				st.Alerts = append(st.Alerts, ev)
 			}
 		}
@@ -156,6 +149,56 @@ func orDash(s string) string {
 	return s
 }
 
+// decodeHealth decodes a health event by its subject's kind (the token
+// after prefix, "health."); nil when it is none of ours.
+func decodeHealth(prefix, subject string, data []byte) any {
+	kind, _, _ := strings.Cut(strings.TrimPrefix(subject, prefix), ".")
+	switch kind {
+	case "backend":
+		var ev health.BackendEvent
+		if json.Unmarshal(data, &ev) == nil {
+			return ev
+		}
+	case "worker":
+		var ev health.WorkerEvent
+		if json.Unmarshal(data, &ev) == nil {
+			return ev
+		}
+	case "alert":
+		var ev health.AlertEvent
+		if json.Unmarshal(data, &ev) == nil {
+			return ev
+		}
+	}
+	return nil
+}
+
+// healthLine is one watched event for people: its time, what and state.
+func healthLine(prefix, subject string, data []byte) string {
+	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	switch ev := decodeHealth(prefix, subject, data).(type) {
+	case health.BackendEvent:
+		return fmt.Sprintf("%s backend %s %s breaker=%s success=%.1f%% p50=%.1fms p95=%.1fms p99=%.1fms availability=%.3f%% in_flight=%d %s by %s%s",
+			stamp(ev.At), ev.Backend, ev.State, ev.Breaker, 100*ev.SuccessRate, ev.LatencyMS.P50, ev.LatencyMS.P95,
+			ev.LatencyMS.P99, ev.Availability, ev.InFlight, ev.Kind, ev.Worker, suffix(ev.Reason))
+	case health.WorkerEvent:
+		return fmt.Sprintf("%s worker %s %s uptime=%s done=%d failed=%d dead_lettered=%d in_flight=%d cache_hits=%.0f%% version=%s",
+			stamp(ev.At), ev.Worker, ev.Status, (time.Duration(ev.UptimeSeconds) * time.Second).String(), ev.Tasks.Done,
+			ev.Tasks.Failed, ev.Tasks.DeadLettered, ev.InFlight, 100*ev.CacheHitRatio, ev.Version)
+	case health.AlertEvent:
+		return fmt.Sprintf("%s alert %s %s rule=%s value=%.2f threshold=%.2f by %s%s",
+			stamp(ev.At), ev.Alert, strings.ToUpper(ev.Status), ev.Rule, ev.Value, ev.Threshold, ev.Worker, suffix(ev.Message))
+	}
+	return fmt.Sprintf("%s %s %s", stamp(time.Now()), subject, data)
+}
+
+func suffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return ": " + s
+}
+
 // watchHealth prints events as they are stored until ctx ends.
 func (a *app) watchHealth(ctx context.Context, asJSON bool) error {
 	topo, err := a.topology()
@@ -175,13 +218,12 @@ func (a *app) watchHealth(ctx context.Context, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("watch health: %w", streamHint(err, topo.HealthStream()))
 	}
+	prefix := strings.TrimSuffix(topo.HealthFilter(), ">")
 	werr := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		var line string
-		if asJSON {
-			line = string(m.Data()) + "\n"
-		} else {
-			line = fmt.Sprintf("%s %s %s\n", time.Now().UTC().Format(time.RFC3339), m.Subject(), m.Data())
+		line := string(m.Data()) + "\n"
+		if !asJSON {
+			line = healthLine(prefix, m.Subject(), m.Data()) + "\n"
 		}
 		if _, err := a.stdout.Write([]byte(line)); err != nil {
 			select {

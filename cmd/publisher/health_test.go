@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/health"
 )
 
@@ -72,5 +75,121 @@ func TestHealthWatch(t *testing.T) {
 	}
 	if strings.Contains(stdout.String(), `"backend":"old"`) {
 		t.Errorf("--watch printed an event from before it started:\n%s", stdout.String())
+	}
+}
+
+// Events made by a real Monitor (under a topology prefix) are read back:
+// the backend's last state, the worker's clean stop.
+func TestHealthFromMonitor(t *testing.T) {
+	topo := bus.Topology{Prefix: "acme"}
+	e := startServer(t, topo)
+	m, err := health.New(health.Options{JS: e.js, Topology: topo, WorkerID: "w9", Version: "2.0.0",
+		Backends: []string{"flow", "coder"}, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	hs, err := e.js.Stream(t.Context(), topo.HealthStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the first heartbeat", func() bool {
+		_, err := hs.GetLastMsgForSubject(t.Context(), topo.HealthBackendSubject("coder"))
+		return err == nil
+	})
+	for range 20 {
+		m.AttemptStarted("flow")
+		m.AttemptDone("flow", 4*time.Millisecond, errors.New("503"))
+		m.AttemptStarted("coder")
+		m.AttemptDone("coder", 2*time.Millisecond, nil)
+	}
+	m.BreakerChanged("flow", health.BreakerOpen)
+	cancel() // publishes what changed, then a last "stopped" heartbeat
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	r := runCmd(t, "", "health", "--json", "--prefix", "acme", "--nats-url", e.url)
+	wantOK(t, r)
+	var st healthState
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("%v:\n%s", err, r.stdout)
+	}
+	if len(st.Backends) != 2 || len(st.Workers) != 1 {
+		t.Fatalf("got %d backends and %d workers, want 2 and 1:\n%s", len(st.Backends), len(st.Workers), r.stdout)
+	}
+	coder, flow := st.Backends[0], st.Backends[1]
+	if flow.Backend != "flow" || flow.State != health.Unhealthy || flow.Breaker != health.BreakerOpen || flow.SuccessRate != 0 ||
+		flow.LatencyMS.P99 != 4 || flow.Kind != "change" {
+		t.Errorf("flow: %+v, want a change to unhealthy with its breaker open, p99 4ms", flow)
+	}
+	// coder never changed: its last event is the first heartbeat.
+	if coder.Backend != "coder" || coder.State != health.Healthy || coder.Kind != "heartbeat" {
+		t.Errorf("coder: %+v, want a healthy heartbeat", coder)
+	}
+	if w := st.Workers[0]; w.Worker != "w9" || w.Status != health.WorkerStopped || w.Version != "2.0.0" {
+		t.Errorf("worker: %+v, want w9 stopped", w)
+	}
+
+	r = runCmd(t, "", "health", "--prefix", "acme", "--nats-url", e.url)
+	wantOK(t, r)
+	for _, want := range []string{"flow", "unhealthy", "circuit breaker open", "4.0ms", "w9", "stopped", "2.0.0"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
+
+// With no event yet, --json prints empty lists, not nulls.
+func TestHealthEmpty(t *testing.T) {
+	e := startServer(t)
+	r := runCmd(t, "", "health", "--json", "--nats-url", e.url)
+	wantOK(t, r)
+	for _, want := range []string{`"backends": []`, `"workers": []`, `"alerts": []`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("--json lacks %s:\n%s", want, r.stdout)
+		}
+	}
+	r = runCmd(t, "", "health", "--nats-url", e.url)
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "(no backend events)") || !strings.Contains(r.stdout, "(no worker heartbeats)") {
+		t.Errorf("table:\n%s", r.stdout)
+	}
+}
+
+// --watch without --json prints one line per event, by kind.
+func TestHealthWatchLines(t *testing.T) {
+	e := startServer(t)
+	stdout, _, stop := runAsync(t, "health", "--watch", "--nats-url", e.url)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	want := []string{
+		"2026-01-02T03:04:05Z backend flow unhealthy breaker=open success=20.0% p50=1.0ms p95=2.0ms p99=3.0ms availability=97.500% in_flight=4 change by w1: circuit breaker open",
+		"2026-01-02T03:04:05Z worker w1 running uptime=1m30s done=42 failed=1 dead_lettered=2 in_flight=3 cache_hits=50% version=1.0.0",
+		"2026-01-02T03:04:05Z alert breaker_open.flow FIRING rule=breaker_open value=75.00 threshold=60.00 by w1: breaker of flow open for 75s",
+	}
+	waitFor(t, 10*time.Second, "the watched events", func() bool {
+		if strings.Contains(stdout.String(), want[0]) {
+			return true
+		}
+		// Until the consumer exists, events published are not new to it.
+		publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "unhealthy", Breaker: "open",
+			SuccessRate: 0.2, LatencyMS: health.Latency{P50: 1, P95: 2, P99: 3}, Availability: 97.5, InFlight: 4,
+			Reason: "circuit breaker open", Worker: "w1", Kind: "change", At: at})
+		return false
+	})
+	publishEvent(t, e, "health.worker.w1", health.WorkerEvent{Worker: "w1", Status: "running", Version: "1.0.0",
+		UptimeSeconds: 90, Tasks: health.Tasks{Done: 42, Failed: 1, DeadLettered: 2}, InFlight: 3, CacheHitRatio: 0.5, At: at})
+	publishEvent(t, e, "health.alert.breaker_open.flow", health.AlertEvent{Alert: "breaker_open.flow", Status: "firing",
+		Rule: "breaker_open", Value: 75, Threshold: 60, Worker: "w1", Message: "breaker of flow open for 75s", At: at})
+	waitFor(t, 10*time.Second, "the alert line", func() bool { return strings.Contains(stdout.String(), "alert ") })
+	if code := stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, w := range want {
+		if !strings.Contains(stdout.String(), w+"\n") {
+			t.Errorf("output lacks line\n%s\ngot:\n%s", w, stdout.String())
+		}
 	}
 }
