@@ -64,8 +64,12 @@ type ControlReply struct {
 //	breaker.trip  {"backend":"NAME"}   open its breaker now
 //	breaker.reset {"backend":"NAME"}   close it now
 //
-// Control replies are {"worker","ok","error"}. Stop the service with
-// Stop.
+// Control replies are {"worker","ok","error"}; a failed one also carries
+// the micro error headers Nats-Service-Error-Code (400: the request is
+// not JSON or lacks its field; 422: the Controller refused, e.g. an
+// unknown route) and Nats-Service-Error. Controller methods are called on
+// the service's goroutines, concurrently. Stop the service with Stop.
+// Errors wrap ErrInvalidOptions when a required option is missing.
 func StartAdmin(o AdminOptions) (micro.Service, error) {
 	if o.Conn == nil || o.Monitor == nil || o.Control == nil || o.WorkerID == "" {
 		return nil, fmt.Errorf("%w: admin needs Conn, Monitor, Control and WorkerID", ErrInvalidOptions)
@@ -88,16 +92,27 @@ func StartAdmin(o AdminOptions) (micro.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin service: %w", err)
 	}
-	control := func(op func(ControlRequest) error) micro.HandlerFunc {
+	// control answers a control request; field names the request's
+	// required field ("route" or "backend").
+	control := func(field string, op func(ControlRequest) error) micro.HandlerFunc {
 		return func(r micro.Request) {
 			var req ControlRequest
-			reply := ControlReply{Worker: o.WorkerID, OK: true}
+			code, msg := "", ""
 			if err := json.Unmarshal(r.Data(), &req); err != nil {
-				reply = ControlReply{Worker: o.WorkerID, Error: "bad request: " + err.Error()}
+				code, msg = "400", "bad request: "+err.Error()
+			} else if (field == "route" && req.Route == "") || (field == "backend" && req.Backend == "") {
+				code, msg = "400", "bad request: "+field+" is required"
 			} else if err := op(req); err != nil {
-				reply = ControlReply{Worker: o.WorkerID, Error: err.Error()}
+				code, msg = "422", err.Error()
 			}
-			_ = r.RespondJSON(reply)
+			if code == "" {
+				_ = r.RespondJSON(ControlReply{Worker: o.WorkerID, OK: true})
+				return
+			}
+			// An error reply keeps the JSON body, and micro counts it in
+			// the endpoint's num_errors.
+			body, _ := json.Marshal(ControlReply{Worker: o.WorkerID, Error: msg})
+			_ = r.Error(code, msg, body)
 		}
 	}
 	endpoints := []struct {
@@ -105,10 +120,10 @@ func StartAdmin(o AdminOptions) (micro.Service, error) {
 		handler micro.Handler
 	}{
 		{"status", micro.HandlerFunc(func(r micro.Request) { _ = r.RespondJSON(status()) })},
-		{"route.pause", control(func(c ControlRequest) error { return o.Control.PauseRoute(c.Route) })},
-		{"route.resume", control(func(c ControlRequest) error { return o.Control.ResumeRoute(c.Route) })},
-		{"breaker.trip", control(func(c ControlRequest) error { return o.Control.TripBreaker(c.Backend) })},
-		{"breaker.reset", control(func(c ControlRequest) error { return o.Control.ResetBreaker(c.Backend) })},
+		{"route.pause", control("route", func(c ControlRequest) error { return o.Control.PauseRoute(c.Route) })},
+		{"route.resume", control("route", func(c ControlRequest) error { return o.Control.ResumeRoute(c.Route) })},
+		{"breaker.trip", control("backend", func(c ControlRequest) error { return o.Control.TripBreaker(c.Backend) })},
+		{"breaker.reset", control("backend", func(c ControlRequest) error { return o.Control.ResetBreaker(c.Backend) })},
 	}
 	one := svc.AddGroup(o.Subject+"."+Token(o.WorkerID), micro.WithGroupQueueGroupDisabled())
 	all := svc.AddGroup(o.Subject+".all", micro.WithGroupQueueGroupDisabled())

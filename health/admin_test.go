@@ -3,6 +3,7 @@ package health_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func (c *control) ResetBreaker(n string) error { return c.do("reset", n) }
 
 func TestAdminService(t *testing.T) {
 	e := newEnv(t)
-	m, _ := health.New(health.Options{JS: e.js, WorkerID: "w1", Backends: []string{"svc"}})
+	m := newMonitor(t, health.Options{JS: e.js, WorkerID: "w1", Backends: []string{"svc"}})
 	m.AttemptStarted("svc")
 	m.AttemptDone("svc", 3*time.Millisecond, nil)
 	ctl := &control{}
@@ -90,11 +91,94 @@ func TestAdminService(t *testing.T) {
 			t.Fatalf("%s did %q, want %q", tc.subject, last, tc.want)
 		}
 	}
-	var reply health.ControlReply
-	if err := json.Unmarshal(request("breakwater.w1.route.pause", `{"route":"nope"}`), &reply); err != nil || reply.OK || reply.Error == "" {
-		t.Fatalf("failing control: %+v, %v", reply, err)
+	for _, tc := range []struct {
+		name, subject, body, wantCode string
+	}{
+		{"refused by the worker", "breakwater.w1.route.pause", `{"route":"nope"}`, "422"},
+		{"not JSON", "breakwater.w1.route.pause", `not json`, "400"},
+		{"no route", "breakwater.w1.route.resume", `{"backend":"svc"}`, "400"},
+		{"no backend", "breakwater.w1.breaker.trip", `{}`, "400"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, err := e.nc.Request(tc.subject, []byte(tc.body), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reply health.ControlReply
+			if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.OK || reply.Error == "" || reply.Worker != "w1" {
+				t.Fatalf("reply %s (%v), want ok false with the reason", msg.Data, err)
+			}
+			if got := msg.Header.Get("Nats-Service-Error-Code"); got != tc.wantCode {
+				t.Fatalf("error code %q, want %q", got, tc.wantCode)
+			}
+		})
 	}
-	if err := json.Unmarshal(request("breakwater.w1.route.pause", `not json`), &reply); err != nil || reply.OK {
-		t.Fatalf("bad request: %+v, %v", reply, err)
+	if err := json.Unmarshal(request("$SRV.STATS.breakwater", ""), &stats); err != nil {
+		t.Fatal(err)
+	}
+	errs := 0
+	for _, ep := range stats.Endpoints {
+		errs += ep.NumErrors
+	}
+	if errs != 4 {
+		t.Fatalf("STATS count %d errors, want 4", errs)
+	}
+}
+
+// A request on breakwater.all.<op> reaches every worker; one on
+// breakwater.<id>.<op> only that one.
+func TestAdminAllWorkers(t *testing.T) {
+	e := newEnv(t)
+	ctls := map[string]*control{}
+	for _, id := range []string{"w1", "w2", "w3"} {
+		nc, js := e.connect(t)
+		m := newMonitor(t, health.Options{JS: js, WorkerID: id})
+		ctls[id] = &control{}
+		svc, err := health.StartAdmin(health.AdminOptions{Conn: nc, Monitor: m, Control: ctls[id], WorkerID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = svc.Stop() })
+		// The service's subscriptions reach the server before any request.
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replies := func(subject, body string, want int) map[string]bool {
+		t.Helper()
+		inbox := e.nc.NewRespInbox()
+		sub, err := e.nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		if err := e.nc.PublishRequest(subject, inbox, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for len(got) < want {
+			msg, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatalf("%s: %d replies of %d: %v", subject, len(got), want, err)
+			}
+			var r health.ControlReply
+			if err := json.Unmarshal(msg.Data, &r); err != nil || !r.OK {
+				t.Fatalf("%s: reply %s (%v)", subject, msg.Data, err)
+			}
+			got[r.Worker] = true
+		}
+		return got
+	}
+	if got := replies("breakwater.all.route.pause", `{"route":"echo"}`, 3); len(got) != 3 {
+		t.Fatalf("replies from %v, want w1, w2 and w3", got)
+	}
+	replies("breakwater.w2.route.resume", `{"route":"echo"}`, 1)
+	for id, c := range ctls {
+		c.mu.Lock()
+		want := map[string]string{"w1": "[pause echo]", "w2": "[pause echo resume echo]", "w3": "[pause echo]"}[id]
+		if got := fmt.Sprint(c.calls); got != want {
+			t.Errorf("%s did %s, want %s", id, got, want)
+		}
+		c.mu.Unlock()
 	}
 }
