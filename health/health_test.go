@@ -646,3 +646,55 @@ func BenchmarkAttemptDone(b *testing.B) {
 		})
 	})
 }
+
+// The alert rules read the injected clock: a breaker open for 59 s of it
+// does not alert and one open for 61 s does; an hour later, the failures
+// have left the availability window and its alert resolves.
+func TestAlertsFollowTheClock(t *testing.T) {
+	e := newEnv(t)
+	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var offset atomic.Int64
+	advance := func(d time.Duration) { offset.Add(int64(d)) }
+	m := newMonitor(t, health.Options{JS: e.js, WorkerID: "w1", Interval: 20 * time.Millisecond,
+		Now: func() time.Time { return base.Add(time.Duration(offset.Load())) }})
+	beats := events[health.WorkerEvent](t, e.nc, "health.worker.w1")
+	alerts := events[health.AlertEvent](t, e.nc, "health.alert.>")
+	// checks waits for three fresh heartbeats: two alert checks at least
+	// since the call.
+	checks := func() {
+		t.Helper()
+		for len(beats) > 0 {
+			<-beats
+		}
+		for range 3 {
+			next(t, beats, "heartbeat")
+		}
+	}
+	run(t, m)
+	m.BreakerChanged("svc", health.BreakerOpen)
+	m.AttemptDone("svc", time.Millisecond, errors.New("503"))
+	for range 9 {
+		m.AttemptDone("svc", time.Millisecond, nil)
+	}
+	if ev := next(t, alerts, "availability alert"); ev.Alert != "availability.svc" || ev.Status != health.Firing {
+		t.Fatalf("got %+v, want availability.svc firing", ev)
+	}
+	advance(59 * time.Second)
+	checks()
+	if len(alerts) > 0 {
+		t.Fatalf("alert after 59 s of a 60 s limit: %+v", <-alerts)
+	}
+	advance(2 * time.Second)
+	if ev := next(t, alerts, "breaker alert"); ev.Alert != "breaker_open.svc" || ev.Status != health.Firing ||
+		ev.Value != 61 || ev.Threshold != 60 || !ev.At.Equal(base.Add(61*time.Second)) {
+		t.Fatalf("got %+v, want breaker_open.svc firing at 61 s of 60", ev)
+	}
+	advance(time.Hour)
+	if ev := next(t, alerts, "availability resolved"); ev.Alert != "availability.svc" || ev.Status != health.Resolved {
+		t.Fatalf("got %+v, want availability.svc resolved", ev)
+	}
+	checks()
+	if len(alerts) > 0 {
+		t.Fatalf("unexpected alert: %+v", <-alerts)
+	}
+}
