@@ -56,7 +56,7 @@ func (e *env) connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
-// lastMsgs returns how many messages the HEALTH stream holds on subject.
+// count returns how many messages the HEALTH stream holds on subject.
 func (e *env) count(t *testing.T, subject string) uint64 {
 	t.Helper()
 	s, err := e.js.Stream(t.Context(), "HEALTH")
