@@ -61,6 +61,10 @@ type Options struct {
 	MaxDeliver int
 	// MaxPayload makes larger payloads poison; 0: no limit of ours.
 	MaxPayload int
+	// Reply decides which Task-Reply-To subjects are answered (see
+	// ReplyRules); a task with a refused one is poison. Nil: only
+	// task.DefaultReplySubjects, never task.NeverReply.
+	Reply *task.ReplyRules
 	// DrainTimeout bounds how long Run waits for in-flight tasks after
 	// its context ends; the rest are handed back to the stream. Default 25s.
 	DrainTimeout time.Duration
@@ -437,7 +441,7 @@ func (w *Worker) process(ctx context.Context, j job, pending chan<- *pendingResu
 		seq, delivered = meta.Sequence.Stream, int(meta.NumDelivered)
 	}
 	typ, _ := w.o.Topology.TaskType(msg.Subject())
-	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload})
+	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: w.o.Reply})
 	span := trace.SpanFromContext(ctx) // a no-op span, without tracing
 	if w.traced {
 		ctx, span = tracing.StartProcess(ctx, w.o.Tracer, w.o.Propagator, tracing.ProcessInfo{

@@ -33,18 +33,23 @@ type ParseOptions struct {
 	// MaxPayload rejects larger payloads as poison; 0 means no limit
 	// beyond the server's own.
 	MaxPayload int
+	// Reply decides which Task-Reply-To subjects are answered; a refused
+	// one makes the task poison. Nil: only DefaultReplySubjects, never
+	// NeverReply.
+	Reply *ReplyRules
 }
 
 // Parse builds a Task from a message of type typ (the subject's tail after
 // "tasks.") stored at stream sequence seq. The task id is Task-Id, else
-// Nats-Msg-Id, else the sequence. Errors wrap ErrPoison; the returned Task is
-// filled as far as parsing got (at least Type, Subject, Payload, Header,
-// Seq, and ID when readable) so that it can be dead-lettered with a reason.
+// Nats-Msg-Id, else the sequence (also when the task's own id is not
+// subject-safe). Errors wrap ErrPoison, and ErrReplyRefused for a
+// Task-Reply-To that o.Reply refuses; the returned Task is filled as far as
+// parsing got (at least Type, Subject, Payload, Header, Seq and ID) so that
+// it can be dead-lettered with a reason. Task-Reply-To is checked first, so
+// a task that is poison for another reason still has ReplyTo set when the
+// caller may be answered, and never when it may not.
 func Parse(subject, typ string, header nats.Header, payload []byte, seq uint64, o ParseOptions) (*Task, error) {
 	t := &Task{Type: typ, Subject: subject, Payload: payload, Header: header, Seq: seq}
-	if typ == "" {
-		return t, fmt.Errorf("%w: subject %q has no task type", ErrPoison, subject)
-	}
 	id := header.Get(HeaderID)
 	src := HeaderID
 	if id == "" {
@@ -53,11 +58,27 @@ func Parse(subject, typ string, header nats.Header, payload []byte, seq uint64, 
 	if id == "" {
 		id, src = strconv.FormatUint(seq, 10), "sequence"
 	}
-	if err := ValidID(id); err != nil {
-		t.ID = strconv.FormatUint(seq, 10)
-		return t, fmt.Errorf("%w: %s: %w", ErrPoison, src, err)
+	idErr := ValidID(id)
+	if idErr != nil {
+		id = strconv.FormatUint(seq, 10)
 	}
 	t.ID = id
+	// An empty Task-Reply-To is no reply-to at all (as Get reads it).
+	if v := header.Values(HeaderReplyTo); len(v) > 1 || len(v) == 1 && v[0] != "" {
+		if len(v) > 1 {
+			return t, fmt.Errorf("%w: %s: %w: given %d times", ErrPoison, HeaderReplyTo, ErrReplyRefused, len(v))
+		}
+		if err := o.Reply.Check(v[0]); err != nil {
+			return t, fmt.Errorf("%w: %s: %w", ErrPoison, HeaderReplyTo, err)
+		}
+		t.ReplyTo = v[0]
+	}
+	if typ == "" {
+		return t, fmt.Errorf("%w: subject %q has no task type", ErrPoison, subject)
+	}
+	if idErr != nil {
+		return t, fmt.Errorf("%w: %s: %w", ErrPoison, src, idErr)
+	}
 	if o.MaxPayload > 0 && len(payload) > o.MaxPayload {
 		return t, fmt.Errorf("%w: payload of %d bytes exceeds the limit of %d", ErrPoison, len(payload), o.MaxPayload)
 	}
@@ -67,12 +88,6 @@ func Parse(subject, typ string, header nats.Header, payload []byte, seq uint64, 
 			return t, fmt.Errorf("%w: %s %q is not RFC 3339", ErrPoison, HeaderDeadline, v)
 		}
 		t.Deadline = d
-	}
-	if v := header.Get(HeaderReplyTo); v != "" {
-		if !ValidSubject(v) {
-			return t, fmt.Errorf("%w: %s %q is not a valid subject", ErrPoison, HeaderReplyTo, v)
-		}
-		t.ReplyTo = v
 	}
 	for _, v := range header.Values(HeaderCacheControl) {
 		for _, d := range strings.Split(v, ",") {
@@ -105,21 +120,4 @@ func ValidID(id string) error {
 		}
 	}
 	return nil
-}
-
-// ValidSubject reports whether s is a subject one can publish to:
-// non-empty tokens, no wildcards, no whitespace, at most 4 KiB.
-func ValidSubject(s string) bool {
-	if s == "" || len(s) > 4096 {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		if strings.ContainsAny(tok, " \t\r\n") {
-			return false
-		}
-	}
-	return true
 }

@@ -56,7 +56,24 @@ func TestParse(t *testing.T) {
 					t.Errorf("reply to: got %q", got.ReplyTo)
 				}
 			}},
-		{name: "wildcard reply to", typ: "echo", give: hdr("Task-Reply-To", "a.*"), wantID: "42", wantPoison: true},
+		{name: "wildcard reply to", typ: "echo", give: hdr("Task-Reply-To", "_INBOX.*"), wantID: "42", wantPoison: true},
+		{name: "empty reply to is none", typ: "echo", give: hdr("Task-Reply-To", ""), wantID: "42"},
+		{name: "reply to twice", typ: "echo", give: hdr("Task-Reply-To", "_INBOX.a", "Task-Reply-To", "_INBOX.b"), wantID: "42", wantPoison: true},
+		{name: "reply to the JetStream API", typ: "echo", give: hdr("Task-Reply-To", "$JS.API.STREAM.DELETE.DLQ"), wantID: "42", wantPoison: true},
+		{name: "reply to a KV bucket", typ: "echo", give: hdr("Task-Reply-To", "$KV.RESULT_CACHE.x"), wantID: "42", wantPoison: true},
+		{name: "reply outside the allow-list", typ: "echo", give: hdr("Task-Reply-To", "my.inbox"), wantID: "42", wantPoison: true},
+		{name: "bad id and allowed reply", typ: "echo", give: hdr("Task-Id", "a.b", "Task-Reply-To", "_INBOX.q"), wantID: "42", wantPoison: true,
+			check: func(t *testing.T, got *task.Task) {
+				if got.ReplyTo != "_INBOX.q" {
+					t.Errorf("reply to: got %q, want the caller told of the poison", got.ReplyTo)
+				}
+			}},
+		{name: "refused reply keeps the id", typ: "echo", give: hdr("Task-Id", "job-1", "Task-Reply-To", "$SYS.REQ.SERVER.PING"), wantID: "job-1", wantPoison: true,
+			check: func(t *testing.T, got *task.Task) {
+				if got.ReplyTo != "" {
+					t.Errorf("reply to: got %q, want none (refused)", got.ReplyTo)
+				}
+			}},
 		{name: "no-cache", typ: "echo", give: hdr("Cache-Control", "max-age=0, No-Cache"), wantID: "42",
 			check: func(t *testing.T, got *task.Task) {
 				if !got.NoCache {
@@ -91,13 +108,23 @@ func TestParse(t *testing.T) {
 	}
 }
 
+var fuzzRules = func() *task.ReplyRules {
+	r, err := task.NewReplyRules([]string{"_INBOX.>", "app.*.reply"}, []string{"tasks.>", "breakwater.>"})
+	if err != nil {
+		panic(err)
+	}
+	return r
+}()
+
 func FuzzParse(f *testing.F) {
+	f.Add("echo", "a1", "", "", "0*", []byte("x"))
+	f.Add("echo", "a1", "", "", "app.x.reply", []byte("x"))
 	f.Add("echo", "a1", "", "", "", []byte("x"))
 	f.Add("code.generate", "", "m1", "2026-01-02T03:04:05Z", "_INBOX.a", []byte{})
 	f.Add("x", "a.b", "", "garbage", "a..b", []byte("{}"))
 	f.Fuzz(func(t *testing.T, typ, id, msgID, deadline, replyTo string, payload []byte) {
 		h := hdr("Task-Id", id, "Nats-Msg-Id", msgID, "Task-Deadline", deadline, "Task-Reply-To", replyTo)
-		got, err := task.Parse("tasks."+typ, typ, h, payload, 7, task.ParseOptions{MaxPayload: 64})
+		got, err := task.Parse("tasks."+typ, typ, h, payload, 7, task.ParseOptions{MaxPayload: 64, Reply: fuzzRules})
 		if got == nil {
 			t.Fatal("nil task")
 		}
@@ -111,8 +138,11 @@ func FuzzParse(f *testing.F) {
 		if task.ValidID(got.ID) != nil {
 			t.Fatalf("accepted invalid id %q", got.ID)
 		}
-		if strings.ContainsAny(got.ReplyTo, " *>") {
-			t.Fatalf("accepted reply-to %q", got.ReplyTo)
+		if got.ReplyTo != "" && fuzzRules.Check(got.ReplyTo) != nil {
+			t.Fatalf("accepted refused reply-to %q", got.ReplyTo)
+		}
+		if got.ReplyTo == "" && replyTo != "" {
+			t.Fatalf("reply-to %q dropped without an error", replyTo)
 		}
 	})
 }

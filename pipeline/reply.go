@@ -1,0 +1,21 @@
+package pipeline
+
+import (
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/task"
+)
+
+// ReplyRules returns the Task-Reply-To rules of a worker on topology t:
+// the allow patterns (nil: task.DefaultReplySubjects), and never the
+// subjects of task.NeverReply, the admin plane or Breakwater's own streams,
+// with and without t's prefix (another deployment may share the server).
+func ReplyRules(t bus.Topology, allow []string) (*task.ReplyRules, error) {
+	own := []string{"tasks.>", "results.>", "dlq.>", "health.>", "schedules.>", "breakwater.>"}
+	deny := append([]string(nil), own...)
+	if t.Prefix != "" {
+		for _, s := range own {
+			deny = append(deny, t.Prefix+"."+s)
+		}
+	}
+	return task.NewReplyRules(allow, deny)
+}
