@@ -29,7 +29,7 @@ type parking struct {
 type parkedRoute struct {
 	until  time.Time // held until then; zero with paused
 	paused bool
-	jobs   []job
+	jobs   []*delivery
 }
 
 func newParking(max int) *parking {
@@ -50,7 +50,7 @@ func (p *parking) paused(route string) bool {
 // hold parks j for route until the given time (ignored while the route
 // is paused). It returns false when the parking is full: the caller then
 // settles the task itself.
-func (p *parking) hold(route string, j job, until time.Time) bool {
+func (p *parking) hold(route string, j *delivery, until time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n >= p.max {
@@ -105,7 +105,7 @@ func (p *parking) signal() {
 
 // due takes the tasks whose time has come and returns the next time one
 // will (zero: none waiting).
-func (p *parking) due(now time.Time) (out []job, next time.Time) {
+func (p *parking) due(now time.Time) (out []*delivery, next time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for name, r := range p.routes {
@@ -127,10 +127,10 @@ func (p *parking) due(now time.Time) (out []job, next time.Time) {
 }
 
 // takeAll empties the parking (drain).
-func (p *parking) takeAll() []job {
+func (p *parking) takeAll() []*delivery {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []job
+	var out []*delivery
 	for _, r := range p.routes {
 		out = append(out, r.jobs...)
 		r.jobs = nil

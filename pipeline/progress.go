@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // progress keeps long tasks from being redelivered: it tracks every task
@@ -19,7 +17,9 @@ import (
 // and, after max_deliver, reports it for the DLQ (max_deliveries).
 type progress struct {
 	ackWait time.Duration
-	stuck   func(jetstream.Msg) // told once per stuck task
+	stuck   func(*delivery) // told once per stuck task
+	// failed is told of an InProgress that could not be sent.
+	failed func(d *delivery, op string, err error)
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -27,13 +27,13 @@ type progress struct {
 }
 
 type tracked struct {
-	msg     jetstream.Msg
+	d       *delivery
 	touched time.Time
 	giveUp  time.Time // zero while not calling a route (waiting, held)
 }
 
-func newProgress(ackWait time.Duration, stuck func(jetstream.Msg)) *progress {
-	return &progress{ackWait: ackWait, stuck: stuck, running: make(map[uint64]tracked)}
+func newProgress(ackWait time.Duration, stuck func(*delivery), failed func(*delivery, string, error)) *progress {
+	return &progress{ackWait: ackWait, stuck: stuck, failed: failed, running: make(map[uint64]tracked)}
 }
 
 // calling marks the task as calling its route, which can take budget at
@@ -61,15 +61,26 @@ func (p *progress) waiting(id uint64) {
 	p.mu.Unlock()
 }
 
-// add starts tracking msg and returns its id for done.
-func (p *progress) add(msg jetstream.Msg) uint64 {
+// add starts tracking d from the moment it arrived and sets its id.
+func (p *progress) add(d *delivery) {
 	now := time.Now()
 	p.mu.Lock()
 	p.nextID++
-	id := p.nextID
-	p.running[id] = tracked{msg: msg, touched: now}
+	d.pid = p.nextID
+	p.running[d.pid] = tracked{d: d, touched: now}
 	p.mu.Unlock()
-	return id
+}
+
+// takeAll stops tracking every task and returns them (drain timeout).
+func (p *progress) takeAll() []*delivery {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*delivery, 0, len(p.running))
+	for id, tr := range p.running {
+		out = append(out, tr.d)
+		delete(p.running, id)
+	}
+	return out
 }
 
 // done stops tracking a task. It is safe to call more than once.
@@ -83,7 +94,7 @@ func (p *progress) done(id uint64) {
 func (p *progress) run(ctx context.Context) {
 	t := time.NewTicker(max(p.ackWait/4, 50*time.Millisecond))
 	defer t.Stop()
-	var due, stuck []jetstream.Msg
+	var due, stuck []*delivery
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,18 +105,20 @@ func (p *progress) run(ctx context.Context) {
 			for id, tr := range p.running {
 				if !tr.giveUp.IsZero() && now.After(tr.giveUp) {
 					delete(p.running, id)
-					stuck = append(stuck, tr.msg)
+					stuck = append(stuck, tr.d)
 					continue
 				}
 				if now.Sub(tr.touched) >= p.ackWait/2 {
 					tr.touched = now
 					p.running[id] = tr
-					due = append(due, tr.msg)
+					due = append(due, tr.d)
 				}
 			}
 			p.mu.Unlock()
-			for _, m := range due {
-				_ = m.InProgress()
+			for _, d := range due {
+				if err := d.msg.InProgress(); err != nil {
+					p.failed(d, "in progress", err)
+				}
 			}
 			for _, m := range stuck {
 				if p.stuck != nil {

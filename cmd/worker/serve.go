@@ -214,8 +214,13 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		probe.cache.Store(resultCache)
 	}
 
+	replyRules, err := pipeline.ReplyRules(topo, nil)
+	if err != nil {
+		return err
+	}
 	w, err := pipeline.New(ctx, pipeline.Options{
-		JS: js, Conn: nc, Consumer: consumer, Topology: topo, Router: bk.router,
+		Reply: replyRules,
+		JS:    js, Conn: nc, Consumer: consumer, Topology: topo, Router: bk.router,
 		Recreate: func(ctx context.Context) (jetstream.Consumer, error) {
 			return setup(ctx, js, topo, cfg, log)
 		},
@@ -281,7 +286,7 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 		var c jetstream.Consumer
 		if err == nil {
 			c, err = bus.EnsureConsumer(sctx, js, topo, bus.ConsumerOptions{
-				AckWait: cfg.Worker.AckWait.D(), MaxDeliver: cfg.Worker.MaxDeliver,
+				AckWait: cfg.Worker.AckWait.D(), MaxDeliver: pipeline.ConsumerMaxDeliver(cfg.Worker.MaxDeliver),
 			})
 		}
 		cancel()

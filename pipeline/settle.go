@@ -1,0 +1,426 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/resilience"
+	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/tracing"
+)
+
+// settler is the one component that settles task messages: it stores
+// results, acks, redelivers (Nak with a delay), dead-letters (the DLQ copy,
+// then Term), answers Task-Reply-To, holds tasks whose route cannot serve
+// them, and keeps every held message alive with InProgress. Decide, inside
+// it, is the one place that picks a failed task's fate.
+//
+// settle runs on the pool goroutine that processed the task, so the waits
+// for the server's acknowledgements (the result's, the DLQ copy's) happen
+// concurrently, one per goroutine, and a slow one holds up no other task.
+type settler struct {
+	w        *Worker
+	progress *progress
+	parking  *parking
+	pull     *puller // set by Run
+}
+
+func newSettler(w *Worker) *settler {
+	s := &settler{w: w, parking: newParking(w.o.MaxParked)}
+	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
+		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
+			"subject", d.msg.Subject())
+	}, s.failed)
+	return s
+}
+
+// track starts keeping d alive and counts it as held, from its arrival.
+func (s *settler) track(d *delivery) {
+	s.pull.take()
+	s.progress.add(d)
+}
+
+// untrack lets d's room and tracking go: it has been settled.
+func (s *settler) untrack(d *delivery) {
+	s.progress.done(d.pid)
+	s.pull.free()
+}
+
+// failed logs and counts a settle request that could not be sent.
+func (s *settler) failed(d *delivery, op string, err error) {
+	s.w.stats.settleErrors.Add(1)
+	s.w.log.Warn("settle request not sent; the server will redeliver the task after the ack wait",
+		"op", op, "subject", d.msg.Subject(), "err", err)
+}
+
+// first reports whether the caller settles d (nobody did before).
+func (s *settler) first(d *delivery) bool { return d.settled.CompareAndSwap(false, true) }
+
+func (s *settler) ack(d *delivery) {
+	if s.first(d) {
+		if err := d.msg.Ack(); err != nil {
+			s.failed(d, "ack", err)
+		}
+	}
+}
+
+func (s *settler) nak(d *delivery, delay time.Duration) {
+	if !s.first(d) {
+		return
+	}
+	var err error
+	if delay > 0 {
+		err = d.msg.NakWithDelay(delay)
+	} else {
+		err = d.msg.Nak()
+	}
+	if err != nil {
+		s.failed(d, "nak", err)
+	}
+}
+
+func (s *settler) term(d *delivery, reason dlq.Reason) {
+	if s.first(d) {
+		if err := d.msg.TermWithReason(string(reason)); err != nil {
+			s.failed(d, "term", err)
+		}
+	}
+}
+
+// handBack returns a task not started (or abandoned by a drain) to the
+// stream at once, for another worker.
+func (s *settler) handBack(d *delivery) {
+	s.nak(d, 0)
+	s.progress.done(d.pid)
+}
+
+// settle carries out the outcome of one delivery.
+func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
+	w := s.w
+	if o.span != nil {
+		defer o.span.End()
+	}
+	if o.ctx != nil {
+		ctx = o.ctx // the task's span, for the result and DLQ spans and logs
+	}
+	switch {
+	case o.stored != nil:
+		w.stats.duplicates.Add(1)
+		w.observe(o.t.Type, OutcomeDuplicate, "", time.Since(o.start))
+		s.reply(ctx, o.t, o.stored.Header, o.stored.Data)
+		s.ack(d)
+		s.done(d)
+		return
+	case o.hold != "":
+		if s.parking.hold(o.hold, d, time.Now().Add(o.holdFor)) {
+			// Held: its room goes to other routes' tasks; progress keeps
+			// it alive until it is released into the queue again.
+			w.stats.inFlight.Add(-1)
+			s.pull.free()
+			return
+		}
+		o.err = o.holdErr
+	case o.err == nil:
+		o.err = s.storeResult(ctx, d, o)
+		if o.err == nil {
+			s.done(d)
+			return
+		}
+	}
+	s.fail(ctx, d, o)
+	s.done(d)
+}
+
+// done ends the delivery's accounting.
+func (s *settler) done(d *delivery) {
+	s.w.stats.inFlight.Add(-1)
+	s.untrack(d)
+}
+
+// storeResult publishes the result, waits for the server to store it, then
+// acks the task and answers Task-Reply-To: a task leaves TASKS only once
+// its result is stored. An error means the task is not acked.
+func (s *settler) storeResult(ctx context.Context, d *delivery, o outcome) error {
+	w := s.w
+	msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
+	for {
+		fut, err := w.o.JS.PublishMsgAsync(msg)
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && ctx.Err() == nil {
+			// The publish window is full: wait for room rather than hand
+			// back a task whose backend call has already succeeded.
+			select {
+			case <-w.o.JS.PublishAsyncComplete():
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if err != nil {
+			return w.resultErr(err)
+		}
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			return w.resultErr(err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: result not acknowledged", ErrShutdown)
+		}
+		break
+	}
+	s.ack(d)
+	w.stats.done.Add(1)
+	w.observe(o.t.Type, OutcomeDone, "", time.Since(o.start))
+	s.reply(ctx, o.t, msg.Header, msg.Data)
+	return nil
+}
+
+// reply answers a Task-Reply-To caller (core NATS, best effort: the result
+// is stored either way).
+func (s *settler) reply(ctx context.Context, t *task.Task, h nats.Header, body []byte) {
+	if t == nil || t.ReplyTo == "" {
+		return
+	}
+	if err := s.w.o.Conn.PublishMsg(&nats.Msg{Subject: t.ReplyTo, Header: h, Data: body}); err != nil {
+		s.w.log.WarnContext(ctx, "reply", "task_id", t.ID, "reply_to", t.ReplyTo, "err", err)
+	}
+}
+
+// fail carries out Decide's verdict for a failed delivery.
+func (s *settler) fail(ctx context.Context, d *delivery, o outcome) {
+	w, t, cause, delivered := s.w, o.t, o.err, o.delivered
+	fate := Decide(cause, delivered, w.o.MaxDeliver)
+	if !trace.SpanContextFromContext(ctx).IsValid() && t.Header != nil {
+		// No span of ours (tracing off): the log lines still carry the
+		// trace the task came with.
+		ctx = tracing.Extract(ctx, w.o.Propagator, t.Header)
+	}
+	log := w.log.With("task_id", t.ID, "type", t.Type, "delivery", delivered, "fate", fate.Action.String())
+	switch fate.Action {
+	case Ack:
+		s.ack(d)
+	case Redeliver:
+		w.stats.redelivered.Add(1)
+		w.observe(t.Type, OutcomeRedelivered, "", time.Since(o.start))
+		if w.o.History != nil && len(o.attempts) > 0 && !errors.Is(cause, ErrShutdown) {
+			if err := w.o.History.Append(ctx, t.Seq, w.records(o.attempts, delivered)); err != nil {
+				log.Warn("attempt history not kept", "err", err)
+			}
+		}
+		log.InfoContext(ctx, "task will be redelivered", "delay", fate.Delay.String(), "err", dlq.Redact(cause.Error()))
+		s.nak(d, fate.Delay)
+	case DeadLetter:
+		s.deadLetter(ctx, d, o, fate, log)
+	}
+}
+
+// deadLetter stores the DLQ copy and, once the server has it, tells a
+// Task-Reply-To caller and removes the task from TASKS. If the copy cannot
+// be stored the task stays in TASKS and comes back (the consumer allows
+// DeliveryHeadroom deliveries beyond MaxDeliver for this).
+func (s *settler) deadLetter(ctx context.Context, d *delivery, o outcome, fate Fate, log interface {
+	ErrorContext(context.Context, string, ...any)
+	WarnContext(context.Context, string, ...any)
+}) {
+	w, t, cause, delivered := s.w, o.t, o.err, o.delivered
+	w.stats.failed.Add(1)
+	e := &dlq.Entry{
+		ID: t.ID, Type: t.Type, Subject: t.Subject, Seq: t.Seq,
+		Header: t.Header, Payload: t.Payload, Reason: fate.Reason, Err: cause,
+		Attempts: attemptsSoFar(len(o.attempts), delivered, fate.Reason), Backends: backendsOf(o.attempts),
+	}
+	if w.o.History != nil {
+		if delivered > 1 {
+			earlier, err := w.o.History.Load(ctx, t.Seq)
+			if err != nil {
+				log.WarnContext(ctx, "attempt history not read", "err", err)
+			}
+			e.History = earlier
+			e.Attempts = max(e.Attempts, len(earlier)+len(o.attempts))
+		}
+		e.History = append(e.History, w.records(o.attempts, delivered)...)
+	}
+	if e.Type == "" {
+		e.Type = "_invalid" // a subject without a type still needs a DLQ subject
+	}
+	dctx, dspan := ctx, trace.Span(nil)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AttrDLQReason.String(string(fate.Reason)))
+		span.SetStatus(codes.Error, dlq.Redact(cause.Error()))
+		dctx, dspan = tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, w.o.Topology.DLQSubject(e.Type), "", nats.Header{}, len(e.Payload))
+	}
+	err := w.o.DLQ.Write(dctx, e)
+	if dspan != nil {
+		tracing.End(dspan, err)
+	}
+	if err != nil {
+		// Never drop a task: it stays in TASKS and comes back.
+		log.ErrorContext(ctx, "dead-letter failed; task will be redelivered", "err", err)
+		w.stats.redelivered.Add(1)
+		s.nak(d, redeliverDelay(delivered, 0))
+		return
+	}
+	w.stats.dead.Add(1)
+	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, time.Since(o.start))
+	log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
+	if t.ReplyTo != "" {
+		h := w.o.DLQ.Header(e)
+		h.Set(task.HeaderID, t.ID)
+		h.Set(task.HeaderType, t.Type)
+		h.Set(task.HeaderStatus, task.StatusError)
+		s.reply(ctx, t, h, nil)
+	}
+	s.term(d, fate.Reason)
+	if w.o.History != nil && delivered > 1 {
+		_ = w.o.History.Delete(ctx, t.Seq)
+	}
+}
+
+// release feeds held tasks back to the pool when their time comes, until
+// stop; then it hands every task still held back to the stream.
+func (s *settler) release(queue chan<- *delivery, stop <-chan struct{}) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		due, next := s.parking.due(time.Now())
+		for i, d := range due {
+			s.pull.take() // back in the pipeline: it holds room again
+			select {
+			case queue <- d:
+			case <-stop:
+				s.pull.free()
+				for _, d := range due[i:] {
+					s.handBack(d)
+				}
+				for _, d := range s.parking.takeAll() {
+					s.handBack(d)
+				}
+				return
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), time.Millisecond)
+		}
+		timer.Reset(wait)
+		select {
+		case <-stop:
+			for _, d := range s.parking.takeAll() {
+				s.handBack(d)
+			}
+			return
+		case <-s.parking.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// resultMsg is the result message of the contract for t's answer.
+func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took time.Duration) *nats.Msg {
+	// Direct assignment: the names are canonical already, and Set would
+	// canonicalise each one again on the hot path.
+	h := nats.Header{
+		task.HeaderID:       {t.ID},
+		task.HeaderType:     {t.Type},
+		task.HeaderStatus:   {task.StatusOK},
+		task.HeaderBackend:  {ans.backend},
+		task.HeaderAttempts: {strconv.Itoa(len(ans.attempts))},
+		task.HeaderCache:    {ans.cache},
+		task.HeaderDuration: {took.String()},
+	}
+	subject := w.o.Topology.ResultSubject(t.Type, t.ID)
+	if trace.SpanFromContext(ctx).IsRecording() {
+		// The result's own publish span; its context goes with the result.
+		_, span := tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, subject, "", h, len(ans.body))
+		span.End()
+	} else {
+		// No span of ours: the task's trace context is passed on as it came.
+		for _, k := range []string{"traceparent", "tracestate", "baggage"} {
+			if v, ok := t.Header[k]; ok {
+				h[k] = v
+			}
+		}
+	}
+	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
+	// store of the same result (a redelivery racing a slow ack) replaces
+	// the first instead of adding one, without the dedupe table's cost.
+	return &nats.Msg{Subject: subject, Header: h, Data: ans.body}
+}
+
+// resultErr classifies a failed result store: a result too large for the
+// server can never be stored (invalid_result), anything else is transient.
+func (w *Worker) resultErr(err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) || isMaxPayload(err) {
+		return fmt.Errorf("%w: store result: %w", ErrInvalidResult, err)
+	}
+	return handlers.Transient(fmt.Errorf("store result: %w", err))
+}
+
+// errCodeMessageTooLarge is the server's JSStreamMessageExceedsMaximumErr:
+// the message is over the stream's max_msg_size.
+const errCodeMessageTooLarge jetstream.ErrorCode = 10054
+
+// isMaxPayload reports the server's refusal of a message too large for the
+// stream (the client itself refuses one over the server's max_payload
+// with nats.ErrMaxPayload).
+func isMaxPayload(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMessageTooLarge
+}
+
+func (w *Worker) observe(typ, outcome string, reason dlq.Reason, took time.Duration) {
+	if w.o.Observe != nil {
+		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: took})
+	}
+}
+
+// records turns one delivery's attempts into history records.
+func (w *Worker) records(attempts []resilience.Attempt, delivery int) []dlq.Record {
+	out := make([]dlq.Record, len(attempts))
+	for i, a := range attempts {
+		class := "ok"
+		switch {
+		case a.Err == nil:
+		case errors.Is(a.Err, resilience.ErrInvalidResult):
+			class = "invalid"
+		case handlers.IsPermanent(a.Err):
+			class = "permanent"
+		default:
+			class = "transient"
+		}
+		out[i] = dlq.NewRecord(delivery, a.Backend, class, handlers.StatusOf(a.Err), a.Duration, a.Start, w.o.WorkerID, a.Err)
+	}
+	return out
+}
+
+// attemptsSoFar counts the backend calls of a task: those of this delivery
+// and, for a task exhausted over several deliveries, at least one per
+// earlier delivery (each was redelivered after a failed call). The exact
+// per-attempt history arrives with the DLQ history.
+func attemptsSoFar(calls, delivered int, reason dlq.Reason) int {
+	if reason == dlq.Exhausted && delivered > 1 {
+		return calls + delivered - 1
+	}
+	return calls
+}
+
+func backendsOf(attempts []resilience.Attempt) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range attempts {
+		if !seen[a.Backend] {
+			seen[a.Backend] = true
+			out = append(out, a.Backend)
+		}
+	}
+	return out
+}
