@@ -64,7 +64,10 @@ func newEnvSync(t testing.TB, co bus.ConsumerOptions, syncAlways bool) *env {
 // newWorker makes a worker on e's server over routes; o supplies the rest.
 func (e *env) newWorker(t testing.TB, o pipeline.Options, routes ...*resilience.Route) *pipeline.Worker {
 	t.Helper()
-	o.JS, o.Conn, o.Consumer, o.Topology = e.js, e.nc, e.cons, e.topo
+	if o.JS == nil {
+		o.JS = e.js
+	}
+	o.Conn, o.Consumer, o.Topology = e.nc, e.cons, e.topo
 	o.Router = resilience.NewRouter(routes)
 	o.DLQ = dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w1"})
 	o.Logger = slog.New(slog.DiscardHandler)
