@@ -128,7 +128,10 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if perShard := cfg.MaxEntriesInWindow / cfg.Shards * cfg.MaxEntrySize; perShard*cfg.Shards > o.MaxSizeMB<<20 {
 		cfg.MaxEntriesInWindow = (o.MaxSizeMB << 20) / cfg.MaxEntrySize
 	}
-	l1, err := bigcache.New(ctx, cfg)
+	// Not ctx: bigcache prints a plain-text line to standard output when
+	// its context ends, which would break the worker's JSON log; Close
+	// stops its cleaner instead.
+	l1, err := bigcache.New(context.WithoutCancel(ctx), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
