@@ -127,7 +127,7 @@ func CheckForwardHeader(pattern string) error {
 	case strings.EqualFold(pattern, "Authorization"), strings.EqualFold(pattern, "Proxy-Authorization"):
 		return bad("%q: credentials are never taken from a task (use the backend's auth or http.headers)", pattern)
 	case !transportFree(pattern):
-		return bad("%q is a transport header, set by the HTTP client, never forwarded", pattern)
+		return bad("%q is a transport header (the HTTP client's own) and never forwarded", pattern)
 	}
 	return nil
 }
