@@ -21,7 +21,7 @@ import (
 // names them (credentials, cookies, identity and proxy headers, broker
 // headers, spoofed Task-* headers).
 func taskHeaders() nats.Header {
-	return nats.Header{
+	h := nats.Header{
 		"traceparent":          {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		"tracestate":           {"congo=t61rcWkgMzE"},
 		"baggage":              {"userId=alice"},
@@ -43,6 +43,13 @@ func taskHeaders() nats.Header {
 		"X-Requested-With":     {"fetch"},
 		"Connection":           {"close"},
 	}
+	// Names a service must not get even from "*": a non-ASCII look-alike of
+	// tracestate (Unicode folding would call it equal), a name that is not
+	// a token, and one longer than any service takes.
+	h["trace\u017ftate"] = []string{"look-alike"}
+	h["X-Request Id"] = []string{"not a header name"}
+	h["X-Request-"+strings.Repeat("x", 1100)] = []string{"too long a name"}
+	return h
 }
 
 // forwardCases: a backend's forward_headers → every header the service
@@ -272,7 +279,7 @@ func TestMatchHeader(t *testing.T) {
 func FuzzMatchHeader(f *testing.F) {
 	for _, s := range [][2]string{
 		{"X-Request-*", "x-request-id"}, {"*", ""}, {"a*b*c", "aXbYc"}, {"*-Id", "X-Id-Id"},
-		{"K*", "\u212a"}, {"x*", "X\xff"}, {"**a", "ba"}, {"", ""},
+		{"K*", "\u212a"}, {"x*", "X\xff"}, {"**a", "ba"}, {"", ""}, {"*ab*ab*", "abab"}, {"a*ba*b", "abab"}, {"*a*", "A"},
 	} {
 		f.Add(s[0], s[1])
 	}

@@ -41,32 +41,69 @@ var ErrBadHeaderPattern = errors.New("invalid header pattern")
 // included ("X-Request-*" matches X-Request-Id; "*" matches every name).
 // Letters match regardless of case (ASCII only, as header names are
 // ASCII tokens).
+//
+// It does not allocate. A pattern without "*" costs one comparison; the
+// text before the first "*" and after the last are compared in place, so
+// "X-Request-*" and "*-Id" cost O(len(pattern)) however long name is. Only
+// text between two stars is searched for, at O(len(name) × its length).
 func MatchHeader(pattern, name string) bool {
-	// Iterative glob match: on a mismatch, let the last "*" swallow one
-	// more byte and retry from there. Each byte of name is revisited at most
-	// once per "*", so the cost is O(len(pattern) × len(name)) at worst and
-	// there is no recursion for a hostile pattern to exploit.
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && lowerASCII(pattern[p]) == lowerASCII(name[n]):
-			p++
-			n++
-		case star >= 0:
-			mark++
-			p, n = star+1, mark
-		default:
+	first := strings.IndexByte(pattern, '*')
+	if first < 0 {
+		return equalFoldASCII(pattern, name)
+	}
+	last := strings.LastIndexByte(pattern, '*')
+	prefix, suffix := pattern[:first], pattern[last+1:]
+	if len(name) < len(prefix)+len(suffix) ||
+		!equalFoldASCII(name[:len(prefix)], prefix) ||
+		!equalFoldASCII(name[len(name)-len(suffix):], suffix) {
+		return false
+	}
+	// Each segment between stars is matched at its leftmost place in what
+	// is left: a later place could only leave less room for the next.
+	rest := name[len(prefix) : len(name)-len(suffix)]
+	for mid := pattern[first:last]; mid != ""; {
+		mid = mid[1:] // the "*" before the segment
+		seg := mid
+		if i := strings.IndexByte(mid, '*'); i >= 0 {
+			seg, mid = mid[:i], mid[i:]
+		} else {
+			mid = ""
+		}
+		if seg == "" {
+			continue
+		}
+		at := indexFoldASCII(rest, seg)
+		if at < 0 {
+			return false
+		}
+		rest = rest[at+len(seg):]
+	}
+	return true
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII letters only: "K" does not
+// equal the Kelvin sign here.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
 			return false
 		}
 	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
+	return true
+}
+
+// indexFoldASCII is the first index of sub in s, ASCII letters compared
+// regardless of case, or -1.
+func indexFoldASCII(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if equalFoldASCII(s[i:i+len(sub)], sub) {
+			return i
+		}
 	}
-	return p == len(pattern)
+	return -1
 }
 
 func lowerASCII(c byte) byte {
@@ -152,13 +189,20 @@ func newForwarder(patterns []string) (forwarder, error) {
 	return forwarder{patterns: slices.Clone(patterns)}, nil
 }
 
+// maxForwardedName bounds the task header names a backend passes on. No
+// service takes a longer one, and the bound keeps a task with huge header
+// names from making matching slow.
+const maxForwardedName = 1024
+
 // allowed reports whether the task header name reaches the backend.
 func (f forwarder) allowed(name string) bool {
-	if NeverForwarded(name) {
+	// Only real header names (RFC 9110 tokens, so ASCII) pass: what a NATS
+	// header may hold beyond that, no HTTP service could be sent anyway.
+	if len(name) > maxForwardedName || !validHeaderName(name) || NeverForwarded(name) {
 		return false
 	}
 	for _, a := range alwaysForwarded {
-		if strings.EqualFold(name, a) {
+		if equalFoldASCII(name, a) {
 			return true
 		}
 	}

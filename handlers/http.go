@@ -264,7 +264,7 @@ func (h *HTTP) setHeaders(hreq *http.Request, req *Request, tok string) {
 			}
 			continue
 		}
-		if !h.fwd.allowed(k) || !validHeaderName(k) {
+		if !h.fwd.allowed(k) {
 			continue
 		}
 		for _, v := range vs {
