@@ -12,6 +12,7 @@ type Config struct {
 	Worker   Worker             `yaml:"worker"`
 	Health   Health             `yaml:"health"`
 	Cache    Cache              `yaml:"cache"`
+	DLQ      DLQ                `yaml:"dlq"`
 	Backends map[string]Backend `yaml:"backends"`
 	Routes   map[string]Route   `yaml:"routes"`
 }
@@ -49,6 +50,23 @@ type Worker struct {
 	// MaxPayload makes larger task payloads poison. Default 0: the
 	// server's limit only.
 	MaxPayload Size `yaml:"max_payload"`
+	// ReplySubjects are the subjects, or patterns with the NATS wildcards
+	// "*" (one token) and ">" (the rest), on which a task's Task-Reply-To is
+	// answered; a task asking for another is poison. Default ["_INBOX.>"];
+	// an empty list answers none. Whatever it says, the worker never
+	// answers on $JS.>, $KV.>, $O.>, $SYS.>, $SRV.>, breakwater.> or its own
+	// stream subjects: that list is applied when tasks are parsed, not here.
+	ReplySubjects []string `yaml:"reply_subjects"`
+}
+
+// DLQ configures what dead-lettering keeps.
+type DLQ struct {
+	// RedactHeaders are header names or "*" patterns ("X-Secret-*"),
+	// matched regardless of case, kept out of DLQ copies, attempt history,
+	// error replies and logs, on top of the built-in list (Authorization,
+	// Proxy-Authorization, Cookie, Set-Cookie, X-Api-Key, X-Auth-Token).
+	// Default none.
+	RedactHeaders []string `yaml:"redact_headers"`
 }
 
 // Health configures health events and alerts.
@@ -77,6 +95,15 @@ type Backend struct {
 	RateLimit      *Rate    `yaml:"rate_limit"`      // "200/s"; nil: unlimited
 	Tags           []string `yaml:"tags"`
 	Auth           *Auth    `yaml:"auth"`
+	// ForwardHeaders are the task headers passed on to the backend besides
+	// the trace context, Content-Type and the Task-Id, Task-Type and
+	// Task-Attempt the worker sets: header names or "*" patterns
+	// ("X-Request-*"), matched regardless of case. Default none: no other
+	// task header reaches a backend. Authorization, Proxy-Authorization and
+	// Nats-* are never forwarded, even when a pattern matches them (see
+	// handlers.NeverForwarded). Built-in handlers accept the key: they run
+	// in the worker and pass no header on.
+	ForwardHeaders []string `yaml:"forward_headers"`
 }
 
 // Kind is "http", "nats" or "builtin".

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +121,45 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("deadline: got %s, want 0s", got)
 			}
 		}},
+		{"reply subjects default", "worker: {concurrency: 2}\n", func(t *testing.T, c *config.Config) {
+			if got := c.Worker.ReplySubjects; !slices.Equal(got, []string{"_INBOX.>"}) {
+				t.Errorf("reply_subjects: got %q, want [_INBOX.>]", got)
+			}
+		}},
+		{"reply subjects null is the default", "worker: {reply_subjects: ~}\n", func(t *testing.T, c *config.Config) {
+			if got := c.Worker.ReplySubjects; !slices.Equal(got, []string{config.DefaultReplySubject}) {
+				t.Errorf("reply_subjects: got %q, want [_INBOX.>]", got)
+			}
+		}},
+		{"reply subjects written empty answer none", "worker: {reply_subjects: []}\n", func(t *testing.T, c *config.Config) {
+			if got := c.Worker.ReplySubjects; got == nil || len(got) != 0 {
+				t.Errorf("reply_subjects: got %#v, want an empty list, not the default", got)
+			}
+		}},
+		{"reply subjects replace the default", "worker:\n  reply_subjects: [\">\", \"*\", \"$JS.API.>\"]\n", func(t *testing.T, c *config.Config) {
+			// Syntax only: the never-answered list is the worker's, at run time.
+			if got := c.Worker.ReplySubjects; !slices.Equal(got, []string{">", "*", "$JS.API.>"}) {
+				t.Errorf("reply_subjects: got %q, want [> * $JS.API.>]", got)
+			}
+		}},
+		{"redact and forward headers", "dlq: {redact_headers: [X-Session, \"X-Secret-*\"]}\n" +
+			"backends:\n  a: {nats: {subject: s}, forward_headers: [\"X-Request-*\", \"*\"]}\n  b: {builtin: echo, forward_headers: [X-A]}\n",
+			func(t *testing.T, c *config.Config) {
+				if got := c.DLQ.RedactHeaders; !slices.Equal(got, []string{"X-Session", "X-Secret-*"}) {
+					t.Errorf("redact_headers: got %q", got)
+				}
+				if got := c.Backends["a"].ForwardHeaders; !slices.Equal(got, []string{"X-Request-*", "*"}) {
+					t.Errorf("forward_headers of a: got %q", got)
+				}
+				if got := c.Backends["b"].ForwardHeaders; !slices.Equal(got, []string{"X-A"}) {
+					t.Errorf("forward_headers of b: got %q", got)
+				}
+			}},
+		{"no header lists unless written", "backends:\n  a: {builtin: echo}\n", func(t *testing.T, c *config.Config) {
+			if c.DLQ.RedactHeaders != nil || c.Backends["a"].ForwardHeaders != nil {
+				t.Errorf("got redact %q, forward %q; want none", c.DLQ.RedactHeaders, c.Backends["a"].ForwardHeaders)
+			}
+		}},
 		{"anchors and merge keys", "backends:\n  a: {builtin: echo, breaker: &b {failure_threshold: 7, delay: 1s}}\n" +
 			"  b: {builtin: echo, breaker: {<<: *b, delay: 2s}}\n", func(t *testing.T, c *config.Config) {
 			if got := c.Backends["b"].Breaker; got.FailureThreshold != 7 || got.Delay.D() != 2*time.Second {
@@ -153,7 +193,7 @@ func TestParseErrors(t *testing.T) {
 		want []wantErr
 	}{
 		{"unknown key", "worker:\n  concurrency: 4\n  concurency: 5\n",
-			[]wantErr{{3, "worker.concurency", `unknown key "concurency", did you mean "concurrency"? (valid keys: concurrency, ack_wait, max_deliver, max_payload)`}}},
+			[]wantErr{{3, "worker.concurency", `unknown key "concurency", did you mean "concurrency"? (valid keys: concurrency, ack_wait, max_deliver, max_payload, reply_subjects)`}}},
 		{"unknown top-level key", "workers: {}\n", []wantErr{{1, "workers", `unknown key "workers"`}}},
 		{"unknown key in flow mapping", "backends: {a: {builtin: echo, timout: 1s}}\n",
 			[]wantErr{{1, "backends.a.timout", `unknown key "timout"`}}},
@@ -250,6 +290,25 @@ func TestParseErrors(t *testing.T) {
 			[]wantErr{{4, "routes.x.cache.ttl", "must be greater than 0, got 0s"}}},
 		{"missing schema", "routes:\n  x:\n    backends: [\"builtin:echo\"]\n    validate:\n      json_schema: nope.json\n",
 			[]wantErr{{5, "routes.x.validate.json_schema", "cannot read nope.json: no such file or directory"}}},
+		{"reply subject with a partial wildcard", "worker:\n  reply_subjects:\n    - _INBOX.>\n    - \"cb.x*\"\n",
+			[]wantErr{{4, "worker.reply_subjects[1]", `* and > are wildcards only as a whole token, got "x*" in "cb.x*"`}}},
+		{"reply subject > not last", "worker: {reply_subjects: [\">.a\"]}\n",
+			[]wantErr{{1, "worker.reply_subjects[0]", "must be its last token"}}},
+		{"reply subject trailing dot", "worker:\n  reply_subjects: [_INBOX.]\n",
+			[]wantErr{{2, "worker.reply_subjects[0]", "empty token"}}},
+		{"reply subject with a tab", "worker:\n  reply_subjects: [\"a\\tb\"]\n",
+			[]wantErr{{2, "worker.reply_subjects[0]", "must not contain spaces or control characters"}}},
+		{"reply subjects not a list", "worker:\n  reply_subjects: _INBOX.>\n",
+			[]wantErr{{2, "worker.reply_subjects", `want a list, got text "_INBOX.>"`}}},
+		{"redact header not a name", "dlq:\n  redact_headers:\n    - \"X:Y\"\n",
+			[]wantErr{{3, "dlq.redact_headers[0]", `want a header name or a pattern of header name characters and *, got "X:Y"`}}},
+		{"unknown dlq key", "dlq: {redact: [X]}\n", []wantErr{{1, "dlq.redact", `unknown key "redact" (valid keys: redact_headers)`}}},
+		{"forward header credentials", "backends:\n  a:\n    http: {url: \"http://x\"}\n    forward_headers:\n      - X-Ok\n      - authorization\n",
+			[]wantErr{{6, "backends.a.forward_headers[1]", `"authorization": credentials are never taken from a task`}}},
+		{"forward header twice", "backends:\n  a: {builtin: echo, forward_headers: [X-A, x-a]}\n",
+			[]wantErr{{2, "backends.a.forward_headers[1]", `"x-a" is listed twice`}}},
+		{"forward headers not a list", "backends:\n  a:\n    builtin: echo\n    forward_headers: X-A\n",
+			[]wantErr{{4, "backends.a.forward_headers", `want a list, got text "X-A"`}}},
 		{"values sorted by line", "routes:\n  x: {backends: [b]}\nworker: {max_deliver: 0}\n", []wantErr{
 			{2, "routes.x.backends[0]", `unknown backend "b"`}, {3, "worker.max_deliver", "must be at least 1"}}},
 		{"error in an anchor is reported where it is written", "backends:\n  a: {builtin: echo, retry: &r {max_attempts: 0}}\n  b: {builtin: echo, retry: *r}\n",
@@ -372,11 +431,14 @@ func TestJSONSchemaResolvedNextToConfig(t *testing.T) {
 // durations and rates as written in a file.
 func jsonOf(t *testing.T, c *config.Config) string {
 	t.Helper()
-	b, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "_INBOX.>", not "_INBOX.\u003e"
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(c); err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // TestGolden loads each testdata/*.yaml. A file named bad-*.yaml must fail
@@ -442,6 +504,8 @@ func FuzzParse(f *testing.F) {
 		"? [a]\n: 1\n",
 		"worker: !!binary aGVsbG8=\n",
 		"---\n...\n---\n",
+		"worker: {reply_subjects: [\"_INBOX.>\", \"a.*.b\", \">\", \"a.>.b\", \"\"]}\n",
+		"dlq: {redact_headers: [\"X-*\", \"\", x]}\nbackends: {a: {builtin: echo, forward_headers: [\"*\", Nats-Msg-Id]}}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -474,9 +538,42 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted backend %q with %+v", name, b)
 			}
 		}
+		for _, subj := range c.Worker.ReplySubjects {
+			if !validPattern(subj) {
+				t.Fatalf("accepted reply subject %q", subj)
+			}
+		}
+		for name, b := range c.Backends {
+			for _, h := range b.ForwardHeaders {
+				if err := handlers.CheckForwardHeader(h); err != nil {
+					t.Fatalf("backend %q: accepted forward_headers entry %q: %v", name, h, err)
+				}
+			}
+		}
+		for _, h := range c.DLQ.RedactHeaders {
+			if h == "" || strings.ContainsAny(h, " \t\r\n:") {
+				t.Fatalf("accepted redact_headers entry %q", h)
+			}
+		}
 		// An accepted config can be shown (logs, golden files).
 		if _, err := json.Marshal(c); err != nil {
 			t.Fatalf("cannot marshal an accepted config: %v", err)
 		}
 	})
+}
+
+// validPattern is an independent statement of a NATS subject pattern:
+// dot-separated non-empty tokens without whitespace, "*" and ">" only as
+// whole tokens, ">" last.
+func validPattern(s string) bool {
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return false
+	}
+	toks := strings.Split(s, ".")
+	for i, tok := range toks {
+		if tok == "" || (tok == ">" && i < len(toks)-1) || (len(tok) > 1 && strings.ContainsAny(tok, "*>")) {
+			return false
+		}
+	}
+	return true
 }

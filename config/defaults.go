@@ -18,16 +18,19 @@ import (
 //	worker.ack_wait                  30s
 //	worker.max_deliver               5
 //	worker.max_payload               0 (the server's limit)
+//	worker.reply_subjects            ["_INBOX.>"]
 //	health.interval                  10s
 //	health.sla_target                99.9 (percent)
 //	health.breaker_open_alert_after  1m
 //	cache.max_size_mb                64
+//	dlq.redact_headers               none (the built-in list always applies)
 //	backends.*.timeout               30s
 //	backends.*.retry                 none; when present: max_attempts 3, backoff 100ms, max_backoff 30s, jitter 0.2
 //	backends.*.breaker               none; when present: failure_threshold 3 unless failure_rate is set,
 //	                                 then min_calls 10 and period 1m; delay 10s; success_threshold 1
 //	backends.*.max_concurrency       0 (unbounded)
 //	backends.*.rate_limit            none (unlimited)
+//	backends.*.forward_headers       none (trace context and Content-Type only)
 //	routes.*.strategy                failover
 //	routes.*.deadline, hedge_after   0 (none)
 const (
@@ -35,6 +38,7 @@ const (
 	DefaultConcurrency      = 64
 	DefaultAckWait          = 30 * time.Second
 	DefaultMaxDeliver       = 5
+	DefaultReplySubject     = "_INBOX.>" // worker.reply_subjects is [DefaultReplySubject]
 	DefaultHealthInterval   = 10 * time.Second
 	DefaultSLATarget        = 99.9
 	DefaultBreakerOpenAlert = time.Minute
@@ -86,6 +90,10 @@ func (c *Config) applyDefaults(has func(path ...string) bool) {
 	setInt(&c.Worker.Concurrency, DefaultConcurrency, "worker", "concurrency")
 	setDur(&c.Worker.AckWait, DefaultAckWait, "worker", "ack_wait")
 	setInt(&c.Worker.MaxDeliver, DefaultMaxDeliver, "worker", "max_deliver")
+	// An empty list that is written stays empty: it answers no reply subject.
+	if !has("worker", "reply_subjects") {
+		c.Worker.ReplySubjects = []string{DefaultReplySubject}
+	}
 	setDur(&c.Health.Interval, DefaultHealthInterval, "health", "interval")
 	if !has("health", "sla_target") {
 		c.Health.SLATarget = DefaultSLATarget

@@ -27,7 +27,7 @@ routes:
 		fmt.Println(first.Line, first.Path)
 	}
 	// Output:
-	// worker.yaml:3: worker.concurency: unknown key "concurency", did you mean "concurrency"? (valid keys: concurrency, ack_wait, max_deliver, max_payload)
+	// worker.yaml:3: worker.concurency: unknown key "concurency", did you mean "concurrency"? (valid keys: concurrency, ack_wait, max_deliver, max_payload, reply_subjects)
 	// true
 	// 3 worker.concurency
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net/url"
 	"os"
@@ -53,6 +54,8 @@ func (p *parser) validate(c *Config) {
 	if n := c.Worker.MaxDeliver; n < 1 {
 		p.errorf([]string{"worker", "max_deliver"}, "must be at least 1, got %d", n)
 	}
+	p.validateList([]string{"worker", "reply_subjects"}, c.Worker.ReplySubjects, true, subjectPatternProblem)
+	p.validateList([]string{"dlq", "redact_headers"}, c.DLQ.RedactHeaders, false, headerPatternProblem)
 	if d := c.Health.Interval.D(); d <= 0 {
 		p.errorf([]string{"health", "interval"}, "must be greater than 0, got %s", d)
 	}
@@ -217,6 +220,76 @@ func (p *parser) validateBackend(name string, b Backend, known known) {
 			p.errorf(at("tags", index(i)), "a tag is A-Z a-z 0-9 _ -, got %q", t)
 		}
 	}
+	p.validateList(at("forward_headers"), b.ForwardHeaders, false, func(s string) string {
+		if err := handlers.CheckForwardHeader(s); err != nil {
+			// The path already says what the entry is.
+			return strings.TrimPrefix(err.Error(), handlers.ErrBadHeaderPattern.Error()+": ")
+		}
+		return ""
+	})
+}
+
+// validateList checks every entry of a list of subjects or header
+// patterns with problem (the reason an entry is wrong, or ""), and that
+// none is listed twice (compared regardless of case unless caseSensitive:
+// header names are case-insensitive, subjects are not).
+func (p *parser) validateList(path []string, list []string, caseSensitive bool, problem func(string) string) {
+	seen := make(map[string]bool, len(list))
+	for i, s := range list {
+		at := append(slices.Clone(path), index(i))
+		if reason := problem(s); reason != "" {
+			p.errorf(at, "%s", reason)
+			continue
+		}
+		key := s
+		if !caseSensitive {
+			key = strings.ToLower(s)
+		}
+		if seen[key] {
+			p.errorf(at, "%q is listed twice", s)
+		}
+		seen[key] = true
+	}
+}
+
+// maxSubject bounds a reply subject pattern, as task.ValidSubject bounds
+// a subject.
+const maxSubject = 4096
+
+// subjectPatternProblem checks a subject or a NATS wildcard pattern ("*"
+// for one token, ">" for the rest, each a whole token) and returns the
+// reason it is wrong, or "". Only the syntax is checked: which subjects
+// may never be answered is the worker's rule, applied to every task.
+func subjectPatternProblem(s string) string {
+	switch {
+	case s == "":
+		return "empty subject"
+	case len(s) > maxSubject:
+		return fmt.Sprintf("a subject is at most %d bytes, got %d", maxSubject, len(s))
+	case strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return fmt.Sprintf("a subject must not contain spaces or control characters, got %q", s)
+	}
+	toks := strings.Split(s, ".")
+	for i, tok := range toks {
+		switch {
+		case tok == "":
+			return fmt.Sprintf("empty token (a leading, trailing or double dot) in %q", s)
+		case tok == ">" && i != len(toks)-1:
+			return fmt.Sprintf("> matches the rest of a subject and must be its last token, got %q", s)
+		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*>"):
+			return fmt.Sprintf("* and > are wildcards only as a whole token, got %q in %q", tok, s)
+		}
+	}
+	return ""
+}
+
+// headerPatternProblem checks a header name or "*" pattern and returns the
+// reason it is wrong, or "".
+func headerPatternProblem(s string) string {
+	if !headerRE.MatchString(s) { // "*" is a token character: patterns match too
+		return fmt.Sprintf("want a header name or a pattern of header name characters and *, got %q", s)
+	}
+	return ""
 }
 
 func (p *parser) validateBreaker(at func(...string) []string, br *Breaker) {

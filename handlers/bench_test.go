@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/breakwater/breakwater/handlers"
@@ -96,4 +97,26 @@ func BenchmarkBuiltinEcho(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMatchHeader: the pattern shapes of forward_headers against a
+// usual header name, against a 1 MiB name a hostile task could send, and
+// the one costly shape (text between two stars, searched for) against the
+// longest name a backend forwards (1 KiB; longer ones are dropped first).
+func BenchmarkMatchHeader(b *testing.B) {
+	huge := "X-" + strings.Repeat("a", 1<<20)
+	for _, bc := range []struct{ name, pattern, header string }{
+		{"exact", "X-Request-Id", "x-request-id"},
+		{"prefix", "X-Request-*", "X-Request-Source"},
+		{"middle", "X-*-Id", "X-Request-Id"},
+		{"prefix/huge", "X-Request-*", huge},
+		{"suffix/huge", "*-" + strings.Repeat("a", 250) + "b", huge},
+		{"middle/1KiB", "*" + strings.Repeat("a", 250) + "b*", huge[:1024]},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				handlers.MatchHeader(bc.pattern, bc.header)
+			}
+		})
+	}
 }

@@ -102,7 +102,7 @@ func httpFake(t *testing.T, b handlertest.Behavior) *httptest.Server {
 func TestConformanceHTTP(t *testing.T) {
 	handlertest.Run(t, func(t *testing.T, b handlertest.Behavior) handlers.Backend {
 		srv := httpFake(t, b)
-		be, err := handlers.NewHTTP(handlers.HTTPOptions{Name: "fake", URL: srv.URL + "/run"})
+		be, err := handlers.NewHTTP(handlers.HTTPOptions{Name: "fake", URL: srv.URL + "/run", ForwardHeaders: b.ForwardHeaders})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +159,7 @@ func TestConformanceNATS(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = svc.Stop() })
 		t.Cleanup(func() { close(done) })
-		be, err := handlers.NewNATS(handlers.NATSOptions{Name: "fake", Conn: client, Subject: subject})
+		be, err := handlers.NewNATS(handlers.NATSOptions{Name: "fake", Conn: client, Subject: subject, ForwardHeaders: b.ForwardHeaders})
 		if err != nil {
 			t.Fatal(err)
 		}

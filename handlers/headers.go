@@ -1,7 +1,10 @@
 package handlers
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,23 +27,191 @@ const (
 // hostile service cannot park tasks for days.
 const MaxRetryAfter = time.Hour
 
-// forwardable reports whether a task header may be passed to a backend
-// service. Nats-* headers belong to the broker (Nats-Msg-Id, Nats-Expected-*),
-// credentials must never come from a publisher, and the Task-* headers the
-// backend sets itself are not taken from the task.
-func forwardable(key string) bool {
-	if len(key) >= 5 && strings.EqualFold(key[:5], "Nats-") {
+// Task headers that a backend passes on without being told to: the W3C
+// trace context (and baggage), so that a trace continues through the
+// service, and Content-Type, which says how to read the payload.
+var alwaysForwarded = [...]string{"traceparent", "tracestate", "baggage", "Content-Type"}
+
+// ErrBadHeaderPattern is wrapped by CheckForwardHeader for an entry that
+// cannot be a forward_headers entry.
+var ErrBadHeaderPattern = errors.New("invalid header pattern")
+
+// MatchHeader reports whether the header name matches pattern: a header
+// name in which each "*" stands for any run of characters, the empty one
+// included ("X-Request-*" matches X-Request-Id; "*" matches every name).
+// Letters match regardless of case (ASCII only, as header names are
+// ASCII tokens).
+//
+// It does not allocate. A pattern without "*" costs one comparison; the
+// text before the first "*" and after the last are compared in place, so
+// "X-Request-*" and "*-Id" cost O(len(pattern)) however long name is. Only
+// text between two stars is searched for, at O(len(name) × its length).
+func MatchHeader(pattern, name string) bool {
+	first := strings.IndexByte(pattern, '*')
+	if first < 0 {
+		return equalFoldASCII(pattern, name)
+	}
+	last := strings.LastIndexByte(pattern, '*')
+	prefix, suffix := pattern[:first], pattern[last+1:]
+	if len(name) < len(prefix)+len(suffix) ||
+		!equalFoldASCII(name[:len(prefix)], prefix) ||
+		!equalFoldASCII(name[len(name)-len(suffix):], suffix) {
 		return false
 	}
-	switch {
-	case strings.EqualFold(key, "Authorization"),
-		strings.EqualFold(key, "Proxy-Authorization"),
-		strings.EqualFold(key, HeaderTaskID),
-		strings.EqualFold(key, HeaderTaskType),
-		strings.EqualFold(key, HeaderTaskAttempt):
-		return false
+	// Each segment between stars is matched at its leftmost place in what
+	// is left: a later place could only leave less room for the next.
+	rest := name[len(prefix) : len(name)-len(suffix)]
+	for mid := pattern[first:last]; mid != ""; {
+		mid = mid[1:] // the "*" before the segment
+		seg := mid
+		if i := strings.IndexByte(mid, '*'); i >= 0 {
+			seg, mid = mid[:i], mid[i:]
+		} else {
+			mid = ""
+		}
+		if seg == "" {
+			continue
+		}
+		at := indexFoldASCII(rest, seg)
+		if at < 0 {
+			return false
+		}
+		rest = rest[at+len(seg):]
 	}
 	return true
+}
+
+// equalFoldASCII is strings.EqualFold for ASCII letters only: "K" does not
+// equal the Kelvin sign here.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// indexFoldASCII is the first index of sub in s, ASCII letters compared
+// regardless of case, or -1.
+func indexFoldASCII(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if equalFoldASCII(s[i:i+len(sub)], sub) {
+			return i
+		}
+	}
+	return -1
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// NeverForwarded reports whether a task header is kept from every backend,
+// whatever its forward_headers say, even "*": Nats-* headers belong to the
+// broker (Nats-Msg-Id, Nats-Expected-*), credentials (Authorization,
+// Proxy-Authorization) must never come from a publisher, the Task-Id,
+// Task-Type and Task-Attempt a backend sends are the worker's, not the
+// task's, and transport headers (Host, Content-Length, Connection, ...)
+// are the HTTP client's own.
+func NeverForwarded(name string) bool {
+	if len(name) >= 5 && strings.EqualFold(name[:5], "Nats-") {
+		return true
+	}
+	switch {
+	case strings.EqualFold(name, "Authorization"),
+		strings.EqualFold(name, "Proxy-Authorization"),
+		strings.EqualFold(name, HeaderTaskID),
+		strings.EqualFold(name, HeaderTaskType),
+		strings.EqualFold(name, HeaderTaskAttempt):
+		return true
+	}
+	return !transportFree(name)
+}
+
+// CheckForwardHeader checks one entry of a backend's forward_headers: a
+// header name, or a pattern with "*" (see MatchHeader). An error wraps
+// ErrBadHeaderPattern and says why: the entry is empty or not a header
+// name, or it can only name headers that are never forwarded (see
+// NeverForwarded: "Authorization", "Nats-Msg-Id", "Nats-*"), which would
+// silently do nothing. Task-Id, Task-Type and Task-Attempt are accepted,
+// as backends send them anyway. A pattern that merely includes such
+// headers ("*", "*-Authorization") is accepted; they stay out all the same.
+func CheckForwardHeader(pattern string) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadHeaderPattern, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case pattern == "":
+		return bad("empty header name")
+	case len(pattern) > maxHeaderPattern:
+		return bad("longer than %d bytes", maxHeaderPattern)
+	case !validHeaderName(pattern): // "*" is a token character, so patterns pass too
+		return bad("not a header name or a pattern of header name characters and *, got %q", pattern)
+	}
+	literal, _, _ := strings.Cut(pattern, "*")
+	switch {
+	case len(literal) >= 5 && strings.EqualFold(literal[:5], "Nats-"):
+		return bad("%q: Nats-* headers belong to the broker and are never forwarded", pattern)
+	case strings.ContainsRune(pattern, '*'):
+		return nil
+	case strings.EqualFold(pattern, "Authorization"), strings.EqualFold(pattern, "Proxy-Authorization"):
+		return bad("%q: credentials are never taken from a task (use the backend's auth or http.headers)", pattern)
+	case !transportFree(pattern):
+		return bad("%q is a transport header (the HTTP client's own) and never forwarded", pattern)
+	}
+	return nil
+}
+
+// maxHeaderPattern bounds a forward_headers entry; header names are short.
+const maxHeaderPattern = 256
+
+// forwarder decides which task headers a backend passes on: the ones in
+// alwaysForwarded and those matching its forward_headers, minus
+// NeverForwarded. The zero value forwards only alwaysForwarded.
+type forwarder struct {
+	patterns []string
+}
+
+// newForwarder checks patterns with CheckForwardHeader.
+func newForwarder(patterns []string) (forwarder, error) {
+	for _, p := range patterns {
+		if err := CheckForwardHeader(p); err != nil {
+			return forwarder{}, err
+		}
+	}
+	return forwarder{patterns: slices.Clone(patterns)}, nil
+}
+
+// maxForwardedName bounds the task header names a backend passes on. No
+// service takes a longer one, and the bound keeps a task with huge header
+// names from making matching slow.
+const maxForwardedName = 1024
+
+// allowed reports whether the task header name reaches the backend.
+func (f forwarder) allowed(name string) bool {
+	// Only real header names (RFC 9110 tokens, so ASCII) pass: what a NATS
+	// header may hold beyond that, no HTTP service could be sent anyway.
+	if len(name) > maxForwardedName || !validHeaderName(name) || NeverForwarded(name) {
+		return false
+	}
+	for _, a := range alwaysForwarded {
+		if equalFoldASCII(name, a) {
+			return true
+		}
+	}
+	for _, p := range f.patterns {
+		if MatchHeader(p, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseRetryAfter parses a Retry-After value: delta-seconds or an HTTP-date

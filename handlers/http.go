@@ -75,16 +75,25 @@ type HTTPOptions struct {
 	// Propagator, when set, writes the call context's trace (the attempt's
 	// span) into the request headers, replacing the task's traceparent.
 	Propagator propagation.TextMapPropagator
+	// ForwardHeaders names the task headers passed on to the service
+	// besides the trace context and Content-Type: header names or "*"
+	// patterns ("X-Request-*"), matched regardless of case. Default none.
+	// Each entry must pass CheckForwardHeader; the headers NeverForwarded
+	// lists stay out even when a pattern matches them.
+	ForwardHeaders []string
 }
 
 // HTTP is a Backend that POSTs the task payload to a URL. It is safe for
 // concurrent use. Close releases its idle connections.
 //
 // The request carries Content-Type (the task's, else
-// application/octet-stream), Task-Id, Task-Type, Task-Attempt, the task's
-// headers except Nats-*, Authorization, Proxy-Authorization and transport
-// headers (trace context is passed on as is), the configured Headers and
-// the bearer token.
+// application/octet-stream), Task-Id, Task-Type and Task-Attempt (from the
+// Request, never from the task's headers), the task's trace context
+// (traceparent, tracestate, baggage; replaced by the call's own when a
+// Propagator is set), the task headers matching ForwardHeaders, the
+// configured Headers and the bearer token. No other task header reaches
+// the service: a publisher cannot hand it a Cookie, an X-Api-Key or an
+// identity header it would trust.
 //
 // Failures are *Error values: 408, 429 and 5xx (but 501) are transient
 // with Status and the Retry-After hint; 501, 3xx and other 4xx are
@@ -100,6 +109,7 @@ type HTTP struct {
 	client  *http.Client
 	token   *tokenSource
 	prop    propagation.TextMapPropagator
+	fwd     forwarder
 }
 
 var _ Backend = (*HTTP)(nil)
@@ -122,6 +132,9 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 		return nil, bad("url %s: no host", redactURL(u))
 	}
 	h := &HTTP{name: o.Name, url: o.URL, safeURL: redactURL(u), static: make(http.Header, len(o.Headers)), prop: o.Propagator}
+	if h.fwd, err = newForwarder(o.ForwardHeaders); err != nil {
+		return nil, fmt.Errorf("http backend %q: %w: forward_headers: %w", o.Name, ErrBadOption, err)
+	}
 
 	switch {
 	case o.BearerTokenFile != "" && o.BearerTokenEnv != "":
@@ -240,7 +253,7 @@ func (h *HTTP) Call(ctx context.Context, req *Request) (*Response, error) {
 }
 
 // setHeaders applies the header rules documented on HTTP, lowest precedence
-// first: task headers, static headers, Task-*, Authorization.
+// first: forwarded task headers, static headers, Task-*, Authorization.
 func (h *HTTP) setHeaders(hreq *http.Request, req *Request, tok string) {
 	hd := hreq.Header
 	ct := ""
@@ -251,7 +264,7 @@ func (h *HTTP) setHeaders(hreq *http.Request, req *Request, tok string) {
 			}
 			continue
 		}
-		if !forwardable(k) || !transportFree(k) || !validHeaderName(k) {
+		if !h.fwd.allowed(k) {
 			continue
 		}
 		for _, v := range vs {

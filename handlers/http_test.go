@@ -164,7 +164,8 @@ func (hs *headerServer) header() http.Header {
 
 func TestHTTPRequestHeaders(t *testing.T) {
 	hs := newHeaderServer(t, http.StatusOK)
-	be := newHTTP(t, handlers.HTTPOptions{URL: hs.URL, Headers: map[string]string{"X-Api-Version": "2", "X-Custom": "static-wins"}})
+	be := newHTTP(t, handlers.HTTPOptions{URL: hs.URL, Headers: map[string]string{"X-Api-Version": "2", "X-Custom": "static-wins"},
+		ForwardHeaders: []string{"X-Custom", "X-Forwarded"}})
 	tests := []struct {
 		name   string
 		give   nats.Header
@@ -175,6 +176,8 @@ func TestHTTPRequestHeaders(t *testing.T) {
 		{"task content type", nats.Header{"content-type": {"application/json"}}, "Content-Type", "application/json"},
 		{"static header", nil, "X-Api-Version", "2"},
 		{"static beats task", nats.Header{"X-Custom": {"from-task"}}, "X-Custom", "static-wins"},
+		{"forwarded", nats.Header{"x-forwarded": {"from-task"}}, "X-Forwarded", "from-task"},
+		{"not forwarded", nats.Header{"X-Other": {"from-task"}}, "X-Other", ""},
 		{"trace context", nats.Header{"traceparent": {"00-abc-def-01"}}, "Traceparent", "00-abc-def-01"},
 		{"no task authorization", nats.Header{"Authorization": {"Bearer evil"}}, "Authorization", ""},
 		{"no nats headers", nats.Header{"Nats-Msg-Id": {"m1"}, "nats-expected-stream": {"X"}}, "Nats-Msg-Id", ""},

@@ -28,8 +28,8 @@ const (
 // into the error message.
 const natsErrorExcerpt = 512
 
-// NATSOptions configures a NATS request-reply backend. All fields but Name
-// are required.
+// NATSOptions configures a NATS request-reply backend. Conn and Subject are
+// required.
 type NATSOptions struct {
 	// Name identifies the backend in errors (Error.Backend).
 	Name string
@@ -42,13 +42,21 @@ type NATSOptions struct {
 	// Propagator, when set, writes the call context's trace (the attempt's
 	// span) into the request headers, replacing the task's traceparent.
 	Propagator propagation.TextMapPropagator
+	// ForwardHeaders names the task headers passed on to the service
+	// besides the trace context and Content-Type; optional, default none.
+	// See HTTPOptions.ForwardHeaders: the rules are the same.
+	ForwardHeaders []string
 }
 
 // NATS is a Backend that sends the task as a core NATS request and waits for
 // one reply. It is safe for concurrent use.
 //
-// The request carries the payload and Task-Id, Task-Type, Task-Attempt and
-// the task's headers except Nats-*, Authorization and Proxy-Authorization.
+// The request carries the payload, Task-Id, Task-Type and Task-Attempt
+// (from the Request, never from the task's headers), the task's trace
+// context (traceparent, tracestate, baggage; replaced by the call's own
+// when a Propagator is set) and Content-Type, and the task headers matching
+// ForwardHeaders, keys as the task wrote them. No other task header reaches
+// the service.
 // The call waits as long as ctx allows: give it a deadline (there is no
 // default timeout).
 //
@@ -63,6 +71,7 @@ type NATS struct {
 	conn    *nats.Conn
 	subject string
 	prop    propagation.TextMapPropagator
+	fwd     forwarder
 }
 
 var _ Backend = (*NATS)(nil)
@@ -78,14 +87,18 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if !task.ValidSubject(o.Subject) {
 		return nil, bad("subject %q is not a literal subject", o.Subject)
 	}
-	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject, prop: o.Propagator}, nil
+	fwd, err := newForwarder(o.ForwardHeaders)
+	if err != nil {
+		return nil, fmt.Errorf("nats backend %q: %w: forward_headers: %w", o.Name, ErrBadOption, err)
+	}
+	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject, prop: o.Propagator, fwd: fwd}, nil
 }
 
 // Call sends req as a request on the subject; see NATS for error classes.
 func (n *NATS) Call(ctx context.Context, req *Request) (*Response, error) {
-	msg := &nats.Msg{Subject: n.subject, Data: req.Payload, Header: make(nats.Header, len(req.Header)+3)}
+	msg := &nats.Msg{Subject: n.subject, Data: req.Payload, Header: make(nats.Header, 8)}
 	for k, v := range req.Header {
-		if forwardable(k) {
+		if n.fwd.allowed(k) {
 			msg.Header[k] = v
 		}
 	}

@@ -61,7 +61,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger, obs observ
 			h, err := handlers.NewHTTP(handlers.HTTPOptions{
 				Name: name, URL: b.HTTP.URL, Headers: b.HTTP.Headers,
 				BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv,
-				Propagator: obs.propagator,
+				Propagator: obs.propagator, ForwardHeaders: b.ForwardHeaders,
 			})
 			if err != nil {
 				closeAll()
@@ -70,7 +70,8 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger, obs observ
 			closers = append(closers, func() { _ = h.Close() })
 			be = h
 		case "nats":
-			n, err := handlers.NewNATS(handlers.NATSOptions{Name: name, Conn: nc, Subject: b.NATS.Subject, Propagator: obs.propagator})
+			n, err := handlers.NewNATS(handlers.NATSOptions{Name: name, Conn: nc, Subject: b.NATS.Subject,
+				Propagator: obs.propagator, ForwardHeaders: b.ForwardHeaders})
 			if err != nil {
 				closeAll()
 				return nil, fmt.Errorf("backend %s: %w", name, err)

@@ -5,7 +5,8 @@
 //
 // A Factory builds a backend in front of a fake service that behaves as a
 // Behavior says; the suite then checks what the caller sees: bodies round
-// trip unchanged, headers reach the service, failures carry the right
+// trip unchanged, only the allowed task headers reach the service
+// (forward_headers is an allow-list), failures carry the right
 // class, status and Retry-After hint, deadlines and cancellation are
 // honoured, and concurrent calls are safe (run the suite with -race).
 package handlertest
@@ -78,12 +79,19 @@ type Behavior struct {
 	// suite can act while a call is in flight. It may be called from many
 	// goroutines.
 	OnRequest func()
+	// ForwardHeaders is the forward_headers the factory must give the
+	// backend it builds (HTTPOptions.ForwardHeaders and the like); nil for
+	// none.
+	ForwardHeaders []string
 }
 
 // Features says what a kind of backend supports; unsupported cases skip.
 type Features struct {
-	// HeadersPassed: task headers, Task-Id, Task-Type and Task-Attempt reach
-	// the service, Nats-* and Authorization task headers do not.
+	// HeadersPassed: Task-Id, Task-Type and Task-Attempt (from the request),
+	// the trace context, Content-Type and the task headers matching
+	// Behavior.ForwardHeaders reach the service; no other task header does
+	// (not Cookie, X-Api-Key or an unlisted X- header), and Authorization
+	// and Nats-* never, even when a pattern matches them.
 	HeadersPassed bool
 	// RetryAfter: a service's Retry-After hint comes back as
 	// handlers.RetryAfter(err).
@@ -183,15 +191,23 @@ func testEcho(t *testing.T, f Factory) {
 }
 
 func testHeaders(t *testing.T, f Factory) {
-	be := f(t, Behavior{Kind: EchoHeaders})
+	be := f(t, Behavior{Kind: EchoHeaders, ForwardHeaders: []string{"X-Custom", "X-Request-*", "*Authorization"}})
 	req := request([]byte("x"))
 	req.TaskID, req.Type, req.Attempt = "task-42", "code.generate", 3
 	req.Header = nats.Header{
-		"X-Custom":      {"a", "b"},
-		"traceparent":   {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
-		"tracestate":    {"congo=t61rcWkgMzE"},
-		"Nats-Msg-Id":   {"dedupe-1"},
-		"Authorization": {"Bearer injected-by-publisher"},
+		"X-Custom":        {"a", "b"},
+		"X-Request-Id":    {"r-1"},
+		"X-Unlisted":      {"u"},
+		"Cookie":          {"session=s"},
+		"X-Api-Key":       {"k"},
+		"traceparent":     {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"tracestate":      {"congo=t61rcWkgMzE"},
+		"baggage":         {"userId=alice"},
+		"Content-Type":    {"application/json"},
+		"Nats-Msg-Id":     {"dedupe-1"},
+		"Task-Id":         {"spoofed"},
+		"Authorization":   {"Bearer injected-by-publisher"},
+		"X-Authorization": {"allowed-by-pattern"},
 	}
 	resp, err := callTimeout(t, be, req)
 	if err != nil {
@@ -218,8 +234,15 @@ func testHeaders(t *testing.T, f Factory) {
 		{"Task-Type", []string{"code.generate"}},
 		{"Task-Attempt", []string{"3"}},
 		{"X-Custom", []string{"a", "b"}},
+		{"X-Request-Id", []string{"r-1"}},
+		{"X-Authorization", []string{"allowed-by-pattern"}},
 		{"traceparent", req.Header["traceparent"]},
 		{"tracestate", req.Header["tracestate"]},
+		{"baggage", req.Header["baggage"]},
+		{"Content-Type", req.Header["Content-Type"]},
+		{"X-Unlisted", nil},
+		{"Cookie", nil},
+		{"X-Api-Key", nil},
 		{"Nats-Msg-Id", nil},
 	} {
 		if g := get(tc.key); !equalStrings(g, tc.want) {
