@@ -214,7 +214,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		probe.cache.Store(resultCache)
 	}
 
-	replyRules, err := pipeline.ReplyRules(topo, nil)
+	replyRules, err := pipeline.ReplyRules(topo, cfg.Worker.ReplySubjects)
 	if err != nil {
 		return err
 	}
