@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -33,6 +34,9 @@ type settler struct {
 	progress *progress
 	parking  *parking
 	pull     *puller // set by Run
+	// waiters are the goroutines awaiting results' acknowledgements; Run
+	// waits for them when it drains.
+	waiters sync.WaitGroup
 }
 
 func newSettler(w *Worker) *settler {
@@ -48,12 +52,6 @@ func newSettler(w *Worker) *settler {
 func (s *settler) track(d *delivery) {
 	s.pull.take()
 	s.progress.add(d)
-}
-
-// untrack lets d's room and tracking go: it has been settled.
-func (s *settler) untrack(d *delivery) {
-	s.progress.done(d.pid)
-	s.pull.free()
 }
 
 // failed logs and counts a settle request that could not be sent.
@@ -104,12 +102,13 @@ func (s *settler) handBack(d *delivery) {
 	s.progress.done(d.pid)
 }
 
-// settle carries out the outcome of one delivery.
+// settle carries out the outcome of one delivery. A result's store is
+// awaited by a goroutine of its own, so the pool goroutine moves on to the
+// next task at once and the waits for acknowledgements overlap; the task's
+// room goes to the next one meanwhile (its work is done), while it stays
+// tracked and kept alive until the server has stored the result.
 func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 	w := s.w
-	if o.span != nil {
-		defer o.span.End()
-	}
 	if o.ctx != nil {
 		ctx = o.ctx // the task's span, for the result and DLQ spans and logs
 	}
@@ -119,7 +118,7 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		w.observe(o.t.Type, OutcomeDuplicate, "", time.Since(o.start))
 		s.reply(ctx, o.t, o.stored.Header, o.stored.Data)
 		s.ack(d)
-		s.done(d)
+		s.done(d, o)
 		return
 	case o.hold != "":
 		if s.parking.hold(o.hold, d, time.Now().Add(o.holdFor)) {
@@ -127,61 +126,81 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 			// it alive until it is released into the queue again.
 			w.stats.inFlight.Add(-1)
 			s.pull.free()
+			endSpan(o)
 			return
 		}
 		o.err = o.holdErr
 	case o.err == nil:
-		o.err = s.storeResult(ctx, d, o)
-		if o.err == nil {
-			s.done(d)
+		msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
+		fut, err := s.publishResult(ctx, msg)
+		if err == nil {
+			d.roomFreed = true
+			s.pull.free()
+			s.waiters.Go(func() { s.awaitResult(ctx, d, o, msg, fut) })
 			return
 		}
+		o.err = err
 	}
 	s.fail(ctx, d, o)
-	s.done(d)
+	s.done(d, o)
 }
 
 // done ends the delivery's accounting.
-func (s *settler) done(d *delivery) {
+func (s *settler) done(d *delivery, o outcome) {
 	s.w.stats.inFlight.Add(-1)
-	s.untrack(d)
+	s.progress.done(d.pid)
+	if !d.roomFreed {
+		s.pull.free()
+	}
+	endSpan(o)
 }
 
-// storeResult publishes the result, waits for the server to store it, then
-// acks the task and answers Task-Reply-To: a task leaves TASKS only once
-// its result is stored. An error means the task is not acked.
-func (s *settler) storeResult(ctx context.Context, d *delivery, o outcome) error {
-	w := s.w
-	msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
+func endSpan(o outcome) {
+	if o.span != nil {
+		o.span.End()
+	}
+}
+
+// publishResult starts storing the result in RESULTS. A full publish
+// window is waited out, not reported: the backend call has succeeded and
+// must not be made again.
+func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
+	js := s.w.o.JS
 	for {
-		fut, err := w.o.JS.PublishMsgAsync(msg)
-		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) && ctx.Err() == nil {
-			// The publish window is full: wait for room rather than hand
-			// back a task whose backend call has already succeeded.
-			select {
-			case <-w.o.JS.PublishAsyncComplete():
-			case <-time.After(10 * time.Millisecond):
-			case <-ctx.Done():
+		fut, err := js.PublishMsgAsync(msg)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || ctx.Err() != nil {
+			if err != nil {
+				return nil, s.w.resultErr(err)
 			}
-			continue
-		}
-		if err != nil {
-			return w.resultErr(err)
+			return fut, nil
 		}
 		select {
-		case <-fut.Ok():
-		case err := <-fut.Err():
-			return w.resultErr(err)
+		case <-js.PublishAsyncComplete():
+		case <-time.After(10 * time.Millisecond):
 		case <-ctx.Done():
-			return fmt.Errorf("%w: result not acknowledged", ErrShutdown)
 		}
-		break
 	}
-	s.ack(d)
-	w.stats.done.Add(1)
-	w.observe(o.t.Type, OutcomeDone, "", time.Since(o.start))
-	s.reply(ctx, o.t, msg.Header, msg.Data)
-	return nil
+}
+
+// awaitResult waits for the result's acknowledgement, then acks the task
+// and answers Task-Reply-To: a task leaves TASKS only once its result is
+// stored. A failed store is settled like any failure.
+func (s *settler) awaitResult(ctx context.Context, d *delivery, o outcome, msg *nats.Msg, fut jetstream.PubAckFuture) {
+	w := s.w
+	select {
+	case <-fut.Ok():
+		s.ack(d)
+		w.stats.done.Add(1)
+		w.observe(o.t.Type, OutcomeDone, "", time.Since(o.start))
+		s.reply(ctx, o.t, msg.Header, msg.Data)
+	case err := <-fut.Err():
+		o.err = w.resultErr(err)
+		s.fail(ctx, d, o)
+	case <-ctx.Done():
+		o.err = fmt.Errorf("%w: result not acknowledged", ErrShutdown)
+		s.fail(ctx, d, o)
+	}
+	s.done(d, o)
 }
 
 // reply answers a Task-Reply-To caller (core NATS, best effort: the result

@@ -60,7 +60,9 @@ type Options struct {
 	MaxDeliver int
 	// Prefetch is how many tasks the worker holds beyond Concurrency,
 	// fetched ahead so that a goroutine that frees finds the next task
-	// waiting. Default Concurrency/4, at least 1.
+	// waiting. Default Concurrency/4, at least 1. Tasks whose result
+	// awaits the server's acknowledgement hold no room (their work is
+	// done); the async publish window bounds those.
 	Prefetch int
 	// MaxPayload makes larger payloads poison; 0: no limit of ours.
 	MaxPayload int
@@ -163,6 +165,9 @@ type delivery struct {
 	// or a drain that timed out and handed it back. Later settles of the
 	// same delivery do nothing.
 	settled atomic.Bool
+	// roomFreed: its room in the puller was given back before it was
+	// settled (its result awaiting the server's acknowledgement).
+	roomFreed bool
 }
 
 // New checks o and returns a Worker; it does not start anything.
@@ -318,6 +323,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		pool.Wait()
+		s.waiters.Wait()
 		// Tasks the pool parked after the parker stopped.
 		for _, d := range s.parking.takeAll() {
 			s.handBack(d)
