@@ -68,15 +68,20 @@ func (s Summary) Done() int { return s.Replayed + s.Skipped + s.Purged }
 // Replay replays every entry o.Filter selects (see ReplayOne), o.Parallel
 // at a time and at most o.Rate a second. Entries are selected first, so
 // entries stored during the run wait for the next one. When ctx ends it
-// stops starting entries, lets those in flight end and returns the
-// summary with ctx's error; running it again finishes the job without
-// losing or duplicating a task. Failed entries stay in the DLQ and make
-// the error wrap ErrIncomplete.
+// stops starting entries and waits for those in flight to finish (each
+// within EntryTimeout, ctx's end notwithstanding), so that when it returns
+// nothing it started is still on its way to the server and the summary
+// counts exactly what the streams hold; the error then wraps ctx's.
+// Running it again finishes the job without losing or duplicating a task.
+// Failed entries stay in the DLQ and make the error wrap ErrIncomplete.
 func (a *Admin) Replay(ctx context.Context, o ReplayOptions) (Summary, error) {
 	var lim *rate.Limiter
 	if o.Rate > 0 {
 		// A burst of one: the rate holds from the first entry on.
 		lim = rate.NewLimiter(rate.Limit(o.Rate), 1)
+	}
+	if o.DryRun {
+		lim = nil // a dry run changes nothing: no reason to pace it
 	}
 	do := func(ctx context.Context, i *Item) (Outcome, error) {
 		if o.DryRun {
@@ -86,14 +91,9 @@ func (a *Admin) Replay(ctx context.Context, o ReplayOptions) (Summary, error) {
 			}
 			return Replayed, err
 		}
-		if lim != nil {
-			if err := lim.Wait(ctx); err != nil {
-				return 0, err
-			}
-		}
 		return a.ReplayOne(ctx, i)
 	}
-	return a.bulk(ctx, bulkOptions{o.Filter, o.Parallel, o.EntryTimeout, o.Progress, o.OnEntry}, "replay", do)
+	return a.bulk(ctx, bulkOptions{o.Filter, o.Parallel, o.EntryTimeout, o.Progress, o.OnEntry, lim}, "replay", do)
 }
 
 // Purge deletes every entry o.Filter selects, as Replay goes through them.
@@ -104,7 +104,7 @@ func (a *Admin) Purge(ctx context.Context, o PurgeOptions) (Summary, error) {
 		}
 		return Purged, a.PurgeOne(ctx, i)
 	}
-	return a.bulk(ctx, bulkOptions{o.Filter, o.Parallel, o.EntryTimeout, o.Progress, o.OnEntry}, "purge", do)
+	return a.bulk(ctx, bulkOptions{o.Filter, o.Parallel, o.EntryTimeout, o.Progress, o.OnEntry, nil}, "purge", do)
 }
 
 type bulkOptions struct {
@@ -113,6 +113,7 @@ type bulkOptions struct {
 	entryTimeout time.Duration
 	progress     func(done, total int)
 	onEntry      func(*Item, Outcome, error)
+	limit        *rate.Limiter // paces the start of entries; nil: unpaced
 }
 
 func (a *Admin) bulk(ctx context.Context, o bulkOptions, verb string, do func(context.Context, *Item) (Outcome, error)) (Summary, error) {
@@ -140,7 +141,12 @@ func (a *Admin) bulk(ctx context.Context, o bulkOptions, verb string, do func(co
 	for range min(o.parallel, len(items)) {
 		wg.Go(func() {
 			for i := range next {
-				ictx, cancel := context.WithTimeout(ctx, o.entryTimeout)
+				// An entry once started is finished even when ctx ends:
+				// cancelling it half-way would leave a publish or a
+				// delete on the wire that can still land after Bulk
+				// returned, so its summary would not be what the
+				// streams hold. EntryTimeout still bounds it.
+				ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.entryTimeout)
 				out, err := do(ictx, i)
 				cancel()
 				mu.Lock()
@@ -172,6 +178,11 @@ feed:
 	for _, i := range items {
 		// Checked first: select picks at random among ready cases.
 		if ctx.Err() != nil {
+			break
+		}
+		// Paced here, before the entry is started, so that ctx ending
+		// during the wait leaves it untouched.
+		if o.limit != nil && o.limit.Wait(ctx) != nil {
 			break
 		}
 		select {
