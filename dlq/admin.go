@@ -168,12 +168,38 @@ func (a *Admin) Get(ctx context.Context, seq uint64) (*Item, error) {
 }
 
 // Scan calls fn for each entry matching f, in stream order, up to f.Limit.
-// It reads the entries present when it starts; fn may delete the entry it
-// is given.
+// It reads the entries present when it starts, a page at a time, so it
+// holds one page, not the selection; fn may delete the entry it is given.
 func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error {
+	return a.scan(ctx, f, scanOptions{}, fn)
+}
+
+// scanPage is how many entries one read of a scan asks for.
+const scanPage = 256
+
+// scanOptions tune how scan reads.
+type scanOptions struct {
+	// headersOnly leaves the payloads on the server (Item.Data is nil):
+	// enough to match a filter.
+	headersOnly bool
+	// upTo is the last sequence read; 0: the stream's last when the
+	// scan begins.
+	upTo uint64
+	// win, when set, bounds the entries held: a page asks only for as
+	// many as it has free slots, an entry given to fn keeps its slot
+	// until fn's owner releases it, one that does not match is released
+	// at once.
+	win *window
+}
+
+func (a *Admin) scan(ctx context.Context, f Filter, o scanOptions, fn func(*Item) error) error {
 	n := 0
 	visit := func(i *Item) (bool, error) {
+		if o.headersOnly {
+			i.Data = nil
+		}
 		if !f.matches(i, a.topo) {
+			o.win.release(1)
 			return true, nil
 		}
 		if err := fn(i); err != nil {
@@ -184,11 +210,15 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 	}
 	if len(f.Seqs) > 0 {
 		for _, seq := range f.Seqs {
-			i, err := a.Get(ctx, seq)
-			if errors.Is(err, ErrNotFound) {
-				continue
+			if _, err := o.win.reserve(ctx, 1); err != nil {
+				return err
 			}
+			i, err := a.Get(ctx, seq)
 			if err != nil {
+				o.win.release(1)
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
 				return err
 			}
 			if more, err := visit(i); err != nil || !more {
@@ -205,6 +235,9 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 		return nil
 	}
 	last := info.State.LastSeq
+	if o.upTo > 0 {
+		last = min(last, o.upTo)
+	}
 	// Settle "nothing matches" from the stream's state where it can: a
 	// fetch finds that out only by waiting its whole wait.
 	if !f.Since.IsZero() && f.Since.After(info.State.LastTime) {
@@ -219,7 +252,7 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 			return nil
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: o.headersOnly}
 	for _, typ := range f.Types {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, a.topo.DLQSubject(typ))
 	}
@@ -230,20 +263,32 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 	if err != nil {
 		return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 	}
+	// reserved counts the slots taken for the current page that no
+	// message has filled yet: they are given back however the page ends.
+	reserved := 0
+	defer func() { o.win.release(reserved) }()
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		page, err := o.win.reserve(ctx, scanPage)
+		if err != nil {
+			return err
+		}
+		reserved = page
+		batch, err := cons.Fetch(page, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
+			reserved--
 			meta, err := m.Metadata()
 			if err != nil {
+				o.win.release(1)
 				return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 			}
 			i := &Item{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers(), Data: m.Data()}
 			if i.Seq > last || (!f.Until.IsZero() && i.Time.After(f.Until)) {
+				o.win.release(1)
 				return nil // stored after the scan began, or after Until: so is the rest
 			}
 			more, err := visit(i)
@@ -260,6 +305,8 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 		if got == 0 {
 			return nil // nothing more matches
 		}
+		o.win.release(reserved)
+		reserved = 0
 	}
 }
 
