@@ -360,12 +360,15 @@ func ReplayMsgID(i *Item) string {
 
 // ReplayHeader is the header of the replayed task: the original's,
 // without the Dlq-* and Nats-* headers, with Task-Id kept and Dlq-Replays
-// incremented.
+// incremented. An expired entry's task is replayed without its
+// Task-Deadline (see ReplayDropsDeadline).
 func ReplayHeader(i *Item) nats.Header {
+	dropDeadline := ReplayDropsDeadline(i)
 	h := make(nats.Header, len(i.Header))
 	for k, v := range i.Header {
 		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "dlq-") || strings.HasPrefix(lk, "nats-") {
+		if strings.HasPrefix(lk, "dlq-") || strings.HasPrefix(lk, "nats-") ||
+			(dropDeadline && strings.EqualFold(k, task.HeaderDeadline)) {
 			continue
 		}
 		h[k] = append([]string(nil), v...)
@@ -375,6 +378,22 @@ func ReplayHeader(i *Item) nats.Header {
 	}
 	h.Set(task.HeaderDLQReplays, strconv.Itoa(i.Replays()+1))
 	return h
+}
+
+// ReplayDropsDeadline reports whether the replay of i leaves out its
+// Task-Deadline: i was dead-lettered because the deadline had passed, so
+// with it the replayed task would be dead-lettered again at once, unrun.
+// Entries dead-lettered for another reason keep theirs.
+func ReplayDropsDeadline(i *Item) bool {
+	if i.Reason() != Expired {
+		return false
+	}
+	for k := range i.Header {
+		if strings.EqualFold(k, task.HeaderDeadline) {
+			return true
+		}
+	}
+	return false
 }
 
 // resultStored reports whether RESULTS holds the result of i's task.
@@ -396,7 +415,8 @@ func (a *Admin) resultStored(ctx context.Context, i *Item) (bool, error) {
 
 // ReplayOne puts the entry's task back on its original subject and then,
 // once the server acknowledged it, deletes the entry. A task whose result
-// is already stored is not published again (AlreadyDone).
+// is already stored is not published again (AlreadyDone). The task is
+// published with ReplayHeader: an expired one without its Task-Deadline.
 //
 // Why a replay interrupted anywhere and run again neither loses nor
 // duplicates a task:

@@ -75,6 +75,10 @@ type Summary struct {
 	Skipped  int // result already stored: entry removed, nothing published
 	Purged   int
 	Failed   int // entries tried that failed; they stay in the DLQ
+	// DeadlinesDropped counts the replayed entries (of Replayed) that were
+	// expired: they went back without their Task-Deadline
+	// (ReplayDropsDeadline).
+	DeadlinesDropped int
 	// MaxHeld is the most entries the run held in memory at once, or had
 	// asked the server for (read ahead, in flight, or on their way in a
 	// page): at most the window.
@@ -194,6 +198,9 @@ func (a *Admin) bulk(ctx context.Context, o bulkOptions, verb string, do func(co
 					}
 				case out == Replayed:
 					sum.Replayed++
+					if ReplayDropsDeadline(i) {
+						sum.DeadlinesDropped++
+					}
 				case out == AlreadyDone:
 					sum.Skipped++
 				case out == Purged:
