@@ -267,8 +267,11 @@ func (a *Admin) scan(ctx context.Context, f Filter, o scanOptions, fn func(*Item
 	// message has filled yet: they are given back however the page ends.
 	reserved := 0
 	defer func() { o.win.release(reserved) }()
+	// left bounds the messages still to come (the stream's count, then
+	// the consumer's pending count): no page asks for more.
+	left := info.State.Msgs
 	for {
-		page, err := o.win.reserve(ctx, scanPage)
+		page, err := o.win.reserve(ctx, int(min(scanPage, left)))
 		if err != nil {
 			return err
 		}
@@ -298,6 +301,7 @@ func (a *Admin) scan(ctx context.Context, f Filter, o scanOptions, fn func(*Item
 			if meta.NumPending == 0 || i.Seq == last {
 				return nil
 			}
+			left = meta.NumPending
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
@@ -399,7 +403,11 @@ func ReplayDropsDeadline(i *Item) bool {
 // resultStored reports whether RESULTS holds the result of i's task.
 func (a *Admin) resultStored(ctx context.Context, i *Item) (bool, error) {
 	id := i.ID()
-	if id == "" {
+	if task.ValidID(id) != nil {
+		// No result is ever stored under such an id, and the id is
+		// untrusted: ">" or "*" would make the subject a wildcard that
+		// finds another task's result, and the entry would be removed
+		// as done without its task ever running.
 		return false, nil
 	}
 	_, err := a.results.GetLastMsgForSubject(ctx, a.topo.ResultSubject(i.Type(a.topo), id))

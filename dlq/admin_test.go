@@ -330,3 +330,35 @@ func TestReplayExpiredDropsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// A poison entry keeps the Task-Id it came with, whatever it is: an id
+// such as ">" must not be read as a subject wildcard that finds another
+// task's result and removes the entry as already done.
+func TestReplayWildcardIDNotTakenForDone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.js.Publish(ctx, "results.alpha.other", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	for k, id := range []string{">", "*", "a.b", "a b", ""} {
+		if err := w.Write(ctx, &dlq.Entry{ID: strconv.Itoa(k + 1), Type: "alpha", Subject: "tasks.alpha", Seq: uint64(k + 1),
+			Header: nats.Header{"Task-Id": {id}, "Nats-Msg-Id": {"m" + strconv.Itoa(k)}}, Reason: dlq.Poison}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{DryRun: true, Parallel: 1, OnEntry: func(i *dlq.Item, out dlq.Outcome, err error) {
+		got = append(got, i.ID()+" "+out.String())
+	}})
+	if err != nil || sum.Replayed != 5 || sum.Skipped != 0 {
+		t.Fatalf("dry replay %+v, %v: %q; want every entry replayed, none skipped", sum, err, got)
+	}
+	if sum, err := a.Replay(ctx, dlq.ReplayOptions{}); err != nil || sum.Replayed != 5 || e.count(t, "TASKS") != 5 {
+		t.Fatalf("replay %+v, %v, TASKS %d; want the 5 tasks back", sum, err, e.count(t, "TASKS"))
+	}
+}
