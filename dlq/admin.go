@@ -168,12 +168,38 @@ func (a *Admin) Get(ctx context.Context, seq uint64) (*Item, error) {
 }
 
 // Scan calls fn for each entry matching f, in stream order, up to f.Limit.
-// It reads the entries present when it starts; fn may delete the entry it
-// is given.
+// It reads the entries present when it starts, a page at a time, so it
+// holds one page, not the selection; fn may delete the entry it is given.
 func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error {
+	return a.scan(ctx, f, scanOptions{}, fn)
+}
+
+// scanPage is how many entries one read of a scan asks for.
+const scanPage = 256
+
+// scanOptions tune how scan reads.
+type scanOptions struct {
+	// headersOnly leaves the payloads on the server (Item.Data is nil):
+	// enough to match a filter.
+	headersOnly bool
+	// upTo is the last sequence read; 0: the stream's last when the
+	// scan begins.
+	upTo uint64
+	// win, when set, bounds the entries held: a page asks only for as
+	// many as it has free slots, an entry given to fn keeps its slot
+	// until fn's owner releases it, one that does not match is released
+	// at once.
+	win *window
+}
+
+func (a *Admin) scan(ctx context.Context, f Filter, o scanOptions, fn func(*Item) error) error {
 	n := 0
 	visit := func(i *Item) (bool, error) {
+		if o.headersOnly {
+			i.Data = nil
+		}
 		if !f.matches(i, a.topo) {
+			o.win.release(1)
 			return true, nil
 		}
 		if err := fn(i); err != nil {
@@ -184,11 +210,15 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 	}
 	if len(f.Seqs) > 0 {
 		for _, seq := range f.Seqs {
-			i, err := a.Get(ctx, seq)
-			if errors.Is(err, ErrNotFound) {
-				continue
+			if _, err := o.win.reserve(ctx, 1); err != nil {
+				return err
 			}
+			i, err := a.Get(ctx, seq)
 			if err != nil {
+				o.win.release(1)
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
 				return err
 			}
 			if more, err := visit(i); err != nil || !more {
@@ -205,6 +235,9 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 		return nil
 	}
 	last := info.State.LastSeq
+	if o.upTo > 0 {
+		last = min(last, o.upTo)
+	}
 	// Settle "nothing matches" from the stream's state where it can: a
 	// fetch finds that out only by waiting its whole wait.
 	if !f.Since.IsZero() && f.Since.After(info.State.LastTime) {
@@ -219,7 +252,7 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 			return nil
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, HeadersOnly: o.headersOnly}
 	for _, typ := range f.Types {
 		cfg.FilterSubjects = append(cfg.FilterSubjects, a.topo.DLQSubject(typ))
 	}
@@ -230,20 +263,35 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 	if err != nil {
 		return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 	}
+	// reserved counts the slots taken for the current page that no
+	// message has filled yet: they are given back however the page ends.
+	reserved := 0
+	defer func() { o.win.release(reserved) }()
+	// left bounds the messages still to come (the stream's count, then
+	// the consumer's pending count): no page asks for more.
+	left := info.State.Msgs
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		page, err := o.win.reserve(ctx, int(min(scanPage, left)))
+		if err != nil {
+			return err
+		}
+		reserved = page
+		batch, err := cons.Fetch(page, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
+			reserved--
 			meta, err := m.Metadata()
 			if err != nil {
+				o.win.release(1)
 				return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
 			}
 			i := &Item{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers(), Data: m.Data()}
 			if i.Seq > last || (!f.Until.IsZero() && i.Time.After(f.Until)) {
+				o.win.release(1)
 				return nil // stored after the scan began, or after Until: so is the rest
 			}
 			more, err := visit(i)
@@ -253,6 +301,7 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 			if meta.NumPending == 0 || i.Seq == last {
 				return nil
 			}
+			left = meta.NumPending
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
@@ -260,6 +309,8 @@ func (a *Admin) Scan(ctx context.Context, f Filter, fn func(*Item) error) error 
 		if got == 0 {
 			return nil // nothing more matches
 		}
+		o.win.release(reserved)
+		reserved = 0
 	}
 }
 
@@ -313,12 +364,15 @@ func ReplayMsgID(i *Item) string {
 
 // ReplayHeader is the header of the replayed task: the original's,
 // without the Dlq-* and Nats-* headers, with Task-Id kept and Dlq-Replays
-// incremented.
+// incremented. An expired entry's task is replayed without its
+// Task-Deadline (see ReplayDropsDeadline).
 func ReplayHeader(i *Item) nats.Header {
+	dropDeadline := ReplayDropsDeadline(i)
 	h := make(nats.Header, len(i.Header))
 	for k, v := range i.Header {
 		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "dlq-") || strings.HasPrefix(lk, "nats-") {
+		if strings.HasPrefix(lk, "dlq-") || strings.HasPrefix(lk, "nats-") ||
+			(dropDeadline && strings.EqualFold(k, task.HeaderDeadline)) {
 			continue
 		}
 		h[k] = append([]string(nil), v...)
@@ -330,10 +384,30 @@ func ReplayHeader(i *Item) nats.Header {
 	return h
 }
 
+// ReplayDropsDeadline reports whether the replay of i leaves out its
+// Task-Deadline: i was dead-lettered because the deadline had passed, so
+// with it the replayed task would be dead-lettered again at once, unrun.
+// Entries dead-lettered for another reason keep theirs.
+func ReplayDropsDeadline(i *Item) bool {
+	if i.Reason() != Expired {
+		return false
+	}
+	for k := range i.Header {
+		if strings.EqualFold(k, task.HeaderDeadline) {
+			return true
+		}
+	}
+	return false
+}
+
 // resultStored reports whether RESULTS holds the result of i's task.
 func (a *Admin) resultStored(ctx context.Context, i *Item) (bool, error) {
 	id := i.ID()
-	if id == "" {
+	if task.ValidID(id) != nil {
+		// No result is ever stored under such an id, and the id is
+		// untrusted: ">" or "*" would make the subject a wildcard that
+		// finds another task's result, and the entry would be removed
+		// as done without its task ever running.
 		return false, nil
 	}
 	_, err := a.results.GetLastMsgForSubject(ctx, a.topo.ResultSubject(i.Type(a.topo), id))
@@ -349,7 +423,8 @@ func (a *Admin) resultStored(ctx context.Context, i *Item) (bool, error) {
 
 // ReplayOne puts the entry's task back on its original subject and then,
 // once the server acknowledged it, deletes the entry. A task whose result
-// is already stored is not published again (AlreadyDone).
+// is already stored is not published again (AlreadyDone). The task is
+// published with ReplayHeader: an expired one without its Task-Deadline.
 //
 // Why a replay interrupted anywhere and run again neither loses nor
 // duplicates a task:

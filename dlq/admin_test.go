@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/task"
 )
 
 // fill dead-letters the entries of the table below and returns an admin.
@@ -256,5 +257,108 @@ func TestReplayLinkedToFailedTrace(t *testing.T) {
 	}
 	if tp := m.Header.Get("traceparent"); !strings.Contains(tp, replay.SpanContext.TraceID().String()) {
 		t.Fatalf("replayed task traceparent %q, want the replay's trace", tp)
+	}
+}
+
+type deadlineCase struct {
+	id         string
+	reason     dlq.Reason
+	header     nats.Header
+	wantHeader string // Task-Deadline of the replayed task
+}
+
+// An expired task replayed with its Task-Deadline would be dead-lettered
+// again at once: its replay drops the deadline (and the summary counts
+// it); a task dead-lettered for another reason keeps its own.
+func TestReplayExpiredDropsDeadline(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	tests := []deadlineCase{
+		{"late", dlq.Expired, nats.Header{"Task-Deadline": {past}}, ""},
+		{"oddcase", dlq.Expired, nats.Header{"task-deadline": {past}}, ""},
+		{"undated", dlq.Expired, nats.Header{}, ""},
+		{"failed", dlq.Exhausted, nats.Header{"Task-Deadline": {past}}, past},
+	}
+	for k, tc := range tests {
+		tc.header.Set("Task-Id", tc.id)
+		if err := w.Write(ctx, &dlq.Entry{ID: tc.id, Type: "dl", Subject: "tasks.dl", Seq: uint64(k + 1),
+			Header: tc.header, Payload: []byte(tc.id), Reason: tc.reason}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{})
+	if err != nil || sum.Replayed != len(tests) || sum.DeadlinesDropped != 2 {
+		t.Fatalf("Replay = %+v, %v; want %d replayed, 2 deadlines dropped", sum, err, len(tests))
+	}
+	tasks, err := e.js.Stream(ctx, "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= uint64(len(tests)); seq++ {
+		m, err := tasks.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get("Task-Id")
+		k := slices.IndexFunc(tests, func(tc deadlineCase) bool { return tc.id == id })
+		if k < 0 {
+			t.Fatalf("replayed an unknown task %q", id)
+		}
+		var got []string
+		for key, v := range m.Header {
+			if strings.EqualFold(key, "Task-Deadline") {
+				got = append(got, v...)
+			}
+		}
+		if want := tests[k].wantHeader; strings.Join(got, ",") != want {
+			t.Errorf("%s (%s): replayed Task-Deadline %q, want %q", id, tests[k].reason, got, want)
+		}
+		// What a worker would make of it: only the one that failed for
+		// another reason is still expired.
+		tk, err := task.Parse(m.Subject, "dl", m.Header, m.Data, m.Sequence, task.ParseOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := tk.Expired(time.Now()), tests[k].wantHeader != ""; got != want {
+			t.Errorf("%s: replayed task expired %v, want %v", id, got, want)
+		}
+	}
+}
+
+// A poison entry keeps the Task-Id it came with, whatever it is: an id
+// such as ">" must not be read as a subject wildcard that finds another
+// task's result and removes the entry as already done.
+func TestReplayWildcardIDNotTakenForDone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.js.Publish(ctx, "results.alpha.other", []byte("done")); err != nil {
+		t.Fatal(err)
+	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	for k, id := range []string{">", "*", "a.b", "a b", ""} {
+		if err := w.Write(ctx, &dlq.Entry{ID: strconv.Itoa(k + 1), Type: "alpha", Subject: "tasks.alpha", Seq: uint64(k + 1),
+			Header: nats.Header{"Task-Id": {id}, "Nats-Msg-Id": {"m" + strconv.Itoa(k)}}, Reason: dlq.Poison}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	sum, err := a.Replay(ctx, dlq.ReplayOptions{DryRun: true, Parallel: 1, OnEntry: func(i *dlq.Item, out dlq.Outcome, err error) {
+		got = append(got, i.ID()+" "+out.String())
+	}})
+	if err != nil || sum.Replayed != 5 || sum.Skipped != 0 {
+		t.Fatalf("dry replay %+v, %v: %q; want every entry replayed, none skipped", sum, err, got)
+	}
+	if sum, err := a.Replay(ctx, dlq.ReplayOptions{}); err != nil || sum.Replayed != 5 || e.count(t, "TASKS") != 5 {
+		t.Fatalf("replay %+v, %v, TASKS %d; want the 5 tasks back", sum, err, e.count(t, "TASKS"))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,16 +83,19 @@ func TestReplayInterruptedAndRerun(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted replay: %+v, %v; want context.Canceled", sum, err)
 	}
-	if sum.Done() >= n || sum.Done() < stopAfter-dlq.DefaultParallel {
-		t.Fatalf("interrupted replay settled %d of %d (stopped after %d)", sum.Done(), n, stopAfter)
+	// Replay returned only once every entry it started was settled, so
+	// its summary is exactly what the streams hold.
+	if sum.Failed != 0 || sum.Skipped != 0 || sum.Done() >= n || sum.Done() < stopAfter {
+		t.Fatalf("interrupted replay: %+v; want %d ≤ replayed < %d, none failed", sum, stopAfter, n)
 	}
-	left := e.count(t, "DLQ")
-	if left == 0 || left+e.count(t, "TASKS") < n {
-		t.Fatalf("after the interruption: DLQ %d + TASKS %d, want at least %d and some left", left, e.count(t, "TASKS"), n)
+	left, tasks := int(e.count(t, "DLQ")), int(e.count(t, "TASKS"))
+	if left != n-sum.Replayed || tasks != sum.Replayed {
+		t.Fatalf("after the interruption: DLQ %d, TASKS %d; want %d, %d (summary %+v)", left, tasks, n-sum.Replayed, sum.Replayed, sum)
 	}
+	first := sum
 	sum, err = a.Replay(context.Background(), dlq.ReplayOptions{})
-	if err != nil || sum.Selected != int(left) {
-		t.Fatalf("rerun: %+v, %v; want %d selected", sum, err, left)
+	if err != nil || sum.Selected != left || sum.Replayed != left || sum.Failed != 0 {
+		t.Fatalf("rerun: %+v, %v; want %d selected and replayed (first run %+v)", sum, err, left, first)
 	}
 	ids := taskIDs(t, e)
 	for k := range n {
@@ -215,5 +219,95 @@ func TestReplayFailureKeepsEntry(t *testing.T) {
 	}
 	if n := e.count(t, "DLQ"); n != 2 {
 		t.Fatalf("DLQ holds %d, want both entries kept", n)
+	}
+}
+
+// A bulk run reads its selection a page at a time: however many entries
+// it goes through, it never holds more than its window, payloads
+// included (Summary.MaxHeld counts every entry from the moment it is
+// read until its work is done).
+func TestBulkHoldsAtMostItsWindow(t *testing.T) {
+	const n, window, parallel = 600, 24, 8
+	e := newEnv(t)
+	a := deadLetterMany(t, e, n)
+	ctx := context.Background()
+	var every []uint64
+	for seq := uint64(1); seq <= n; seq += 3 {
+		every = append(every, seq)
+	}
+	tests := []struct {
+		name string
+		run  func() (dlq.Summary, error)
+		want int // entries done
+	}{
+		{"dry replay", func() (dlq.Summary, error) {
+			return a.Replay(ctx, dlq.ReplayOptions{DryRun: true, Window: window, Parallel: parallel})
+		}, n},
+		{"dry purge by seq", func() (dlq.Summary, error) {
+			return a.Purge(ctx, dlq.PurgeOptions{DryRun: true, Window: window, Parallel: parallel, Filter: dlq.Filter{Seqs: every}})
+		}, len(every)},
+		{"replay", func() (dlq.Summary, error) {
+			return a.Replay(ctx, dlq.ReplayOptions{Window: window, Parallel: parallel, Filter: dlq.Filter{Limit: n / 2}})
+		}, n / 2},
+		{"purge", func() (dlq.Summary, error) {
+			return a.Purge(ctx, dlq.PurgeOptions{Window: window, Parallel: parallel})
+		}, n / 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sum, err := tc.run()
+			if err != nil || sum.Done() != tc.want || sum.Selected != tc.want {
+				t.Fatalf("got %+v, %v; want %d selected and done", sum, err, tc.want)
+			}
+			if sum.MaxHeld < 1 || sum.MaxHeld > window {
+				t.Fatalf("held up to %d entries at once, want 1..%d (window) for %d entries", sum.MaxHeld, window, tc.want)
+			}
+		})
+	}
+	if d, tk := e.count(t, "DLQ"), e.count(t, "TASKS"); d != 0 || tk != n/2 {
+		t.Fatalf("DLQ %d, TASKS %d; want 0, %d", d, tk, n/2)
+	}
+}
+
+// Read in pages as small as one entry, a bulk run selects exactly what
+// Scan does, in the same order, whatever the filter.
+func TestBulkSelectsWhatScanSelects(t *testing.T) {
+	e := newEnv(t)
+	a := fill(t, e)
+	ctx := context.Background()
+	third, err := a.Get(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		f    dlq.Filter
+	}{
+		{"all", dlq.Filter{}},
+		{"limit", dlq.Filter{Limit: 3}},
+		{"since and until", dlq.Filter{Since: third.Time, Until: third.Time}},
+		{"until", dlq.Filter{Until: third.Time}},
+		{"types", dlq.Filter{Types: []string{"beta", "code.gen"}}},
+		{"reason and limit", dlq.Filter{Reasons: []dlq.Reason{dlq.Exhausted}, Limit: 1}},
+		{"backend", dlq.Filter{Backends: []string{"y"}}},
+		{"seqs", dlq.Filter{Seqs: []uint64{5, 2, 99, 4}}},
+		{"seqs and reason", dlq.Filter{Seqs: []uint64{1, 2, 3}, Reasons: []dlq.Reason{dlq.Exhausted}}},
+		{"none", dlq.Filter{Types: []string{"none"}}},
+	}
+	for _, tc := range tests {
+		for _, window := range []int{1, 2} {
+			t.Run(fmt.Sprint(tc.name, " window ", window), func(t *testing.T) {
+				var got []string
+				sum, err := a.Purge(ctx, dlq.PurgeOptions{Filter: tc.f, DryRun: true, Parallel: 1, Window: window,
+					OnEntry: func(i *dlq.Item, _ dlq.Outcome, _ error) { got = append(got, i.ID()) }})
+				want := ids(t, a, tc.f)
+				if err != nil || !slices.Equal(got, want) || sum.Selected != len(want) || sum.Purged != len(want) {
+					t.Fatalf("got %v (%+v, %v), want %v", got, sum, err, want)
+				}
+				if sum.MaxHeld > window {
+					t.Fatalf("held %d entries, window %d", sum.MaxHeld, window)
+				}
+			})
+		}
 	}
 }

@@ -318,8 +318,11 @@ func (a *app) dlqReplayCmd() *cobra.Command {
 		Long: `Republish the selected entries to their original subject with the same Task-Id,
 Dlq-Replays incremented and a fresh Nats-Msg-Id (<id>-r<N>), and delete each
 entry only after the new publish is acknowledged. A task whose result is
-already stored is not published again (its entry is removed). A replay that is
-interrupted can be run again: it neither loses nor duplicates a task.`,
+already stored is not published again (its entry is removed). An expired task
+goes back without its Task-Deadline (it had passed: with it, the task would be
+dead-lettered again at once); the summary says how many. A replay that is
+interrupted can be run again: it neither loses nor duplicates a task. The
+selection is read a page at a time, never whole, whatever the DLQ holds.`,
 		Example: `  publisher dlq replay --reason exhausted --since 1h --dry-run
   publisher dlq replay --type code.generate --rate 50/s`,
 		Args: argsRange(0, 0, ""),
@@ -345,6 +348,8 @@ interrupted can be run again: it neither loses nor duplicates a task.`,
 						case err != nil:
 						case out == dlq.AlreadyDone:
 							fmt.Fprintf(a.stdout, "would skip %d (%s %s): result already stored, would delete the entry\n", i.Seq, i.Reason(), i.ID())
+						case dlq.ReplayDropsDeadline(i):
+							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s, without its Task-Deadline\n", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
 						default:
 							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s\n", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
 						}
@@ -354,13 +359,17 @@ interrupted can be run again: it neither loses nor duplicates a task.`,
 					o.Progress = progress
 					return adm.Replay(ctx, o)
 				})
+				var undated string
+				if sum.DeadlinesDropped > 0 {
+					undated = fmt.Sprintf(" (%d expired, without their Task-Deadline)", sum.DeadlinesDropped)
+				}
 				switch {
 				case !f.dryRun:
-					fmt.Fprintf(a.stderr, "replayed %d, skipped %d (result already stored), failed %d\n", sum.Replayed, sum.Skipped, sum.Failed)
+					fmt.Fprintf(a.stderr, "replayed %d%s, skipped %d (result already stored), failed %d\n", sum.Replayed, undated, sum.Skipped, sum.Failed)
 				case sum.Skipped > 0:
-					fmt.Fprintf(a.stderr, "dry run: would replay %d entries and skip %d (result already stored), changed nothing\n", sum.Replayed, sum.Skipped)
+					fmt.Fprintf(a.stderr, "dry run: would replay %d entries%s and skip %d (result already stored), changed nothing\n", sum.Replayed, undated, sum.Skipped)
 				default:
-					fmt.Fprintf(a.stderr, "dry run: would replay %d entries, changed nothing\n", sum.Replayed)
+					fmt.Fprintf(a.stderr, "dry run: would replay %d entries%s, changed nothing\n", sum.Replayed, undated)
 				}
 				return err
 			})
@@ -419,9 +428,12 @@ func (a *app) runBulk(verb string, dryRun bool, run func(progress func(done, tot
 		asked bool
 	)
 	progress := func(done, total int) {
-		if !asked && !dryRun {
+		if !asked {
 			// Made at the first entry: the total is known only then.
-			asked, bar = true, a.progressBar(total, verb)
+			asked = true
+			if showProgress(a.stderr, dryRun, total) {
+				bar = a.progressBar(total, verb)
+			}
 		}
 		if bar != nil {
 			_ = bar.Set(done)
@@ -435,15 +447,27 @@ func (a *app) runBulk(verb string, dryRun bool, run func(progress func(done, tot
 	return sum, err
 }
 
-// progressBar draws on stderr when it is a terminal; nil otherwise, so
-// scripts and logs get only the summary.
-func (a *app) progressBar(total int, verb string) *progressbar.ProgressBar {
-	f, ok := a.stderr.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) || total == 0 {
-		return nil
+// showProgress decides whether a bulk run draws a progress bar on w: only
+// when w is a terminal, so that scripts and logs get only the summary,
+// and not for a dry run (its plan is the output) or an empty selection.
+// run wraps stderr in a lockedWriter before any command sees it: the
+// terminal is looked for behind it, or it would never be found.
+func showProgress(w io.Writer, dryRun bool, total int) bool {
+	if dryRun || total == 0 {
+		return false
 	}
+	if l, ok := w.(*lockedWriter); ok {
+		w = l.w
+	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// progressBar draws on stderr through its lock, as the other writers of
+// stderr (the connection's logger) do.
+func (a *app) progressBar(total int, verb string) *progressbar.ProgressBar {
 	return progressbar.NewOptions(total,
-		progressbar.OptionSetWriter(io.Writer(f)),
+		progressbar.OptionSetWriter(a.stderr),
 		progressbar.OptionSetDescription(verb),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),

@@ -290,3 +290,80 @@ func TestDLQReplayTraced(t *testing.T) {
 		t.Fatalf("replay with console spans: %v, stdout %q, stderr %q; want spans on stderr only", err, r.stdout, r.stderr)
 	}
 }
+
+// dlq show ends the payload with a newline when it has none, so that the
+// next line (the shell prompt, the next command's output) starts clean,
+// and adds none when it has one.
+func TestDLQShowEndsPayloadLine(t *testing.T) {
+	e := startServer(t)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}, Worker: "w1"})
+	tests := []struct {
+		payload, wantEnd string
+	}{
+		{"boom1", "\nPayload:\nboom1\n"},
+		{"two\nlines\n", "\nPayload:\ntwo\nlines\n"},
+		{"", "\nPayload:\n\n"},
+	}
+	for k, tc := range tests {
+		id := fmt.Sprint("p", k)
+		if err := w.Write(t.Context(), &dlq.Entry{ID: id, Type: "alpha", Subject: "tasks.alpha", Seq: uint64(k + 1),
+			Header: nats.Header{"Task-Id": {id}, "Nats-Msg-Id": {id}}, Payload: []byte(tc.payload), Reason: dlq.Exhausted}); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("%q", tc.payload), func(t *testing.T) {
+			r := runCmd(t, "", "dlq", "show", fmt.Sprint(k+1), "--nats-url", e.url)
+			wantOK(t, r)
+			if !strings.HasSuffix(r.stdout, tc.wantEnd) {
+				t.Fatalf("show ends %q, want it to end %q", r.stdout[max(0, len(r.stdout)-40):], tc.wantEnd)
+			}
+		})
+	}
+}
+
+// An expired entry is replayed without its Task-Deadline, and both the
+// dry run and the summary say so.
+func TestDLQReplayExpired(t *testing.T) {
+	e := startServer(t)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}, Worker: "w1"})
+	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	if err := w.Write(t.Context(), &dlq.Entry{ID: "late", Type: "alpha", Subject: "tasks.alpha", Seq: 1,
+		Header: nats.Header{"Task-Id": {"late"}, "Task-Deadline": {past}}, Reason: dlq.Expired}); err != nil {
+		t.Fatal(err)
+	}
+	deadLetter(t, e, "alpha", dlq.Exhausted, "a1")
+
+	dry := runCmd(t, "", "dlq", "replay", "--dry-run", "--nats-url", e.url)
+	wantOK(t, dry)
+	if dry.stdout != "would replay 1 (expired late) to tasks.alpha as late-r1, without its Task-Deadline\n"+
+		"would replay 2 (exhausted a1) to tasks.alpha as a1-r1\n" ||
+		dry.stderr != "dry run: would replay 2 entries (1 expired, without their Task-Deadline), changed nothing\n" {
+		t.Fatalf("dry run: %q / %q", dry.stdout, dry.stderr)
+	}
+	r := runCmd(t, "", "dlq", "replay", "--nats-url", e.url)
+	wantOK(t, r)
+	if r.stderr != "replayed 2 (1 expired, without their Task-Deadline), skipped 0 (result already stored), failed 0\n" {
+		t.Fatalf("summary %q", r.stderr)
+	}
+	tasks, err := e.js.Stream(t.Context(), "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replays run concurrently: find the expired one by its id.
+	found := false
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := tasks.GetMsg(t.Context(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get("Task-Id") != "late" {
+			continue
+		}
+		found = true
+		if got := m.Header.Get("Task-Deadline"); got != "" {
+			t.Errorf("replayed expired task has Task-Deadline %q, want none", got)
+		}
+	}
+	if !found {
+		t.Fatal("the expired task is not in TASKS")
+	}
+}
