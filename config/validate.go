@@ -34,8 +34,10 @@ var strategies = []string{"failover", "round_robin", "weighted", "least_latency"
 // sections and the combinations that make sense. It runs after the
 // defaults, so a value it sees is either written in the file or a default.
 func (p *parser) validate(c *Config) {
-	if c.Prefix != "" && !typeRE.MatchString(c.Prefix) {
-		p.errorf([]string{"prefix"}, "must be subject tokens of A-Z a-z 0-9 _ - separated by dots, got %q", c.Prefix)
+	// One token: the prefix also names the streams (<prefix>_TASKS), and a
+	// stream name cannot hold a dot.
+	if c.Prefix != "" && !nameRE.MatchString(c.Prefix) {
+		p.errorf([]string{"prefix"}, "must be one subject token of A-Z a-z 0-9 _ - (it names streams too), got %q", c.Prefix)
 	}
 	p.validateNATS(c.NATS)
 

@@ -293,7 +293,7 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 		if err == nil {
 			return c, nil
 		}
-		if errors.Is(err, bus.ErrStreamMismatch) || errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+		if errors.Is(err, bus.ErrStreamMismatch) || errors.Is(err, ctx.Err()) && ctx.Err() != nil || refused(err) {
 			return nil, err
 		}
 		if lastErr == nil || lastErr.Error() != err.Error() {
@@ -306,6 +306,13 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 		case <-time.After(min(time.Duration(attempt+1)*250*time.Millisecond, 5*time.Second)):
 		}
 	}
+}
+
+// refused reports a request the server refused as malformed (a bad stream
+// name, a bad setting): trying again cannot help.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 400
 }
 
 // readiness holds what /readyz reports on; it fills in as the worker starts.
