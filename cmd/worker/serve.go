@@ -309,10 +309,18 @@ func setup(ctx context.Context, js jetstream.JetStream, topo bus.Topology, cfg *
 }
 
 // refused reports a request the server refused as malformed (a bad stream
-// name, a bad setting): trying again cannot help.
+// name, a bad setting): trying again cannot help. Races between workers
+// starting at once (a stream or consumer made meanwhile) are retried.
 func refused(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 400
+	if !errors.As(err, &apiErr) || apiErr.Code != 400 {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10058, 10013, 10148, 10149: // stream/consumer name exists, consumer exists / does not exist
+		return false
+	}
+	return true
 }
 
 // readiness holds what /readyz reports on; it fills in as the worker starts.
