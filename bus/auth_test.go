@@ -340,6 +340,21 @@ func TestConnectSeveralServers(t *testing.T) {
 	}
 }
 
+// TestConnectListReportsRefusal: with a dead server beside one that
+// refuses the password, the error is the refusal, whichever nats.go tried
+// last, not "no servers available".
+func TestConnectListReportsRefusal(t *testing.T) {
+	s := runServer(t, &server.Options{Users: []*server.User{{Username: "alice", Password: "list-pw"}}})
+	for _, give := range []string{"nats://127.0.0.1:1," + s.ClientURL(), s.ClientURL() + ",nats://127.0.0.1:1"} {
+		for range 5 { // nats.go shuffles the list
+			_, err := bus.Connect(t.Context(), bus.ConnectOptions{URL: give, User: "alice", Password: "wrong"})
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Fatalf("%q: got %v, want nats.ErrAuthorization", give, err)
+			}
+		}
+	}
+}
+
 func TestEnvOptions(t *testing.T) {
 	env := map[string]string{
 		"NATS_URL": "nats://e:1", "NATS_USER": "eu", "NATS_PASSWORD": "ep", "NATS_TOKEN": "et",

@@ -249,6 +249,9 @@ func Connect(ctx context.Context, o ConnectOptions) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
 	if err != nil {
+		if errors.Is(err, nats.ErrNoServers) && len(servers) > 1 {
+			err = firstRefusal(servers, authOpts, err)
+		}
 		return nil, fmt.Errorf("connect to %s: %w", shown, err)
 	}
 	if !o.RetryOnFailedConnect || nc.IsConnected() {
@@ -277,4 +280,24 @@ func Connect(ctx context.Context, o ConnectOptions) (*nats.Conn, error) {
 func isAuthError(err error) bool {
 	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
+// firstRefusal finds why a list of servers could not be connected to.
+// nats.go reports only the last server's reason, and a refused dial there
+// ("no servers available") hides a server that refused the credentials: a
+// user with a wrong password would look for a dead cluster. So each server
+// is tried alone once more (only on this failure path) and the first real
+// reason is returned; else def.
+func firstRefusal(servers []string, authOpts []nats.Option, def error) error {
+	for _, s := range servers {
+		nc, err := nats.Connect(s, append([]nats.Option{nats.NoCallbacksAfterClientClose()}, authOpts...)...)
+		if err == nil {
+			nc.Close()
+			continue
+		}
+		if !errors.Is(err, nats.ErrNoServers) {
+			return err
+		}
+	}
+	return def
 }
