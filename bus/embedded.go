@@ -4,6 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -13,13 +18,22 @@ import (
 // connections within its start timeout.
 var ErrServerNotReady = errors.New("embedded nats server not ready")
 
+// ErrStoreLocked is returned when another embedded server (in this or
+// another process) holds the store directory.
+var ErrStoreLocked = errors.New("store directory in use by another embedded server")
+
+// lockFile is the file in the store directory that an embedded server
+// holds an exclusive lock on while it runs.
+const lockFile = "breakwater.lock"
+
 // EmbeddedOptions configure the in-process server of `worker --embedded`.
 type EmbeddedOptions struct {
 	// Host and Port to listen on; clients outside the process connect
-	// there. Port -1 picks a free port (tests).
+	// there. Port 0 is the NATS default 4222; -1 picks a free port (tests).
 	Host string
 	Port int
-	// StoreDir holds the JetStream file store. Required.
+	// StoreDir holds the JetStream file store. Required; created if
+	// missing.
 	StoreDir string
 	// NoSyncAlways turns off fsync on every write. Leave it false wherever
 	// the deployment promises no loss; benchmarks set it to compare modes.
@@ -34,18 +48,47 @@ type EmbeddedOptions struct {
 
 // Embedded is a running in-process NATS server with JetStream.
 type Embedded struct {
-	srv *server.Server
+	srv      *server.Server
+	unlock   func()
+	shutdown sync.Once
 }
 
 // StartEmbedded starts a NATS server with JetStream on a file store with
 // fsync on every write (unless NoSyncAlways), and waits until it accepts
 // clients. The caller must call Shutdown.
+//
+// Two servers must never share a store, so before the store is touched it
+// checks that the address is free (an error wrapping the listen error, such
+// as syscall.EADDRINUSE, naming the address) and takes an exclusive lock on
+// StoreDir/breakwater.lock, held until Shutdown (an error wrapping
+// ErrStoreLocked). Both fail at once rather than after StartTimeout.
 func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if o.StoreDir == "" {
 		return nil, fmt.Errorf("%w: embedded server needs a store directory", ErrInvalidOption)
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 10 * time.Second
+	}
+	if o.Port != server.RANDOM_PORT {
+		port := o.Port
+		if port == 0 {
+			port = server.DEFAULT_PORT
+		}
+		// The server opens (and may rebuild) the store before it listens,
+		// so a busy port must be found first. Another process could still
+		// take the port in between: the store lock below covers that.
+		ln, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats server: %w", err)
+		}
+		_ = ln.Close()
+	}
+	if err := os.MkdirAll(o.StoreDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded nats server: store: %w", err)
+	}
+	unlock, err := lockDir(filepath.Join(o.StoreDir, lockFile))
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats server: store %s: %w", o.StoreDir, err)
 	}
 	opts := &server.Options{
 		ServerName: "breakwater-embedded",
@@ -61,6 +104,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("embedded nats server: %w", err)
 	}
 	if o.Logger != nil {
@@ -70,9 +114,11 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if !srv.ReadyForConnections(o.StartTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("%w: listening at %s:%d within %s", ErrServerNotReady, o.Host, o.Port, o.StartTimeout)
+		unlock()
+		return nil, fmt.Errorf("%w: listening at %s within %s", ErrServerNotReady,
+			net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), o.StartTimeout)
 	}
-	return &Embedded{srv: srv}, nil
+	return &Embedded{srv: srv, unlock: unlock}, nil
 }
 
 // ClientURL is the URL clients connect to.
@@ -81,11 +127,12 @@ func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
 // Server exposes the running server (tests use it to restart or inspect).
 func (e *Embedded) Server() *server.Server { return e.srv }
 
-// Shutdown stops the server and waits until it has stopped and flushed its
-// store. It is safe to call more than once.
+// Shutdown stops the server, waits until it has stopped and flushed its
+// store, then releases the store's lock. It is safe to call more than once.
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	e.shutdown.Do(e.unlock)
 }
 
 // serverLogger adapts slog to the server's logger interface.

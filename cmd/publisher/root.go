@@ -46,10 +46,10 @@ type app struct {
 // Empty strings mean "not given": the environment and the defaults are
 // applied at use, so --help never shows a secret from NATS_URL.
 type globalFlags struct {
-	url, creds, user, password, token string
-	tlsCA, tlsCert, tlsKey            string
-	prefix                            string
-	timeout                           time.Duration
+	url, creds, nkey, user, password, token string
+	tlsCA, tlsCert, tlsKey                  string
+	prefix                                  string
+	timeout                                 time.Duration
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -68,20 +68,33 @@ Global flags may stand before or after the command.`,
 			return usagef("missing command (see publisher --help)")
 		},
 	}
+	// A wrong --nats-url is a usage error, said before any work starts
+	// (and not retried: it would never connect). Subcommands that set
+	// their own PersistentPreRunE replace this; connect checks again.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if cmd.Name() == "help" {
+			return nil
+		}
+		_, err := bus.ParseServers(a.connectOptions().URL)
+		return err
+	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{msg: err.Error()}
 	})
 
 	f := root.PersistentFlags()
-	f.StringVar(&a.g.url, "nats-url", "", "NATS server URL(s), comma separated (default $NATS_URL, else "+bus.DefaultURL+")")
-	f.StringVar(&a.g.creds, "creds", "", "user credentials file (JWT and nkey seed)")
-	f.StringVar(&a.g.user, "user", "", "user name")
-	f.StringVar(&a.g.password, "password", "", "password (with --user)")
-	f.StringVar(&a.g.token, "token", "", "authentication token")
-	f.StringVar(&a.g.tlsCA, "tls-ca", "", "PEM file of the certificate authorities to trust")
-	f.StringVar(&a.g.tlsCert, "tls-cert", "", "client certificate PEM file (with --tls-key)")
-	f.StringVar(&a.g.tlsKey, "tls-key", "", "client private key PEM file (with --tls-cert)")
+	f.StringVar(&a.g.url, "nats-url", "", "NATS server URL(s), comma separated: nats://, tls://, ws://, wss:// or host:port (default $NATS_URL, else "+bus.DefaultURL+")")
+	// Credentials default to the nats CLI's variables, so that secrets
+	// need not stand on a command line.
+	f.StringVar(&a.g.creds, "creds", "", "user credentials file (JWT and nkey seed) (default $NATS_CREDS)")
+	f.StringVar(&a.g.nkey, "nkey", "", "nkey user seed file (default $NATS_NKEY)")
+	f.StringVar(&a.g.user, "user", "", "user name (default $NATS_USER)")
+	f.StringVar(&a.g.password, "password", "", "password, with --user; prefer $NATS_PASSWORD, which ps does not show")
+	f.StringVar(&a.g.token, "token", "", "authentication token; prefer $NATS_TOKEN, which ps does not show")
+	f.StringVar(&a.g.tlsCA, "tls-ca", "", "PEM file of the certificate authorities to trust (default $NATS_CA)")
+	f.StringVar(&a.g.tlsCert, "tls-cert", "", "client certificate PEM file, with --tls-key (default $NATS_CERT)")
+	f.StringVar(&a.g.tlsKey, "tls-key", "", "client private key PEM file, with --tls-cert (default $NATS_KEY)")
 	f.StringVar(&a.g.prefix, "prefix", "", "topology prefix of subjects and streams (default $BREAKWATER_PREFIX, else none)")
 	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s) and, with publish --wait and bench, for results (default 30s)")
 
@@ -140,30 +153,26 @@ func (a *app) resultTimeout() time.Duration {
 	return defaultResultTimeout
 }
 
-// connect opens the connection the global flags describe. The caller
-// closes it.
+// connectOptions are the connection settings: each global flag, else its
+// nats CLI environment variable, else the default URL.
+func (a *app) connectOptions() bus.ConnectOptions {
+	flags := bus.ConnectOptions{
+		URL: a.g.url, Creds: a.g.creds, NKey: a.g.nkey, User: a.g.user, Password: a.g.password, Token: a.g.token,
+		TLSCA: a.g.tlsCA, TLSCert: a.g.tlsCert, TLSKey: a.g.tlsKey,
+	}
+	return flags.Or(bus.EnvOptions(os.Getenv)).Or(bus.ConnectOptions{URL: bus.DefaultURL})
+}
+
+// connect opens the connection the global flags and the environment
+// describe. It fails at once when the server refuses the credentials (no
+// retry: a command line tool answers now). The caller closes it.
 func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
-	url := a.g.url
-	if url == "" {
-		url = os.Getenv("NATS_URL")
-	}
-	if url == "" {
-		url = bus.DefaultURL
-	}
-	return bus.Connect(ctx, bus.ConnectOptions{
-		URL:      url,
-		Name:     "breakwater-publisher " + name,
-		Creds:    a.g.creds,
-		User:     a.g.user,
-		Password: a.g.password,
-		Token:    a.g.token,
-		TLSCA:    a.g.tlsCA,
-		TLSCert:  a.g.tlsCert,
-		TLSKey:   a.g.tlsKey,
-		// Disconnects and reconnects are worth a line; routine closes
-		// (info and debug) would only clutter a command's output.
-		Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	o := a.connectOptions()
+	o.Name = "breakwater-publisher " + name
+	// Disconnects and reconnects are worth a line; routine closes
+	// (info and debug) would only clutter a command's output.
+	o.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return bus.Connect(ctx, o)
 }
 
 // connectJS connects like connect and opens the JetStream context every

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/breakwater/breakwater/bus"
 )
 
 func main() {
@@ -43,6 +45,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := serve(ctx, f, getenv, stderr); err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
+		// Bad connection settings (--tls-cert without --tls-key, a
+		// URL with a wrong scheme) are usage errors wherever they came from.
+		if errors.Is(err, bus.ErrInvalidOption) {
+			return exitUsage
+		}
 		return exitError
 	}
 	return exitOK

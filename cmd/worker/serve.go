@@ -73,7 +73,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		}
 	}()
 
-	url := firstNonEmpty(f.natsURL, cfg.NATS.URL, bus.DefaultURL)
+	conn := connectOptions(f, getenv, cfg.NATS)
 	id := f.id
 	if id == "" {
 		host, _ := os.Hostname()
@@ -81,7 +81,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 
 	if f.embedded != "" {
-		host, port, err := bus.HostPort(url)
+		host, port, err := bus.HostPort(conn.URL)
 		if err != nil {
 			return fmt.Errorf("--embedded listens at --nats-url: %w", err)
 		}
@@ -95,24 +95,15 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 			return err
 		}
 		defer srv.Shutdown()
-		url = srv.ClientURL()
-		log.Info("embedded nats server started", "url", url, "store", dir, "fsync", f.embeddedSync)
+		conn.URL = srv.ClientURL()
+		log.Info("embedded nats server started", "url", conn.URL, "store", dir, "fsync", f.embeddedSync)
 	}
 
-	nc, err := bus.Connect(ctx, bus.ConnectOptions{
-		URL:      url,
-		Name:     "breakwater-worker " + id,
-		Creds:    firstNonEmpty(f.creds, cfg.NATS.Creds),
-		User:     firstNonEmpty(f.user, cfg.NATS.User),
-		Password: firstNonEmpty(f.password, cfg.NATS.Password),
-		Token:    firstNonEmpty(f.token, cfg.NATS.Token),
-		TLSCA:    firstNonEmpty(f.tlsCA, cfg.NATS.TLS.CA),
-		TLSCert:  firstNonEmpty(f.tlsCert, cfg.NATS.TLS.Cert),
-		TLSKey:   firstNonEmpty(f.tlsKey, cfg.NATS.TLS.Key),
-		Logger:   log,
-		// A worker may start before its server (systemd, Kubernetes).
-		RetryOnFailedConnect: true,
-	})
+	conn.Name = "breakwater-worker " + id
+	conn.Logger = log
+	// A worker may start before its server (systemd, Kubernetes).
+	conn.RetryOnFailedConnect = true
+	nc, err := bus.Connect(ctx, conn)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before it ever connected
@@ -244,7 +235,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 
 	probe.nc.Store(nc)
 	probe.worker.Store(w)
-	log.Info("worker started", "id", id, "nats", nc.ConnectedUrlRedacted(), "routes", len(cfg.Routes))
+	log.Info("worker started", "id", id, "nats", bus.RedactURL(nc.ConnectedUrl()), "routes", len(cfg.Routes))
 	// Background duties run beside the pipeline and stop with it.
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	var bg errgroup.Group
@@ -430,13 +421,4 @@ func newLogger(f *flags, w io.Writer) *slog.Logger {
 		return slog.New(tracing.NewLogHandler(slog.NewTextHandler(w, opts)))
 	}
 	return slog.New(tracing.NewLogHandler(slog.NewJSONHandler(w, opts)))
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
