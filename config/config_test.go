@@ -221,6 +221,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", "worker:\n  concurrency: [1\n", []wantErr{{2, "", "did not find expected ',' or ']'"}}},
 		{"syntax on line 1", "\tworker: {}\n", []wantErr{{1, "", "found character that cannot start any token"}}},
 		{"bad indentation", "worker:\n  concurrency: 1\n ack_wait: 2s\n", []wantErr{{3, "", "did not find expected key"}}},
+		{"password in a bad url not shown", "nats: {url: \"http://me:s3cret@host:4222\"}\n", []wantErr{{1, "nats.url", `scheme must be nats, tls, ws or wss, got "http://host:4222"`}}},
 		{"dotted prefix", "prefix: acme.prod\n", []wantErr{{1, "prefix", `must be one subject token of A-Z a-z 0-9 _ - (it names streams too), got "acme.prod"`}}},
 		{"invalid UTF-8", "worker: {}\nprefix: \xff\n", []wantErr{{2, "", "invalid leading UTF-8 octet"}}},
 		{"unknown anchor", "worker: {}\nbackends: *nope\n", []wantErr{{2, "", "unknown anchor 'nope' referenced"}}},

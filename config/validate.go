@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/task"
 )
@@ -126,12 +127,12 @@ func natsURL(s string) string {
 	}
 	pu, err := url.Parse(u)
 	if err != nil || pu.Host == "" || pu.Hostname() == "" {
-		return "want a server URL like nats://host:4222 or host:4222, got " + quote(s)
+		return "want a server URL like nats://host:4222 or host:4222, got " + quote(bus.RedactURL(s))
 	}
 	switch pu.Scheme {
 	case "nats", "tls", "ws", "wss":
 	default:
-		return "scheme must be nats, tls, ws or wss, got " + quote(s)
+		return "scheme must be nats, tls, ws or wss, got " + quote(bus.RedactURL(s))
 	}
 	return ""
 }
