@@ -65,11 +65,15 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	msg := d.msg
 	o := outcome{start: time.Now(), delivered: 1}
 	var seq uint64
+	var storedAt time.Time
 	if meta, err := msg.Metadata(); err == nil {
-		seq, o.delivered = meta.Sequence.Stream, int(meta.NumDelivered)
+		seq, o.delivered, storedAt = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
 	typ, _ := w.o.Topology.TaskType(msg.Subject())
 	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: w.o.Reply})
+	if err == nil {
+		err = t.Firing(w.everyPrefix, storedAt)
+	}
 	o.t = t
 	o.span = trace.SpanFromContext(ctx) // a no-op span, without tracing
 	if w.traced {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,9 @@ type Worker struct {
 	results jetstream.Stream
 	settler *settler
 	traced  bool // spans made; else trace headers are passed through
+	// everyPrefix is the subject prefix of periodic schedules, whose
+	// firings get an id each (task.Task.Firing).
+	everyPrefix string
 
 	ready atomic.Bool
 	stats counters
@@ -207,7 +211,8 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: results stream: %w", err)
 	}
-	w := &Worker{o: o, log: o.Logger, results: results, traced: traced}
+	w := &Worker{o: o, log: o.Logger, results: results, traced: traced,
+		everyPrefix: strings.TrimSuffix(o.Topology.TaskSubject("x"), "tasks.x") + "schedules.every."}
 	w.settler = newSettler(w)
 	return w, nil
 }

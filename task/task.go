@@ -121,3 +121,27 @@ func ValidID(id string) error {
 	}
 	return nil
 }
+
+// HeaderScheduler is set by the server on a message its scheduler fired:
+// the subject of the schedule message that fired it.
+const HeaderScheduler = "Nats-Scheduler"
+
+// Firing gives a task fired by a periodic schedule its own id: the server
+// copies the schedule message's headers into every firing, so each one
+// would otherwise carry the same id. everyPrefix is the subject prefix of
+// periodic schedules (schedules.every., with the topology's prefix); a
+// task fired from <everyPrefix><name> at firedAt (its stream timestamp)
+// gets the id <name>-<unix seconds>. Other tasks are left alone. The error,
+// wrapping ErrPoison, is for a schedule name that makes no valid id.
+func (t *Task) Firing(everyPrefix string, firedAt time.Time) error {
+	name, ok := strings.CutPrefix(t.Header.Get(HeaderScheduler), everyPrefix)
+	if !ok || everyPrefix == "" {
+		return nil
+	}
+	id := name + "-" + strconv.FormatInt(firedAt.Unix(), 10)
+	if err := ValidID(id); err != nil {
+		return fmt.Errorf("%w: fired by %s%s: %w", ErrPoison, everyPrefix, name, err)
+	}
+	t.ID = id
+	return nil
+}

@@ -146,3 +146,36 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestFiring(t *testing.T) {
+	at := time.Unix(1764626400, 0)
+	tests := []struct {
+		name, scheduler, wantID string
+		wantPoison              bool
+	}{
+		{"periodic firing", "schedules.every.nightly", "nightly-1764626400", false},
+		{"prefixed", "acme.schedules.every.nightly", "42", false}, // another prefix: not ours
+		{"delayed task keeps its id", "schedules.once.job-1", "42", false},
+		{"not fired", "", "42", false},
+		{"name that makes no id", "schedules.every.a+b", "42", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := hdr()
+			if tt.scheduler != "" {
+				h.Set("Nats-Scheduler", tt.scheduler)
+			}
+			got, err := task.Parse("tasks.echo", "echo", h, nil, 42, task.ParseOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = got.Firing("schedules.every.", at)
+			if gotPoison := errors.Is(err, task.ErrPoison); gotPoison != tt.wantPoison {
+				t.Fatalf("poison: got %v (%v), want %v", gotPoison, err, tt.wantPoison)
+			}
+			if got.ID != tt.wantID {
+				t.Errorf("id: got %q, want %q", got.ID, tt.wantID)
+			}
+		})
+	}
+}
