@@ -21,7 +21,7 @@ import (
 
 // Reasons lists every reason of the contract.
 func Reasons() []Reason {
-	return []Reason{Exhausted, Rejected, InvalidResult, Expired, Poison, NoRoute, MaxDeliveries}
+	return []Reason{Exhausted, Rejected, InvalidResult, Expired, Poison, NoRoute, MaxDeliveries, Cancelled}
 }
 
 // ErrNotFound means no DLQ entry has the asked sequence.

@@ -21,4 +21,7 @@ const (
 	// MaxDeliveries: the task was delivered max_deliver times without
 	// ever reporting an outcome (the worker crashed or hung each time).
 	MaxDeliveries Reason = "max_deliveries"
+	// Cancelled: an operator cancelled the task (publisher cancel) while
+	// it waited or ran; a replay runs it after all.
+	Cancelled Reason = "cancelled"
 )

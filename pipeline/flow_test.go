@@ -251,3 +251,29 @@ func TestReplyToRules(t *testing.T) {
 		t.Errorf("DLQ stream: %v", err)
 	}
 }
+
+// A running task can be found by type and id and cancelled: its backend
+// call's context ends and the task is dead-lettered as cancelled, without
+// waiting for the backend.
+func TestCancelRunningTask(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var calls atomic.Int64
+	w := e.start(t, pipeline.Options{}, blockingRoute("slow", &calls, make(chan struct{})))
+	e.publish(t, "slow", "c1", "x")
+	waitFor(t, func() bool { _, ok := w.Running("slow", "c1"); return ok }, "the task running")
+	if _, ok := w.Running("slow", "other"); ok {
+		t.Error("Running reports a task that is not running")
+	}
+	if !w.Cancel("slow", "c1") {
+		t.Fatal("Cancel: task not found")
+	}
+	m := e.waitMsg(t, "DLQ", "dlq.slow")
+	if got := m.Header.Get("Dlq-Reason"); got != "cancelled" {
+		t.Errorf("Dlq-Reason: got %q, want cancelled", got)
+	}
+	waitFor(t, func() bool { _, ok := w.Running("slow", "c1"); return !ok }, "no longer running")
+	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed from TASKS")
+	if w.Cancel("slow", "c1") {
+		t.Error("Cancel of a finished task reports it running")
+	}
+}

@@ -20,6 +20,9 @@ var (
 	// ErrShutdown: the worker stopped before the task finished; the task
 	// goes back to the stream at once for another worker.
 	ErrShutdown = errors.New("worker shutting down")
+	// ErrCancelled: an operator cancelled the running task (Worker.Cancel);
+	// it is dead-lettered as cancelled.
+	ErrCancelled = errors.New("task cancelled")
 )
 
 // Action is what happens to a task message.
@@ -65,6 +68,7 @@ const (
 // the consumer's limit (≤0: unlimited).
 //
 //	nil                          → Ack
+//	ErrCancelled                 → DeadLetter cancelled
 //	ErrShutdown                  → Redeliver now (another worker takes it)
 //	task.ErrPoison               → DeadLetter poison
 //	ErrExpired                   → DeadLetter expired
@@ -77,6 +81,8 @@ func Decide(err error, delivered, maxDeliver int) Fate {
 	switch {
 	case err == nil:
 		return Fate{Action: Ack}
+	case errors.Is(err, ErrCancelled):
+		return Fate{Action: DeadLetter, Reason: dlq.Cancelled}
 	case errors.Is(err, ErrShutdown):
 		return Fate{Action: Redeliver}
 	case errors.Is(err, task.ErrPoison):

@@ -147,6 +147,8 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 		tctx, cancel = context.WithDeadline(ctx, t.Deadline)
 		defer cancel()
 	}
+	tctx, stop := w.running.start(tctx, t.Type, t.ID)
+	defer stop()
 	w.settler.progress.calling(d.pid, route.Budget())
 	req := &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header}
 	var ans answer
@@ -178,6 +180,8 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	if err != nil {
 		o.attempts = resilience.AttemptsOf(err)
 		switch {
+		case errors.Is(context.Cause(tctx), ErrCancelled):
+			o.err = fmt.Errorf("%w: %w", ErrCancelled, err)
 		case ctx.Err() != nil:
 			o.err = fmt.Errorf("%w: %w", ErrShutdown, err)
 		case errors.Is(err, resilience.ErrUnavailable):

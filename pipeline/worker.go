@@ -150,8 +150,9 @@ type Worker struct {
 	// firings get an id each (task.Task.Firing).
 	everyPrefix string
 
-	ready atomic.Bool
-	stats counters
+	ready   atomic.Bool
+	stats   counters
+	running running
 }
 
 // counters are the Stats, counted where things happen.
