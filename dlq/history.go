@@ -12,6 +12,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/redact"
 	"github.com/breakwater/breakwater/resilience"
 )
 
@@ -163,15 +164,25 @@ func (h *History) Delete(ctx context.Context, seq uint64) error {
 }
 
 // encodeHistory renders recs for Dlq-History, dropping the oldest until it
-// fits MaxHistoryLen; it returns how many were dropped.
-func encodeHistory(recs []Record) (string, int) {
-	for dropped := 0; dropped < len(recs); dropped++ {
-		b, err := json.Marshal(recs[dropped:])
-		if err == nil && len(b) <= MaxHistoryLen {
-			return string(b), dropped
+// fits maxLen bytes; it returns how many were dropped.
+func encodeHistory(recs []Record, maxLen int) (string, int) {
+	// The fewest records to drop, found by halving: the encoded length
+	// only shrinks as records are dropped.
+	lo, hi := 0, len(recs) // answer in [lo, hi]; hi: all dropped
+	var best string
+	for lo < hi {
+		mid := (lo + hi) / 2
+		b, err := json.Marshal(recs[mid:])
+		if err == nil && len(b) <= maxLen {
+			hi, best = mid, string(b)
+		} else {
+			lo = mid + 1
 		}
 	}
-	return "", len(recs)
+	if lo == len(recs) {
+		return "", len(recs)
+	}
+	return best, lo // hi moved to lo, so best encodes recs[lo:]
 }
 
 // DecodeHistory parses a Dlq-History header value.
@@ -186,12 +197,14 @@ func DecodeHistory(v string) ([]Record, error) {
 	return recs, nil
 }
 
-// NewRecord makes a record of one call; err is redacted and shortened.
+// NewRecord makes a record of one call; err is redacted (redact.Text; the
+// Writer redacts again with the configured headers when it stores the
+// history) and shortened.
 func NewRecord(delivery int, backend, class string, status int, took time.Duration, at time.Time, worker string, err error) Record {
 	r := Record{Delivery: delivery, Backend: backend, Class: class, Status: status,
 		Duration: took.Round(time.Microsecond).String(), At: at.UTC(), Worker: worker}
 	if err != nil {
-		r.Error = truncate(Redact(err.Error()), maxRecordError)
+		r.Error = truncate(redact.Text(err.Error()), maxRecordError)
 	}
 	return r
 }
