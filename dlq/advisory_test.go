@@ -146,9 +146,11 @@ func TestCrashLoopToDLQ(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Worker != "w0" || m.Header.Get("Dlq-Backends") != "svc" {
 		t.Fatalf("DLQ copy history %v (%v), backends %q; want the recorded call", recs, err, m.Header.Get("Dlq-Backends"))
 	}
-	if left, err := hist.Load(ctx, ack.Sequence); err != nil || len(left) != 0 {
-		t.Fatalf("history kept after the move: %v, %v", left, err)
-	}
+	// Forgotten last, after the task left TASKS.
+	waitFor(t, 10*time.Second, func() bool {
+		left, err := hist.Load(ctx, ack.Sequence)
+		return err == nil && len(left) == 0
+	}, "the history forgotten after the move")
 	// The same advisory handled again (a redelivered advisory, a second
 	// watcher): the task is gone, nothing more happens.
 	again, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{JS: e.js, Topology: e.topo,
@@ -322,9 +324,10 @@ func TestReconcileFindsStrandedTask(t *testing.T) {
 		t.Fatalf("DLQ copy %v", m.Header)
 	}
 	tasks, _ := e.js.Stream(ctx, "TASKS")
-	if _, err := tasks.GetMsg(ctx, seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
-		t.Fatalf("stranded task still in TASKS: %v", err)
-	}
+	waitFor(t, 10*time.Second, func() bool {
+		_, err := tasks.GetMsg(ctx, seq)
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, "the stranded task gone from TASKS (deleted after its copy is stored)")
 	if _, err := tasks.GetMsg(ctx, fresh); err != nil {
 		t.Fatalf("the fresh task was taken: %v", err)
 	}
