@@ -246,3 +246,24 @@ func upperASCII(s string) string {
 	}
 	return string(b)
 }
+
+func BenchmarkCopy(b *testing.B) {
+	h, err := redact.NewHeaders("X-Session", "X-Secret-*")
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := nats.Header{"Task-Id": {"t1"}, "Content-Type": {"application/json"}, "traceparent": {"00-x-y-01"},
+		"Authorization": {"Bearer x"}, "X-Secret-Id": {"s"}, "Nats-Msg-Id": {"m"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = h.Copy(src)
+	}
+}
+
+func BenchmarkText(b *testing.B) {
+	s := "POST https://api.local/run: status 503: upstream overloaded (retry in 2s), request id 7f3a"
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = redact.Text(s)
+	}
+}

@@ -26,10 +26,13 @@ var (
 func Text(s string) string { return (*Headers)(nil).Text(s) }
 
 func textPatterns(s string) string {
-	if strings.Contains(s, "://") {
+	if strings.Contains(s, "://") && strings.Contains(s, "@") {
 		s = urlUserinfo.ReplaceAllString(s, "${1}"+Replacement+"@")
 	}
-	s = authScheme.ReplaceAllString(s, "${1} "+Replacement)
+	// The regexps cost microseconds each: run them only where they can match.
+	if containsFold(s, "bearer") || containsFold(s, "basic") {
+		s = authScheme.ReplaceAllString(s, "${1} "+Replacement)
+	}
 	if strings.ContainsAny(s, "?&") {
 		s = queryToken.ReplaceAllString(s, "${1}"+Replacement)
 	}
@@ -99,6 +102,17 @@ func pairs(s string, denied func(string) bool) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// containsFold reports whether s contains sub (lower-case ASCII) in any
+// ASCII case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if equalFoldASCII(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // isNameByte reports whether c may be part of a header name as people and
