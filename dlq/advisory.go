@@ -338,7 +338,11 @@ func (c *CrashLoopWatcher) Reconcile(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("consumer %s: %w", c.o.Consumer, err)
 	}
 	info := cons.CachedInfo()
-	if info.Config.MaxDeliver <= 0 || info.NumAckPending > 0 || info.Delivered.Stream == 0 {
+	// Only a consumer that delivers the whole stream has delivered every
+	// matching message up to Delivered.Stream (one started later never
+	// delivers those before its start).
+	if info.Config.MaxDeliver <= 0 || info.Config.DeliverPolicy != jetstream.DeliverAllPolicy ||
+		info.NumAckPending > 0 || info.Delivered.Stream == 0 {
 		return 0, nil
 	}
 	seqs, err := c.delivered(ctx, filters(info.Config), info.Delivered.Stream)
