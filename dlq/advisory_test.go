@@ -467,3 +467,28 @@ func TestCrashLoopNearMaxPayload(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, func() bool { return e.count(t, "TASKS") == 0 }, "TASKS empty")
 }
+
+// Records appended to the history are redacted with the configured
+// headers too, so the bucket never keeps such a secret.
+func TestHistoryRedactsConfiguredHeaders(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, RedactHeaders: []string{"X-Tenant-Key"}})
+	h, err := dlq.EnsureHistory(ctx, e.js, e.topo, dlq.WithHistoryRedaction(w.Headers()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := dlq.NewRecord(1, "a", dlq.ClassPermanent, 401, time.Millisecond, time.Now(), "w",
+		errString("401: X-Tenant-Key: tk-42 refused, Cookie: c=1"))
+	if err := h.Append(ctx, 3, []dlq.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.Load(ctx, 3)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Load = %v, %v", got, err)
+	}
+	if strings.Contains(got[0].Error, "tk-42") || strings.Contains(got[0].Error, "c=1") ||
+		!strings.Contains(got[0].Error, "X-Tenant-Key: REDACTED") {
+		t.Fatalf("stored error %q", got[0].Error)
+	}
+}

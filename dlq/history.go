@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -64,14 +65,26 @@ func HistoryBucket(t bus.Topology) string {
 // is written only on the failure path. Entries expire after a day: a task
 // is redelivered within minutes or not at all.
 type History struct {
-	kv jetstream.KeyValue
+	kv   jetstream.KeyValue
+	deny *redact.Headers
+}
+
+// HistoryOption configures a History.
+type HistoryOption func(*History)
+
+// WithHistoryRedaction redacts the error text of every record appended
+// with deny (the Writer's list, Writer.Headers) besides the defaults that
+// NewRecord applies, so that configured secret headers never reach the
+// bucket either.
+func WithHistoryRedaction(deny *redact.Headers) HistoryOption {
+	return func(h *History) { h.deny = deny }
 }
 
 // HistoryTTL is how long a task's attempts are kept after the last one.
 const HistoryTTL = 24 * time.Hour
 
 // EnsureHistory creates or opens the history bucket (file storage).
-func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology) (*History, error) {
+func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology, opts ...HistoryOption) (*History, error) {
 	cfg := jetstream.KeyValueConfig{
 		Bucket:      HistoryBucket(t),
 		Description: "Breakwater: backend attempts of tasks between deliveries, for the DLQ",
@@ -84,7 +97,11 @@ func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology) 
 	if err != nil {
 		return nil, fmt.Errorf("history bucket %s: %w", cfg.Bucket, err)
 	}
-	return &History{kv: kv}, nil
+	h := &History{kv: kv}
+	for _, o := range opts {
+		o(h)
+	}
+	return h, nil
 }
 
 // historyKey names a task message by its stream sequence in TASKS: every
@@ -98,6 +115,12 @@ func historyKey(seq uint64) string { return strconv.FormatUint(seq, 10) }
 func (h *History) Append(ctx context.Context, seq uint64, recs []Record) error {
 	if len(recs) == 0 || seq == 0 {
 		return nil
+	}
+	if h.deny != nil {
+		recs = slices.Clone(recs)
+		for i := range recs {
+			recs[i].Error = truncate(h.deny.Text(recs[i].Error), maxRecordError)
+		}
 	}
 	key := historyKey(seq)
 	for range 5 {

@@ -131,6 +131,10 @@ type Entry struct {
 // configured headers too): what Dlq-Error, the history and logs carry.
 func (w *Writer) Redact(s string) string { return w.deny.Text(s) }
 
+// Headers is the Writer's deny-list, to share with the History
+// (WithHistoryRedaction) and with logs.
+func (w *Writer) Headers() *redact.Headers { return w.deny }
+
 // Denied reports whether a header is on the Writer's deny-list.
 func (w *Writer) Denied(name string) bool { return w.deny.Denied(name) }
 
