@@ -88,6 +88,8 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 		"RESULTS": {jetstream.LimitsPolicy, "results.>", 2 * time.Hour, 1},
 		"DLQ":     {jetstream.LimitsPolicy, "dlq.>", 0, -1},
 		"HEALTH":  {jetstream.LimitsPolicy, "health.>", 24 * time.Hour, 100},
+		"ADVISORIES": {jetstream.LimitsPolicy, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.*",
+			bus.DefaultAdvisoriesMaxAge, -1},
 	}
 	for name, w := range want {
 		s, err := js.Stream(ctx, name)
@@ -108,6 +110,61 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	s, _ := js.Stream(ctx, "RESULTS")
 	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Errorf("RESULTS max age after update: got %v, want 1h", got)
+	}
+}
+
+// countingStreams counts the update calls EnsureStreams makes.
+type countingStreams struct {
+	bus.StreamManager
+	updates []string
+}
+
+func (c *countingStreams) UpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	c.updates = append(c.updates, cfg.Name)
+	return c.StreamManager.UpdateStream(ctx, cfg)
+}
+
+// Workers start often: an installation already in shape is left alone, the
+// ADVISORIES stream included, with a prefix too.
+func TestEnsureStreamsNoUpdateWhenUnchanged(t *testing.T) {
+	_, js := startServer(t)
+	ctx := context.Background()
+	topo := bus.Topology{Prefix: "acme"}
+	if err := bus.EnsureStreams(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "acme_ADVISORIES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Subjects; len(got) != 1 || got[0] != "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.acme_TASKS.*" {
+		t.Errorf("acme_ADVISORIES subjects %v", got)
+	}
+	c := &countingStreams{StreamManager: js}
+	if err := bus.EnsureStreams(ctx, c, topo); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.updates) != 0 {
+		t.Errorf("second EnsureStreams updated %v, want none", c.updates)
+	}
+}
+
+func TestAdvisorySubjects(t *testing.T) {
+	tests := []struct {
+		give               bus.Topology
+		consumer           string
+		wantStream, wantSu string
+	}{
+		{bus.Topology{}, "workers", "ADVISORIES", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.workers"},
+		{bus.Topology{Prefix: "acme"}, "*", "acme_ADVISORIES", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.acme_TASKS.*"},
+	}
+	for _, tt := range tests {
+		if got := tt.give.AdvisoriesStream(); got != tt.wantStream {
+			t.Errorf("AdvisoriesStream: got %q, want %q", got, tt.wantStream)
+		}
+		if got := tt.give.MaxDeliveriesAdvisorySubject(tt.consumer); got != tt.wantSu {
+			t.Errorf("MaxDeliveriesAdvisorySubject: got %q, want %q", got, tt.wantSu)
+		}
 	}
 }
 

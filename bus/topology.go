@@ -23,6 +23,10 @@ const (
 	DuplicatesWindow = 2 * time.Minute
 	// DefaultConsumer is the durable pull consumer every worker shares.
 	DefaultConsumer = "workers"
+	// DefaultAdvisoriesMaxAge is how long captured advisories are kept:
+	// long enough for a fleet that crash-looped over a weekend to come
+	// back and still act on every one.
+	DefaultAdvisoriesMaxAge = 7 * 24 * time.Hour
 )
 
 // Topology names the streams and subjects of one Breakwater installation and
@@ -67,6 +71,18 @@ func (t Topology) DLQStream() string { return t.stream("DLQ") }
 
 // HealthStream holds health events.
 func (t Topology) HealthStream() string { return t.stream("HEALTH") }
+
+// AdvisoriesStream captures the server's max-deliveries advisories about
+// TASKS, so that none is lost while no worker listens.
+func (t Topology) AdvisoriesStream() string { return t.stream("ADVISORIES") }
+
+// MaxDeliveriesAdvisorySubject is the subject of the server's advisory that
+// a message of TASKS reached the max_deliver of consumer ("*" for any
+// consumer). The stream name in it carries the prefix, so installations
+// sharing a server do not see each other's advisories.
+func (t Topology) MaxDeliveriesAdvisorySubject(consumer string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + t.TasksStream() + "." + consumer
+}
 
 // TaskSubject is the subject a task of type typ is published to.
 func (t Topology) TaskSubject(typ string) string { return t.subject("tasks." + typ) }
@@ -118,8 +134,9 @@ func (t Topology) HealthAlertSubject(name string) string {
 // HealthFilter matches every health subject.
 func (t Topology) HealthFilter() string { return t.subject("health.>") }
 
-// StreamConfigs returns the four streams of the contract as they are
-// created: file storage, and the retention and limits of each.
+// StreamConfigs returns the streams as they are created: the four of the
+// contract and ADVISORIES, all on file storage, with the retention and
+// limits of each.
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	replicas := max(t.Replicas, 1)
 	resultsAge := t.ResultsMaxAge
@@ -176,7 +193,24 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		MaxAge:            DefaultHealthMaxAge,
 		MaxMsgsPerSubject: DefaultHealthPerSubject,
 		AllowDirect:       true,
-		MaxMsgs:           -1, MaxBytes: -1,
+		// The server's default, said out loud: left at 0 it differs from
+		// what the server stores, and every start updated the stream.
+		Duplicates: DuplicatesWindow,
+		MaxMsgs:    -1, MaxBytes: -1,
+	}, {
+		Name:        t.AdvisoriesStream(),
+		Description: "Breakwater: the server's max-deliveries advisories about tasks, until a worker acts on them",
+		Subjects:    []string{t.MaxDeliveriesAdvisorySubject("*")},
+		// Limits, not work queue: the advisories stay for the operator to
+		// read after a worker acted on them, and the consumer's ack floor
+		// says which were handled.
+		Retention: jetstream.LimitsPolicy,
+		Storage:   jetstream.FileStorage,
+		Replicas:  replicas,
+		MaxAge:    DefaultAdvisoriesMaxAge,
+		// Set, so that an unchanged stream is never updated at start.
+		Duplicates: DuplicatesWindow,
+		MaxMsgs:    -1, MaxBytes: -1, MaxMsgsPerSubject: -1,
 	}}
 }
 
@@ -187,8 +221,8 @@ type StreamManager interface {
 	UpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
 }
 
-// EnsureStreams creates the four streams, or brings existing ones to the
-// contract's settings. It is idempotent and safe to run from many workers at
+// EnsureStreams creates the streams of StreamConfigs, or brings existing
+// ones to their settings. It is idempotent and safe to run from many workers at
 // once. On an existing stream it changes only the fields Breakwater manages,
 // keeps the operator's replicas unless Topology.Replicas is set, and makes
 // no update call at all when nothing differs.

@@ -37,7 +37,10 @@ func fill(t *testing.T, e *env) *dlq.Admin {
 	}
 	for i, en := range entries {
 		err := w.Write(ctx, &dlq.Entry{
-			ID: en.id, Type: en.typ, Subject: "tasks." + en.typ, Seq: uint64(i + 1),
+			// TASKS sequences no task in this test's TASKS has: the DLQ
+			// dedupes on them, and a replayed task (TASKS seq 1, 2, ...)
+			// dead-lettered again must not look like one of these.
+			ID: en.id, Type: en.typ, Subject: "tasks." + en.typ, Seq: uint64(1001 + i),
 			Header:  nats.Header{"Task-Id": {en.id}, "Nats-Msg-Id": {en.id}, "X-Keep": {"k"}},
 			Payload: []byte("payload-" + en.id), Reason: en.reason, Err: errors.New("boom"),
 			Attempts: 1, Backends: en.backends,

@@ -2,7 +2,10 @@ package dlq_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,7 +88,7 @@ func TestCrashLoopToDLQ(t *testing.T) {
 	}
 	for range 2 {
 		watcher, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{
-			Conn: e.nc, JS: e.js, Topology: e.topo, Consumer: "workers", Writer: w, History: hist,
+			JS: e.js, Topology: e.topo, Consumer: "workers", Writer: w, History: hist,
 			Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {
@@ -143,17 +146,349 @@ func TestCrashLoopToDLQ(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Worker != "w0" || m.Header.Get("Dlq-Backends") != "svc" {
 		t.Fatalf("DLQ copy history %v (%v), backends %q; want the recorded call", recs, err, m.Header.Get("Dlq-Backends"))
 	}
-	if left, err := hist.Load(ctx, ack.Sequence); err != nil || len(left) != 0 {
-		t.Fatalf("history kept after the move: %v, %v", left, err)
-	}
+	// Forgotten last, after the task left TASKS.
+	waitFor(t, 10*time.Second, func() bool {
+		left, err := hist.Load(ctx, ack.Sequence)
+		return err == nil && len(left) == 0
+	}, "the history forgotten after the move")
 	// The same advisory handled again (a redelivered advisory, a second
 	// watcher): the task is gone, nothing more happens.
-	again, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{Conn: e.nc, JS: e.js, Topology: e.topo,
+	again, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{JS: e.js, Topology: e.topo,
 		Consumer: "workers", Writer: w, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := again.Handle(ctx, ack.Sequence, 2); err != nil || e.count(t, "DLQ") != 1 {
 		t.Fatalf("second Handle: %v, DLQ %d; want nil and one entry", err, e.count(t, "DLQ"))
+	}
+}
+
+// giveUp delivers the task with Task-Id id until the consumer gives up on
+// it (max deliveries, never answered), as a worker that dies on it would;
+// every other task it sees it puts off for an hour, so that those stay
+// ack-pending, and returns them. others is how many such tasks there are:
+// the server has given up on id when only they are ack-pending.
+func giveUp(t *testing.T, cons jetstream.Consumer, id string, maxDeliver, others int) []jetstream.Msg {
+	t.Helper()
+	var putOff []jetstream.Msg
+	deliveries := 0
+	deadline := time.Now().Add(15 * time.Second)
+	for deliveries < maxDeliver {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s delivered %d times, want %d", id, deliveries, maxDeliver)
+		}
+		batch, err := cons.Fetch(4, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if m.Headers().Get("Task-Id") == id {
+				deliveries++
+				continue
+			}
+			if err := m.NakWithDelay(time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			putOff = append(putOff, m)
+		}
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.NumAckPending == others
+	}, id+" given up")
+	return putOff
+}
+
+// publishTask stores a task in TASKS and returns its sequence.
+func publishTask(t *testing.T, e *env, id string, data []byte) uint64 {
+	t.Helper()
+	ack, err := e.js.PublishMsg(context.Background(), &nats.Msg{Subject: "tasks.boom", Header: nats.Header{"Task-Id": {id}}, Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// runWatcher starts a watcher and stops it at the end of the test.
+func runWatcher(t *testing.T, e *env, o dlq.CrashLoopOptions) *dlq.CrashLoopWatcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	o.JS, o.Topology, o.Consumer = e.js, e.topo, "workers"
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	w, err := dlq.NewCrashLoopWatcher(ctx, o)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return w
+}
+
+func dlqEntry(t *testing.T, e *env, subject string) *jetstream.RawStreamMsg {
+	t.Helper()
+	s, err := e.js.Stream(context.Background(), "DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(context.Background(), subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Every worker is down when the task reaches its limit: the server's
+// advisory waits in ADVISORIES, and a watcher started later moves the
+// task. Another task stays ack-pending throughout, so the reconcile has no
+// part in it: this is the advisory's path alone.
+func TestAdvisoryHandledByLaterWatcher(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cons, err := bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := publishTask(t, e, "lost", []byte("payload"))
+	publishTask(t, e, "busy", nil)
+	giveUp(t, cons, "lost", 2, 1)
+	adv, _ := e.js.Stream(ctx, "ADVISORIES")
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := adv.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	}, "the advisory stored with no watcher")
+	if n := e.count(t, "DLQ"); n != 0 {
+		t.Fatalf("DLQ holds %d before any watcher ran", n)
+	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "late"})
+	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w})
+	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ")
+	m := dlqEntry(t, e, "dlq.boom")
+	if m.Header.Get("Task-Id") != "lost" || m.Header.Get("Dlq-Reason") != "max_deliveries" || string(m.Data) != "payload" ||
+		!strings.Contains(m.Header.Get("Dlq-Error"), "delivered 2 times") || m.Header.Get("Dlq-Original-Seq") != fmt.Sprint(seq) {
+		t.Fatalf("DLQ copy %v %q", m.Header, m.Data)
+	}
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	waitFor(t, 10*time.Second, func() bool {
+		_, err := tasks.GetMsg(ctx, seq)
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, "the task gone from TASKS")
+	// The advisory is acknowledged once the move is done.
+	ac, err := e.js.Consumer(ctx, "ADVISORIES", dlq.DefaultCrashLoopConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := ac.Info(ctx)
+		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0
+	}, "the advisory acknowledged")
+	if n := e.count(t, "TASKS"); n != 1 {
+		t.Fatalf("TASKS holds %d, want the busy task alone", n)
+	}
+}
+
+// A task given up while no stream captured advisories (ADVISORIES did not
+// exist yet, as on an installation upgraded while tasks were looping): no
+// advisory at all, and the reconcile at the watcher's start finds it.
+func TestReconcileFindsStrandedTask(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "ADVISORIES"); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := publishTask(t, e, "stranded", []byte("s"))
+	giveUp(t, cons, "stranded", 2, 0)
+	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
+		t.Fatal(err)
+	}
+	// A task published afterwards and never delivered is not stranded.
+	fresh := publishTask(t, e, "fresh", nil)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w, ReconcileSettle: 50 * time.Millisecond})
+	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the stranded task in the DLQ")
+	m := dlqEntry(t, e, "dlq.boom")
+	if m.Header.Get("Task-Id") != "stranded" || m.Header.Get("Dlq-Reason") != "max_deliveries" ||
+		!strings.Contains(m.Header.Get("Dlq-Error"), "no advisory") || m.Header.Get("Dlq-Attempts") != "2" {
+		t.Fatalf("DLQ copy %v", m.Header)
+	}
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	waitFor(t, 10*time.Second, func() bool {
+		_, err := tasks.GetMsg(ctx, seq)
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, "the stranded task gone from TASKS (deleted after its copy is stored)")
+	if _, err := tasks.GetMsg(ctx, fresh); err != nil {
+		t.Fatalf("the fresh task was taken: %v", err)
+	}
+	if info, _ := e.js.Stream(ctx, "ADVISORIES"); info.CachedInfo().State.Msgs != 0 {
+		t.Fatal("an advisory was captured after all: the test does not test the reconcile")
+	}
+}
+
+// The reconcile never takes a task some worker may still settle: while
+// anything is ack-pending it does nothing; once nothing is, it moves the
+// given-up task and only that one.
+func TestReconcileLeavesPendingAlone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.js.DeleteStream(ctx, "ADVISORIES"); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranded := publishTask(t, e, "stranded", nil)
+	publishTask(t, e, "pending", nil)
+	putOff := giveUp(t, cons, "stranded", 2, 1)
+	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
+		t.Fatal(err)
+	}
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	watcher, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{JS: e.js, Topology: e.topo, Consumer: "workers",
+		Writer: w, ReconcileSettle: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := watcher.Reconcile(ctx); err != nil || n != 0 {
+		t.Fatalf("Reconcile with a task pending = %d, %v; want 0", n, err)
+	}
+	if e.count(t, "DLQ") != 0 || e.count(t, "TASKS") != 2 {
+		t.Fatal("the reconcile acted while a task was pending")
+	}
+	// A worker settles the pending task.
+	if len(putOff) != 1 {
+		t.Fatalf("%d tasks put off, want 1", len(putOff))
+	}
+	// The client refuses to ack a message it naked; the server does not.
+	if _, err := e.nc.Request(putOff[0].Reply(), []byte("+ACK"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n, err := watcher.Reconcile(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Reconcile after = %d, %v; want 1", n, err)
+	}
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	if _, err := tasks.GetMsg(ctx, stranded); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("stranded task still in TASKS: %v", err)
+	}
+	if m := dlqEntry(t, e, "dlq.boom"); m.Header.Get("Task-Id") != "stranded" {
+		t.Fatalf("DLQ holds %s", m.Header.Get("Task-Id"))
+	}
+}
+
+// A move that fails (the DLQ stream is gone) leaves the task in TASKS and
+// the advisory unacknowledged; it is tried again later, and the task moved
+// once the DLQ is back.
+func TestAdvisoryRetriedAfterFailure(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cons, err := bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.js.DeleteStream(ctx, "DLQ"); err != nil {
+		t.Fatal(err)
+	}
+	seq := publishTask(t, e, "retried", []byte("r"))
+	publishTask(t, e, "busy", nil)
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
+	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w, RetryDelay: 50 * time.Millisecond, HandleTimeout: 500 * time.Millisecond})
+	giveUp(t, cons, "retried", 2, 1)
+	ac, err := e.js.Consumer(ctx, "ADVISORIES", dlq.DefaultCrashLoopConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		info, err := ac.Info(ctx)
+		return err == nil && info.NumRedelivered > 0
+	}, "the advisory tried more than once")
+	tasks, _ := e.js.Stream(ctx, "TASKS")
+	if _, err := tasks.GetMsg(ctx, seq); err != nil {
+		t.Fatalf("the task left TASKS while its DLQ copy could not be stored: %v", err)
+	}
+	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ after the retry")
+	waitFor(t, 10*time.Second, func() bool {
+		_, err := tasks.GetMsg(ctx, seq)
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, "the task gone from TASKS")
+	if m := dlqEntry(t, e, "dlq.boom"); m.Header.Get("Task-Id") != "retried" || string(m.Data) != "r" {
+		t.Fatalf("DLQ copy %v %q", m.Header, m.Data)
+	}
+}
+
+// The stranded case of issue 13: a task near the server's max_payload that
+// crash-loops, with a long attempt history, is moved to the DLQ, and its
+// payload comes back.
+func TestCrashLoopNearMaxPayload(t *testing.T) {
+	e := newSmallEnv(t)
+	ctx := context.Background()
+	cons, err := bus.EnsureConsumer(ctx, e.js, e.topo, bus.ConsumerOptions{AckWait: 200 * time.Millisecond, MaxDeliver: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := dlq.EnsureHistory(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(strings.Repeat("p", smallMaxPayload-100))
+	seq := publishTask(t, e, "huge", payload)
+	if err := hist.Append(ctx, seq, history(30)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := dlq.EnsureWriter(ctx, e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w", MaxPayload: e.nc.MaxPayload()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w, History: hist})
+	giveUp(t, cons, "huge", 2, 0)
+	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ")
+	m := dlqEntry(t, e, "dlq.boom")
+	got, err := dlq.LoadPayload(ctx, e.js, e.topo, m.Header, m.Data)
+	if err != nil || string(got) != string(payload) {
+		t.Fatalf("payload back: %d bytes, %v; want %d", len(got), err, len(payload))
+	}
+	if recs, err := dlq.DecodeHistory(m.Header.Get(dlq.HeaderHistory)); err != nil || len(recs) == 0 {
+		t.Fatalf("history %d records, %v; want the recorded ones", len(recs), err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return e.count(t, "TASKS") == 0 }, "TASKS empty")
+}
+
+// Records appended to the history are redacted with the configured
+// headers too, so the bucket never keeps such a secret.
+func TestHistoryRedactsConfiguredHeaders(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, RedactHeaders: []string{"X-Tenant-Key"}})
+	h, err := dlq.EnsureHistory(ctx, e.js, e.topo, dlq.WithHistoryRedaction(w.Headers()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := dlq.NewRecord(1, "a", dlq.ClassPermanent, 401, time.Millisecond, time.Now(), "w",
+		errString("401: X-Tenant-Key: tk-42 refused, Cookie: c=1"))
+	if err := h.Append(ctx, 3, []dlq.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.Load(ctx, 3)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("Load = %v, %v", got, err)
+	}
+	if strings.Contains(got[0].Error, "tk-42") || strings.Contains(got[0].Error, "c=1") ||
+		!strings.Contains(got[0].Error, "X-Tenant-Key: REDACTED") {
+		t.Fatalf("stored error %q", got[0].Error)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/redact"
 	"github.com/breakwater/breakwater/resilience"
 )
 
@@ -63,14 +65,26 @@ func HistoryBucket(t bus.Topology) string {
 // is written only on the failure path. Entries expire after a day: a task
 // is redelivered within minutes or not at all.
 type History struct {
-	kv jetstream.KeyValue
+	kv   jetstream.KeyValue
+	deny *redact.Headers
+}
+
+// HistoryOption configures a History.
+type HistoryOption func(*History)
+
+// WithHistoryRedaction redacts the error text of every record appended
+// with deny (the Writer's list, Writer.Headers) besides the defaults that
+// NewRecord applies, so that configured secret headers never reach the
+// bucket either.
+func WithHistoryRedaction(deny *redact.Headers) HistoryOption {
+	return func(h *History) { h.deny = deny }
 }
 
 // HistoryTTL is how long a task's attempts are kept after the last one.
 const HistoryTTL = 24 * time.Hour
 
 // EnsureHistory creates or opens the history bucket (file storage).
-func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology) (*History, error) {
+func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology, opts ...HistoryOption) (*History, error) {
 	cfg := jetstream.KeyValueConfig{
 		Bucket:      HistoryBucket(t),
 		Description: "Breakwater: backend attempts of tasks between deliveries, for the DLQ",
@@ -83,7 +97,11 @@ func EnsureHistory(ctx context.Context, js jetstream.JetStream, t bus.Topology) 
 	if err != nil {
 		return nil, fmt.Errorf("history bucket %s: %w", cfg.Bucket, err)
 	}
-	return &History{kv: kv}, nil
+	h := &History{kv: kv}
+	for _, o := range opts {
+		o(h)
+	}
+	return h, nil
 }
 
 // historyKey names a task message by its stream sequence in TASKS: every
@@ -97,6 +115,12 @@ func historyKey(seq uint64) string { return strconv.FormatUint(seq, 10) }
 func (h *History) Append(ctx context.Context, seq uint64, recs []Record) error {
 	if len(recs) == 0 || seq == 0 {
 		return nil
+	}
+	if h.deny != nil {
+		recs = slices.Clone(recs)
+		for i := range recs {
+			recs[i].Error = truncate(h.deny.Text(recs[i].Error), maxRecordError)
+		}
 	}
 	key := historyKey(seq)
 	for range 5 {
@@ -163,15 +187,25 @@ func (h *History) Delete(ctx context.Context, seq uint64) error {
 }
 
 // encodeHistory renders recs for Dlq-History, dropping the oldest until it
-// fits MaxHistoryLen; it returns how many were dropped.
-func encodeHistory(recs []Record) (string, int) {
-	for dropped := 0; dropped < len(recs); dropped++ {
-		b, err := json.Marshal(recs[dropped:])
-		if err == nil && len(b) <= MaxHistoryLen {
-			return string(b), dropped
+// fits maxLen bytes; it returns how many were dropped.
+func encodeHistory(recs []Record, maxLen int) (string, int) {
+	// The fewest records to drop, found by halving: the encoded length
+	// only shrinks as records are dropped.
+	lo, hi := 0, len(recs) // answer in [lo, hi]; hi: all dropped
+	var best string
+	for lo < hi {
+		mid := (lo + hi) / 2
+		b, err := json.Marshal(recs[mid:])
+		if err == nil && len(b) <= maxLen {
+			hi, best = mid, string(b)
+		} else {
+			lo = mid + 1
 		}
 	}
-	return "", len(recs)
+	if lo == len(recs) {
+		return "", len(recs)
+	}
+	return best, lo // hi moved to lo, so best encodes recs[lo:]
 }
 
 // DecodeHistory parses a Dlq-History header value.
@@ -186,12 +220,14 @@ func DecodeHistory(v string) ([]Record, error) {
 	return recs, nil
 }
 
-// NewRecord makes a record of one call; err is redacted and shortened.
+// NewRecord makes a record of one call; err is redacted (redact.Text; the
+// Writer redacts again with the configured headers when it stores the
+// history) and shortened.
 func NewRecord(delivery int, backend, class string, status int, took time.Duration, at time.Time, worker string, err error) Record {
 	r := Record{Delivery: delivery, Backend: backend, Class: class, Status: status,
 		Duration: took.Round(time.Microsecond).String(), At: at.UTC(), Worker: worker}
 	if err != nil {
-		r.Error = truncate(Redact(err.Error()), maxRecordError)
+		r.Error = truncate(redact.Text(err.Error()), maxRecordError)
 	}
 	return r
 }
