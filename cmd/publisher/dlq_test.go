@@ -23,9 +23,10 @@ func deadLetter(t *testing.T, e *testEnv, typ string, reason dlq.Reason, ids ...
 	t.Helper()
 	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: bus.Topology{}, Worker: "w1"})
 	for _, id := range ids {
+		e.fakeSeq++
 		err := w.Write(t.Context(), &dlq.Entry{
-			// The copy is deduplicated by the task's Nats-Msg-Id: give each one.
-			ID: id, Type: typ, Subject: "tasks." + typ, Seq: 1,
+			// The copy is deduplicated by the task's TASKS sequence: give each its own.
+			ID: id, Type: typ, Subject: "tasks." + typ, Seq: 1000 + e.fakeSeq,
 			Header: nats.Header{"Task-Id": {id}, "Nats-Msg-Id": {id}}, Payload: []byte("data-" + id),
 			Reason: reason, Err: errors.New("backend said 503"), Attempts: 2, Backends: []string{"svc"},
 			History: []dlq.Record{{Delivery: 1, Backend: "svc", Class: "transient", Status: 503, Duration: "2ms"}},

@@ -22,6 +22,8 @@ type testEnv struct {
 	url string
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// fakeSeq numbers the TASKS sequences of entries made by deadLetter.
+	fakeSeq uint64
 }
 
 // startServer starts a JetStream server for one test and creates the

@@ -183,13 +183,18 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	}
 	defer bk.close()
 
-	history, err := dlq.EnsureHistory(ctx, js, topo)
+	dlqWriter, err := dlq.EnsureWriter(ctx, js, dlq.WriterOptions{
+		Topology: topo, Worker: id, RedactHeaders: cfg.DLQ.RedactHeaders, MaxPayload: nc.MaxPayload(),
+	})
 	if err != nil {
 		return err
 	}
-	dlqWriter := dlq.NewWriter(js, dlq.WriterOptions{Topology: topo, Worker: id})
+	history, err := dlq.EnsureHistory(ctx, js, topo, dlq.WithHistoryRedaction(dlqWriter.Headers()))
+	if err != nil {
+		return err
+	}
 	crashLoops, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{
-		Conn: nc, JS: js, Topology: topo, Consumer: bus.DefaultConsumer,
+		JS: js, Topology: topo, Consumer: bus.DefaultConsumer,
 		Writer: dlqWriter, History: history, Logger: log,
 	})
 	if err != nil {
