@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
 )
 
 // The users of deploy/nats/auth.conf.
@@ -505,5 +507,128 @@ func TestAuthDeployConfigs(t *testing.T) {
 	}
 	if n < 4 {
 		t.Fatalf("found %d server configs, want single.conf and three cluster nodes", n)
+	}
+}
+
+// TestAuthPlannedNames checks the rights auth.conf grants for names other
+// parts of Breakwater are adding (the ADVISORIES stream and its durable
+// consumer crash-loop, the DLQ_PAYLOADS object store, schedules in TASKS)
+// with the nats.go calls such code makes, against the real server: the
+// worker creates and writes, the operator reads and deletes, the client
+// publishes a schedule, and the server refuses none of it.
+func TestAuthPlannedNames(t *testing.T) {
+	t.Parallel()
+	s := startNATSAuth(t)
+	w := s.connectAs(t, workerUser)
+	op := s.connectAs(t, operatorUser)
+	cl := s.connectAs(t, clientUser)
+	ctx := ctxTimeout(t, 30*time.Second)
+
+	// TASKS as the worker makes it, with message schedules allowed, and
+	// the workers' consumer.
+	cfg := bus.Topology{}.StreamConfigs()[0]
+	cfg.Subjects = []string{"tasks.>", "schedules.>"}
+	cfg.AllowMsgSchedules = true
+	if _, err := w.js.CreateStream(ctx, cfg); err != nil {
+		t.Fatalf("worker creates TASKS: %v", err)
+	}
+	if _, err := bus.EnsureConsumer(ctx, w.js, bus.Topology{}, bus.ConsumerOptions{MaxDeliver: 1, AckWait: time.Second}); err != nil {
+		t.Fatalf("worker creates the workers consumer: %v", err)
+	}
+
+	// ADVISORIES: the server's max-deliveries advisory kept in a stream,
+	// read by the durable consumer crash-loop.
+	const advisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TASKS.workers"
+	if _, err := w.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "ADVISORIES", Subjects: []string{advisory},
+		Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour}); err != nil {
+		t.Fatalf("worker creates ADVISORIES: %v", err)
+	}
+	adv, err := w.js.CreateOrUpdateConsumer(ctx, "ADVISORIES", jetstream.ConsumerConfig{Durable: "crash-loop",
+		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: advisory})
+	if err != nil {
+		t.Fatalf("worker creates the crash-loop consumer: %v", err)
+	}
+	// A task delivered once and never acknowledged makes the server
+	// publish the advisory.
+	cl.publishTask("echo", "a1", []byte("x"))
+	cons, err := w.js.Consumer(ctx, "TASKS", bus.DefaultConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the advisory read through crash-loop", func() (bool, string) {
+		b, err := adv.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return false, err.Error()
+		}
+		for m := range b.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		}
+		return false, fmt.Sprint(b.Error())
+	})
+
+	// DLQ_PAYLOADS: the worker writes, the operator reads and deletes.
+	obs, err := w.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "DLQ_PAYLOADS", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatalf("worker creates DLQ_PAYLOADS: %v", err)
+	}
+	payload := []byte(strings.Repeat("payload ", 40000)) // several chunks
+	if _, err := obs.PutBytes(ctx, "dlq-7", payload); err != nil {
+		t.Fatalf("worker writes an object: %v", err)
+	}
+	if _, err := obs.PutBytes(ctx, "dlq-7", payload[:10]); err != nil {
+		t.Fatalf("worker replaces an object: %v", err)
+	}
+	if _, err := obs.PutBytes(ctx, "dlq-7", payload); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := op.js.ObjectStore(ctx, "DLQ_PAYLOADS")
+	if err != nil {
+		t.Fatalf("operator opens DLQ_PAYLOADS: %v", err)
+	}
+	got, err := ops.GetBytes(ctx, "dlq-7")
+	if err != nil || len(got) != len(payload) {
+		t.Fatalf("operator reads the object: %d bytes, %v", len(got), err)
+	}
+	if err := ops.Delete(ctx, "dlq-7"); err != nil {
+		t.Fatalf("operator deletes the object: %v", err)
+	}
+	// Refused requests get no answer: the call waits out its context.
+	if _, err := cl.js.ObjectStore(ctxTimeout(t, time.Second), "DLQ_PAYLOADS"); err == nil {
+		t.Error("the client opened DLQ_PAYLOADS")
+	}
+
+	// Schedules: the client publishes one, the operator reads and removes
+	// it by sequence.
+	m := nats.NewMsg("schedules.every.tick")
+	m.Header.Set("Nats-Schedule", "@every 1h")
+	m.Header.Set("Nats-Schedule-Target", "tasks.echo")
+	ack, err := cl.js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatalf("client publishes a schedule: %v", err)
+	}
+	tasks, err := op.js.Stream(ctx, "TASKS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sm, err := tasks.GetLastMsgForSubject(ctx, "schedules.every.tick"); err != nil || sm.Sequence != ack.Sequence {
+		t.Fatalf("operator reads the schedule: %v", err)
+	}
+	if err := tasks.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatalf("operator removes the schedule: %v", err)
+	}
+
+	for _, user := range []string{workerUser, operatorUser} {
+		if v := s.violations(user); len(v) > 0 {
+			t.Errorf("the server refused %s %d times:\n%s", user, len(v), strings.Join(v, "\n"))
+		}
+	}
+	if v := s.violations(clientUser); len(v) == 0 {
+		t.Error("the client opened the object store unrefused")
 	}
 }
