@@ -563,13 +563,14 @@ func TestAuthPlannedNames(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		for m := range b.Messages() {
-			if err := m.DoubleAck(ctx); err != nil {
-				return false, err.Error()
-			}
-			return true, ""
+		m, ok := <-b.Messages()
+		if !ok {
+			return false, fmt.Sprint(b.Error())
 		}
-		return false, fmt.Sprint(b.Error())
+		if err := m.DoubleAck(ctx); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
 	})
 
 	// DLQ_PAYLOADS: the worker writes, the operator reads and deletes.
