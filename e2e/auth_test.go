@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
 	"github.com/breakwater/breakwater/bus"
 )
@@ -631,5 +632,85 @@ func TestAuthPlannedNames(t *testing.T) {
 	}
 	if v := s.violations(clientUser); len(v) == 0 {
 		t.Error("the client opened the object store unrefused")
+	}
+}
+
+// TestAuthKubernetes checks that the Kubernetes files use the users: the
+// NATS values include auth.conf and take the three passwords from a Secret,
+// and the worker connects as breakwater-worker with its password from a
+// Secret, not on its command line.
+func TestAuthKubernetes(t *testing.T) {
+	t.Parallel()
+	var values struct {
+		Config struct {
+			Merge map[string]any `yaml:"merge"`
+		} `yaml:"config"`
+		Container struct {
+			Env map[string]struct {
+				ValueFrom struct {
+					SecretKeyRef struct{ Name, Key string } `yaml:"secretKeyRef"`
+				} `yaml:"valueFrom"`
+			} `yaml:"env"`
+		} `yaml:"container"`
+	}
+	docs := decodeAll[map[string]any](t, deployPath("kubernetes", "nats-values.yaml"))
+	b, _ := yaml.Marshal(docs[0])
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		t.Fatal(err)
+	}
+	if got := values.Config.Merge["$include"]; got != "auth.conf" {
+		t.Errorf("nats-values.yaml: config.merge.$include = %v, want auth.conf", got)
+	}
+	for _, name := range authEnv {
+		ref := values.Container.Env[name].ValueFrom.SecretKeyRef
+		if ref.Name == "" || ref.Key == "" {
+			t.Errorf("nats-values.yaml: container.env.%s is not taken from a Secret", name)
+		}
+	}
+
+	type envVar struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom struct {
+			SecretKeyRef struct{ Name, Key string } `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
+	}
+	var dep struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Args []string `yaml:"args"`
+						Env  []envVar `yaml:"env"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	for _, d := range decodeAll[map[string]any](t, deployPath("kubernetes", "worker-deployment.yaml")) {
+		b, _ := yaml.Marshal(d)
+		if err := yaml.Unmarshal(b, &dep); err == nil && dep.Kind == "Deployment" {
+			break
+		}
+	}
+	if dep.Kind != "Deployment" || len(dep.Spec.Template.Spec.Containers) != 1 {
+		t.Fatal("worker-deployment.yaml: no Deployment with one container")
+	}
+	ctr := dep.Spec.Template.Spec.Containers[0]
+	env := map[string]envVar{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e
+	}
+	if env["NATS_USER"].Value != workerUser {
+		t.Errorf("worker env NATS_USER = %q, want %s", env["NATS_USER"].Value, workerUser)
+	}
+	if ref := env["NATS_PASSWORD"].ValueFrom.SecretKeyRef; ref.Name == "" || ref.Key == "" {
+		t.Error("worker env NATS_PASSWORD is not taken from a Secret")
+	}
+	for _, a := range ctr.Args {
+		if strings.HasPrefix(a, "--password") || strings.HasPrefix(a, "--token") {
+			t.Errorf("worker args carry a secret: %s", a)
+		}
 	}
 }
