@@ -3,9 +3,12 @@ package e2e
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -711,6 +714,96 @@ func TestAuthKubernetes(t *testing.T) {
 	for _, a := range ctr.Args {
 		if strings.HasPrefix(a, "--password") || strings.HasPrefix(a, "--token") {
 			t.Errorf("worker args carry a secret: %s", a)
+		}
+	}
+}
+
+// TestAuthClusterRoutes starts two nodes from the repository's cluster
+// configs (ports and stores moved to free ones): they form their cluster
+// over routes carrying the route user, and a server that does not know the
+// route password is refused as a route.
+func TestAuthClusterRoutes(t *testing.T) {
+	t.Parallel()
+	const routePassword = "bwroute0test"
+	clusterPort := []int{freePort(t), freePort(t)}
+	routes := fmt.Sprintf("[nats-route://breakwater-route:%s@127.0.0.1:%d, nats-route://breakwater-route:%s@127.0.0.1:%d]",
+		routePassword, clusterPort[0], routePassword, clusterPort[1])
+	env := []string{"BW_ROUTE_PASSWORD=" + routePassword, "BW_ROUTES=" + routes}
+	for user, name := range authEnv {
+		env = append(env, name+"=bw"+user)
+	}
+	node := func(file string, clusterPort int, routes string) *natsServer {
+		src, err := os.ReadFile(deployPath("nats", "cluster", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, file), env: env}
+		rel, err := filepath.Rel(dir, deployPath("nats", "auth.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(src)
+		for _, r := range []struct{ re, with string }{
+			{`(?m)^listen: .*$`, fmt.Sprintf("listen: 127.0.0.1:%d", s.port)},
+			{`(?m)^http: .*$`, fmt.Sprintf("http: 127.0.0.1:%d", s.httpPort)},
+			{`(?m)^  store_dir: .*$`, fmt.Sprintf("  store_dir: %q", filepath.Join(dir, "store"))},
+			{`(?m)^  listen: .*$`, fmt.Sprintf("  listen: 127.0.0.1:%d", clusterPort)},
+			{`(?m)^include "\.\./auth\.conf"$`, fmt.Sprintf("include %q", rel)},
+		} {
+			re := regexp.MustCompile(r.re)
+			if !re.MatchString(conf) {
+				t.Fatalf("%s has no line matching %s", file, r.re)
+			}
+			conf = re.ReplaceAllString(conf, r.with)
+		}
+		if routes != "" {
+			conf = strings.Replace(conf, "routes: $BW_ROUTES", "routes: "+routes, 1)
+		}
+		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.start()
+		return s
+	}
+	routez := func(s *natsServer) (n int, names []string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", s.httpPort))
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		var rz struct {
+			Routes []struct {
+				RemoteName string `json:"remote_name"`
+			} `json:"routes"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&rz) != nil {
+			return 0, nil
+		}
+		for _, r := range rz.Routes {
+			names = append(names, r.RemoteName)
+		}
+		return len(rz.Routes), names
+	}
+
+	n1 := node("n1.conf", clusterPort[0], "")
+	n2 := node("n2.conf", clusterPort[1], "")
+	waitFor(t, startTimeout, "n1 and n2 routed", func() (bool, string) {
+		_, a := routez(n1)
+		_, b := routez(n2)
+		return slices.Contains(a, "n2") && slices.Contains(b, "n1"), fmt.Sprintf("n1 sees %v, n2 sees %v", a, b)
+	})
+
+	// n3 comes with the routes but a wrong password.
+	wrong := strings.ReplaceAll(routes, routePassword, "bwguessed")
+	intruder := node("n3.conf", freePort(t), wrong)
+	waitFor(t, startTimeout, "n3's routes refused", func() (bool, string) {
+		log := intruder.proc.stderr.String()
+		return strings.Count(log, "Route Error 'Authorization Violation'") >= 2, "no refusal in n3's log yet"
+	})
+	for _, s := range []*natsServer{n1, n2} {
+		if _, names := routez(s); slices.Contains(names, "n3") {
+			t.Errorf("n3 joined with a wrong route password: routes %v", names)
 		}
 	}
 }
