@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -95,10 +96,13 @@ type authConn struct {
 	denied []string
 }
 
+// connectAs connects as user, with the inbox prefix the Breakwater
+// commands of that user take.
 func (s *authServer) connectAs(t testing.TB, user string) *authConn {
 	t.Helper()
 	c := &authConn{user: user}
-	nc, err := nats.Connect(s.URL(), nats.Name("e2e "+user), nats.UserInfo(user, s.password[user]),
+	inbox := map[string]string{workerUser: bus.WorkerInboxPrefix, operatorUser: bus.OperatorInboxPrefix, clientUser: "_INBOX"}[user]
+	nc, err := nats.Connect(s.URL(), nats.Name("e2e "+user), nats.UserInfo(user, s.password[user]), nats.CustomInboxPrefix(inbox),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()
@@ -174,7 +178,7 @@ func (s *authServer) violations(user string) []string {
 func TestAuthLeastPrivilege(t *testing.T) {
 	t.Parallel()
 	s := startNATSAuth(t)
-	cfg := writeFile(t, "worker.yaml", `worker: {max_deliver: 2, ack_wait: 1s}
+	cfg := writeFile(t, "worker.yaml", `worker: {max_deliver: 2, ack_wait: 3s}
 health: {interval: 200ms}
 backends:
   echoer: {builtin: echo}
@@ -198,6 +202,12 @@ routes:
 	w1 := startWorker(t, s.natsServer, workerArgs("w1")...)
 	op := s.connectAs(t, operatorUser)
 	cl := s.connectAs(t, clientUser)
+	// The client listens to every inbox it may: it must hear none of the
+	// workers' deliveries and none of the operator's DLQ reads.
+	overheard := make(chan *nats.Msg, 100000)
+	if _, err := cl.nc.ChanSubscribe("_INBOX.>", overheard); err != nil {
+		t.Fatal(err)
+	}
 
 	// --- The worker's work, driven by the client and watched by the operator.
 	{
@@ -417,17 +427,53 @@ routes:
 		if code := w1.wait(30 * time.Second); code != 3 {
 			t.Fatalf("w1 exit code %d, want 3 (killed by builtin:crash)", code)
 		}
-		w2 := startWorker(t, s.natsServer, workerArgs("w2")...)
-		if code := w2.wait(30 * time.Second); code != 3 {
-			t.Fatalf("w2 exit code %d, want 3", code)
+		// Two workers start at once, well within the ack wait: the second
+		// delivery kills one, and the other is already listening for the
+		// server's advisory (core NATS: a worker starting after it would
+		// miss it).
+		w2 := startWorkerNoWait(t, s.natsServer, workerArgs("w2")...)
+		w3 := startWorkerNoWait(t, s.natsServer, workerArgs("w3")...)
+		waitFor(t, 30*time.Second, "one of w2 and w3 killed by the second delivery", func() (bool, string) {
+			return w2.exited() != w3.exited(), fmt.Sprintf("w2 exited %v, w3 exited %v", w2.exited(), w3.exited())
+		})
+		for _, w := range []*worker{w2, w3} {
+			if w.exited() {
+				if code := w.wait(time.Second); code != 3 {
+					t.Fatalf("exit code %d, want 3", code)
+				}
+			}
 		}
-		startWorker(t, s.natsServer, workerArgs("w3")...)
 		d := op.lastMsg("DLQ", "dlq.boom", resultTimeout)
 		wantHeader(t, d.Header, "Dlq-Reason", "max_deliveries")
 		waitFor(t, 10*time.Second, "TASKS empty", func() (bool, string) {
 			n := op.msgs("TASKS")
 			return n == 0, fmt.Sprintf("%d messages", n)
 		})
+	}
+
+	// What the client overheard on _INBOX.>: its own traffic only.
+	if err := cl.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"p-nope", "p-down", "p-boom"}
+	for _, p := range slices.Clone(secrets) {
+		secrets = append(secrets, base64.StdEncoding.EncodeToString([]byte(p)))
+	}
+	heard := 0
+	for len(overheard) > 0 {
+		m := <-overheard
+		heard++
+		if strings.HasPrefix(m.Subject, "tasks.") || strings.HasPrefix(m.Subject, "dlq.") {
+			t.Errorf("the client overheard a delivery of %s on its _INBOX.> subscription", m.Subject)
+		}
+		for _, p := range secrets {
+			if strings.Contains(string(m.Data), p) {
+				t.Errorf("the client overheard %q on %s: %.200s", p, m.Subject, m.Data)
+			}
+		}
+	}
+	if heard == 0 {
+		t.Error("the client heard nothing on _INBOX.>, not even its own replies: the check proves nothing")
 	}
 
 	// Everything above ran with the worker's user alone.

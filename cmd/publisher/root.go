@@ -160,10 +160,23 @@ func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 		TLSCA:    a.g.tlsCA,
 		TLSCert:  a.g.tlsCert,
 		TLSKey:   a.g.tlsKey,
+		// The operator's commands read what a client may not.
+		InboxPrefix: inboxPrefix(name),
 		// Disconnects and reconnects are worth a line; routine closes
 		// (info and debug) would only clutter a command's output.
 		Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
+}
+
+// inboxPrefix is the reply namespace of the command called name: the
+// DLQ and health commands read what a client may not, so their replies go
+// to bus.OperatorInboxPrefix, which clients cannot subscribe to (they may
+// subscribe to _INBOX.>).
+func inboxPrefix(name string) string {
+	if name == "health" || strings.HasPrefix(name, "dlq") {
+		return bus.OperatorInboxPrefix
+	}
+	return ""
 }
 
 // connectJS connects like connect and opens the JetStream context every

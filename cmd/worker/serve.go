@@ -109,7 +109,9 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		TLSCA:    firstNonEmpty(f.tlsCA, cfg.NATS.TLS.CA),
 		TLSCert:  firstNonEmpty(f.tlsCert, cfg.NATS.TLS.Cert),
 		TLSKey:   firstNonEmpty(f.tlsKey, cfg.NATS.TLS.Key),
-		Logger:   log,
+		// Deliveries and API answers that clients may not read.
+		InboxPrefix: bus.WorkerInboxPrefix,
+		Logger:      log,
 		// A worker may start before its server (systemd, Kubernetes).
 		RetryOnFailedConnect: true,
 	})
