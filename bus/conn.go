@@ -17,6 +17,16 @@ import (
 // NATS_URL names one.
 const DefaultURL = "nats://127.0.0.1:4222"
 
+// Inbox prefixes of the connections whose replies a task publisher must
+// not see. Every reply (JetStream API answers, pull-consumer deliveries,
+// publish acks) goes to the requester's inbox, and deploy/nats/auth.conf
+// lets a client subscribe to _INBOX.>: the worker and the operator's
+// commands take inboxes of their own, which only they may subscribe to.
+const (
+	WorkerInboxPrefix   = "_INBOX_worker"
+	OperatorInboxPrefix = "_INBOX_operator"
+)
+
 // ErrInvalidOption is wrapped by every error about a bad ConnectOptions value.
 var ErrInvalidOption = errors.New("invalid connect option")
 
@@ -37,6 +47,9 @@ type ConnectOptions struct {
 	TLSCA    string // PEM file of the CAs to trust
 	TLSCert  string // client certificate, with TLSKey
 	TLSKey   string
+	// InboxPrefix replaces _INBOX as the first token of the connection's
+	// reply subjects (WorkerInboxPrefix, OperatorInboxPrefix). Default _INBOX.
+	InboxPrefix string
 
 	// Logger receives disconnect, reconnect and async error events.
 	// Default slog.Default().
@@ -122,6 +135,9 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	}
 	if o.Token != "" {
 		opts = append(opts, nats.Token(o.Token))
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
 	if o.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(o.TLSCA))

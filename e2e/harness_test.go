@@ -45,7 +45,31 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
+	setDeployEnv()
 	return m.Run()
+}
+
+// setDeployEnv gives the secrets the configs under deploy/nats read from
+// the environment (the users' passwords, the cluster's route password and
+// route list) test values, unless they are set, so that the tests can
+// parse those configs. Servers the tests start get their own passwords.
+func setDeployEnv() {
+	const routePassword = "bwroutetest"
+	routes := make([]string, 0, 3)
+	for _, port := range []int{6222, 6223, 6224} {
+		routes = append(routes, fmt.Sprintf("nats-route://breakwater-route:%s@127.0.0.1:%d", routePassword, port))
+	}
+	for k, v := range map[string]string{
+		"BW_WORKER_PASSWORD":   "bwworkertest",
+		"BW_CLIENT_PASSWORD":   "bwclienttest",
+		"BW_OPERATOR_PASSWORD": "bwoperatortest",
+		"BW_ROUTE_PASSWORD":    routePassword,
+		"BW_ROUTES":            "[" + strings.Join(routes, ", ") + "]",
+	} {
+		if _, ok := os.LookupEnv(k); !ok {
+			_ = os.Setenv(k, v)
+		}
+	}
 }
 
 // build compiles the worker, the publisher and nats-server (required by
@@ -214,6 +238,7 @@ type natsServer struct {
 	port     int
 	httpPort int
 	conf     string
+	env      []string // added to the server process's environment
 	proc     *process
 }
 
@@ -236,13 +261,37 @@ jetstream {
 	return s
 }
 
+// startNATSWith starts a nats-server like startNATS whose config also has
+// extra (for example an include of a file under deploy/), with env added to
+// the server process's environment. Paths in extra are relative to dir,
+// the directory of the config file.
+func startNATSWith(t testing.TB, extra func(dir string) string, env []string) *natsServer {
+	t.Helper()
+	dir := t.TempDir()
+	s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, "nats.conf"), env: env}
+	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
+server_name: e2e
+jetstream {
+  store_dir: %q
+  sync_interval: always
+}
+%s
+`, s.port, s.httpPort, filepath.Join(dir, "store"), extra(dir))
+	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	return s
+}
+
 // URL is the client URL of the server.
 func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
 
 // start starts the server process and waits until JetStream is ready.
 func (s *natsServer) start() {
 	s.t.Helper()
-	s.proc = startProcess(s.t, "nats-server", bin.natsServer, nil, "-c", s.conf)
+	s.proc = startProcess(s.t, "nats-server", bin.natsServer, s.env, "-c", s.conf)
 	health := fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", s.httpPort)
 	waitHTTP(s.t, s.proc, health, "nats-server healthz")
 }

@@ -1,6 +1,14 @@
 package health
 
-import "time"
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/breakwater/breakwater/bus"
+)
 
 // Backend states.
 const (
@@ -100,4 +108,137 @@ type WorkerStats struct {
 	Done, Failed, DeadLettered uint64
 	InFlight                   int64
 	CacheHits, CacheMisses     uint64
+}
+
+// MaxEventSize is the largest health event a reader accepts, 64 KiB. The
+// events a Monitor publishes are well under a kilobyte; a bigger one is not
+// one of ours, and reading it would only cost memory.
+const MaxEventSize = 64 << 10
+
+// ErrInvalidEvent is wrapped by every error of DecodeEvent.
+var ErrInvalidEvent = errors.New("health: invalid event")
+
+// DecodeEvent decodes the health event stored on subject of t's HEALTH
+// stream into a BackendEvent, WorkerEvent or AlertEvent, by the subject's
+// kind (health.backend.<name>, health.worker.<id>, health.alert.<name>).
+//
+// It refuses an event, with an error wrapping ErrInvalidEvent, that is
+// larger than MaxEventSize, is not a JSON object of its kind, lacks a
+// required field, has a value out of its range, or names another backend,
+// worker or alert than its subject does. Required are, for a backend event:
+// backend, state, breaker and at; for a worker event: worker, status and
+// at; for an alert: alert, status, rule and at.
+//
+// Every reader (the Monitor, publisher health, the console) drops what it
+// refuses rather than track it: with deploy/nats/auth.conf only workers may
+// publish on health.>, and this keeps the readers sane without it, or when
+// a worker of another version publishes something else.
+func DecodeEvent(t bus.Topology, subject string, data []byte) (any, error) {
+	if len(data) > MaxEventSize {
+		return nil, fmt.Errorf("%w: %d bytes on %s, at most %d", ErrInvalidEvent, len(data), subject, MaxEventSize)
+	}
+	rest, ok := strings.CutPrefix(subject, strings.TrimSuffix(t.HealthFilter(), ">"))
+	if !ok {
+		return nil, fmt.Errorf("%w: %q is not a health subject", ErrInvalidEvent, subject)
+	}
+	kind, name, _ := strings.Cut(rest, ".")
+	var (
+		ev  any
+		err error
+	)
+	switch kind {
+	case "backend":
+		ev, err = decode(data, name, checkBackend)
+	case "worker":
+		ev, err = decode(data, name, checkWorker)
+	case "alert":
+		ev, err = decode(data, name, checkAlert)
+	default:
+		return nil, fmt.Errorf("%w: %q is not a backend, worker or alert subject", ErrInvalidEvent, subject)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w on %s: %w", ErrInvalidEvent, subject, err)
+	}
+	return ev, nil
+}
+
+// decode unmarshals data into an E and checks it against the name its
+// subject gives.
+func decode[E any](data []byte, name string, check func(*E, string) error) (E, error) {
+	var ev E
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ev, err
+	}
+	return ev, check(&ev, name)
+}
+
+func checkBackend(ev *BackendEvent, token string) error {
+	switch {
+	case ev.Backend == "":
+		return errors.New("no backend")
+	case Token(ev.Backend) != token:
+		return fmt.Errorf("backend %q on the subject of %q", short(ev.Backend), token)
+	case ev.State != Healthy && ev.State != Degraded && ev.State != Unhealthy:
+		return fmt.Errorf("state %q", short(ev.State))
+	case ev.Breaker != BreakerClosed && ev.Breaker != BreakerOpen && ev.Breaker != BreakerHalfOpen:
+		return fmt.Errorf("breaker %q", short(ev.Breaker))
+	case ev.At.IsZero():
+		return errors.New("no at")
+	case ev.SuccessRate < 0 || ev.SuccessRate > 1:
+		return fmt.Errorf("success_rate %v out of [0, 1]", ev.SuccessRate)
+	case ev.Availability < 0 || ev.Availability > 100:
+		return fmt.Errorf("availability %v out of [0, 100]", ev.Availability)
+	case ev.LatencyMS.P50 < 0 || ev.LatencyMS.P95 < 0 || ev.LatencyMS.P99 < 0 || ev.InFlight < 0:
+		return errors.New("negative latency or in_flight")
+	}
+	return nil
+}
+
+func checkWorker(ev *WorkerEvent, token string) error {
+	switch {
+	case ev.Worker == "":
+		return errors.New("no worker")
+	case Token(ev.Worker) != token:
+		return fmt.Errorf("worker %q on the subject of %q", short(ev.Worker), token)
+	case ev.Status != WorkerRunning && ev.Status != WorkerStopped:
+		return fmt.Errorf("status %q", short(ev.Status))
+	case ev.At.IsZero():
+		return errors.New("no at")
+	case ev.Interval > maxInterval.Seconds():
+		return fmt.Errorf("interval_s %v over a day", ev.Interval)
+	case ev.UptimeSeconds < 0 || ev.Interval < 0 || ev.InFlight < 0:
+		return errors.New("negative uptime_s, interval_s or in_flight")
+	case ev.CacheHitRatio < 0 || ev.CacheHitRatio > 1:
+		return fmt.Errorf("cache_hit_ratio %v out of [0, 1]", ev.CacheHitRatio)
+	}
+	return nil
+}
+
+func checkAlert(ev *AlertEvent, name string) error {
+	switch {
+	case ev.Alert == "":
+		return errors.New("no alert")
+	case ev.Alert != name:
+		return fmt.Errorf("alert %q on the subject of %q", short(ev.Alert), name)
+	case ev.Status != Firing && ev.Status != Resolved:
+		return fmt.Errorf("status %q", short(ev.Status))
+	case ev.Rule == "":
+		return errors.New("no rule")
+	case ev.At.IsZero():
+		return errors.New("no at")
+	}
+	return nil
+}
+
+// maxInterval bounds the heartbeat interval a worker event may announce:
+// one far longer would keep a silent worker from ever being stale.
+const maxInterval = 24 * time.Hour
+
+// short cuts a value from an event for an error message.
+func short(s string) string {
+	const n = 64
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

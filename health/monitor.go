@@ -313,10 +313,17 @@ func (m *Monitor) heartbeat(ctx context.Context, status string) {
 	})
 }
 
-// heard notes another worker's heartbeat.
+// heard notes another worker's heartbeat. One DecodeEvent refuses is
+// dropped, not tracked: it would make up a worker (and a stale alert about
+// it) or hide a real one.
 func (m *Monitor) heard(msg *nats.Msg) {
-	var ev WorkerEvent
-	if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Worker == "" || ev.Worker == m.o.WorkerID {
+	v, err := DecodeEvent(m.o.Topology, msg.Subject, msg.Data)
+	if err != nil {
+		m.log.Debug("health event dropped", "err", err)
+		return
+	}
+	ev, ok := v.(WorkerEvent)
+	if !ok || ev.Worker == m.o.WorkerID {
 		return
 	}
 	iv := time.Duration(ev.Interval * float64(time.Second))
@@ -514,9 +521,12 @@ func (m *Monitor) lastAlert(ctx context.Context, subject string) (AlertEvent, ui
 	if err != nil {
 		return ev, 0, fmt.Errorf("last alert: %w", err)
 	}
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		// Not ours to judge: treat as no alert, and let a publish replace it.
-		ev = AlertEvent{}
+	if v, err := DecodeEvent(m.o.Topology, subject, msg.Data); err == nil {
+		ev, _ = v.(AlertEvent)
+	} else {
+		// Not one of ours: treat it as no alert, and let a publish
+		// (expecting its sequence) replace it.
+		m.log.Debug("health event dropped", "err", err)
 	}
 	return ev, msg.Sequence, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/health"
 )
 
@@ -70,7 +71,6 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 	}
 	// Empty lists, not nulls: scripts index them.
 	st := healthState{Backends: []health.BackendEvent{}, Workers: []health.WorkerEvent{}, Alerts: []health.AlertEvent{}}
-	prefix := strings.TrimSuffix(topo.HealthFilter(), ">")
 	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
 		m, err := s.GetLastMsgForSubject(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -79,7 +79,7 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", subj, err)
 		}
-		switch ev := decodeHealth(prefix, subj, m.Data).(type) {
+		switch ev := decodeHealth(topo, subj, m.Data).(type) {
 		case health.BackendEvent:
 			st.Backends = append(st.Backends, ev)
 		case health.WorkerEvent:
@@ -149,34 +149,22 @@ func orDash(s string) string {
 	return s
 }
 
-// decodeHealth decodes a health event by its subject's kind (the token
-// after prefix, "health."); nil when it is none of ours.
-func decodeHealth(prefix, subject string, data []byte) any {
-	kind, _, _ := strings.Cut(strings.TrimPrefix(subject, prefix), ".")
-	switch kind {
-	case "backend":
-		var ev health.BackendEvent
-		if json.Unmarshal(data, &ev) == nil {
-			return ev
-		}
-	case "worker":
-		var ev health.WorkerEvent
-		if json.Unmarshal(data, &ev) == nil {
-			return ev
-		}
-	case "alert":
-		var ev health.AlertEvent
-		if json.Unmarshal(data, &ev) == nil {
-			return ev
-		}
+// decodeHealth decodes a health event by its subject's kind; nil when it
+// is none of ours (health.DecodeEvent refuses it: oversized, malformed,
+// lacking a field or naming another subject's backend, worker or alert).
+func decodeHealth(topo bus.Topology, subject string, data []byte) any {
+	ev, err := health.DecodeEvent(topo, subject, data)
+	if err != nil {
+		return nil
 	}
-	return nil
+	return ev
 }
 
-// healthLine is one watched event for people: its time, what and state.
-func healthLine(prefix, subject string, data []byte) string {
+// healthLine is one watched event for people: its time, what and state;
+// "" for an event decodeHealth drops.
+func healthLine(topo bus.Topology, subject string, data []byte) string {
 	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-	switch ev := decodeHealth(prefix, subject, data).(type) {
+	switch ev := decodeHealth(topo, subject, data).(type) {
 	case health.BackendEvent:
 		return fmt.Sprintf("%s backend %s %s breaker=%s success=%.1f%% p50=%.1fms p95=%.1fms p99=%.1fms availability=%.3f%% in_flight=%d %s by %s%s",
 			stamp(ev.At), ev.Backend, ev.State, ev.Breaker, 100*ev.SuccessRate, ev.LatencyMS.P50, ev.LatencyMS.P95,
@@ -189,7 +177,7 @@ func healthLine(prefix, subject string, data []byte) string {
 		return fmt.Sprintf("%s alert %s %s rule=%s value=%.2f threshold=%.2f by %s%s",
 			stamp(ev.At), ev.Alert, strings.ToUpper(ev.Status), ev.Rule, ev.Value, ev.Threshold, ev.Worker, suffix(ev.Message))
 	}
-	return fmt.Sprintf("%s %s %s", stamp(time.Now()), subject, data)
+	return ""
 }
 
 func suffix(s string) string {
@@ -218,12 +206,15 @@ func (a *app) watchHealth(ctx context.Context, asJSON bool) error {
 	if err != nil {
 		return fmt.Errorf("watch health: %w", streamHint(err, topo.HealthStream()))
 	}
-	prefix := strings.TrimSuffix(topo.HealthFilter(), ">")
 	werr := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		line := string(m.Data()) + "\n"
-		if !asJSON {
-			line = healthLine(prefix, m.Subject(), m.Data()) + "\n"
+		line := healthLine(topo, m.Subject(), m.Data())
+		if line == "" {
+			return // not one of ours: dropped, in --json too
+		}
+		line += "\n"
+		if asJSON {
+			line = string(m.Data()) + "\n"
 		}
 		if _, err := a.stdout.Write([]byte(line)); err != nil {
 			select {

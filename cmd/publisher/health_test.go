@@ -64,10 +64,11 @@ func TestHealthShowsLastState(t *testing.T) {
 
 func TestHealthWatch(t *testing.T) {
 	e := startServer(t)
-	publishEvent(t, e, "health.backend.old", health.BackendEvent{Backend: "old"})
+	now := time.Now().UTC()
+	publishEvent(t, e, "health.backend.old", health.BackendEvent{Backend: "old", State: "healthy", Breaker: "closed", At: now})
 	stdout, _, stop := runAsync(t, "health", "--watch", "--json", "--nats-url", e.url)
 	waitFor(t, 10*time.Second, "a watched event", func() bool {
-		publishEvent(t, e, "health.backend.new", health.BackendEvent{Backend: "new", State: "degraded"})
+		publishEvent(t, e, "health.backend.new", health.BackendEvent{Backend: "new", State: "degraded", Breaker: "closed", At: now})
 		return strings.Contains(stdout.String(), `"backend":"new"`)
 	})
 	if code := stop(); code != 0 {
@@ -190,6 +191,70 @@ func TestHealthWatchLines(t *testing.T) {
 	for _, w := range want {
 		if !strings.Contains(stdout.String(), w+"\n") {
 			t.Errorf("output lacks line\n%s\ngot:\n%s", w, stdout.String())
+		}
+	}
+}
+
+// Events a worker would not publish (another worker's id on the subject,
+// no state, not JSON, oversized) are neither shown nor watched.
+func TestHealthDropsMalformedEvents(t *testing.T) {
+	e := startServer(t)
+	now := time.Now().UTC()
+	forged := []struct {
+		subject string
+		data    string
+	}{
+		{"health.worker.victim", `{"worker":"forged","status":"running","at":"2026-01-02T03:04:05Z"}`},
+		{"health.backend.nostate", `{"backend":"nostate","breaker":"closed","at":"2026-01-02T03:04:05Z"}`},
+		{"health.alert.junk", `{"alert":"junk","status":"firing"`},
+		{"health.backend.big", `{"backend":"big","state":"healthy","breaker":"closed","at":"2026-01-02T03:04:05Z","reason":"` +
+			strings.Repeat("x", health.MaxEventSize) + `"}`},
+	}
+	publishAll := func() {
+		for _, f := range forged {
+			if _, err := e.js.Publish(t.Context(), f.subject, []byte(f.data)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publishAll()
+	publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "healthy", Breaker: "closed", At: now})
+	r := runCmd(t, "", "health", "--json", "--nats-url", e.url)
+	wantOK(t, r)
+	var st healthState
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Backends) != 1 || st.Backends[0].Backend != "flow" || len(st.Workers) != 0 || len(st.Alerts) != 0 {
+		t.Fatalf("got %+v, want the flow backend only", st)
+	}
+
+	for _, asJSON := range []bool{false, true} {
+		args := []string{"health", "--watch", "--nats-url", e.url}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		stdout, _, stop := runAsync(t, args...)
+		waitFor(t, 10*time.Second, "the watch under way", func() bool {
+			if strings.Contains(stdout.String(), "flow") {
+				return true
+			}
+			// Until the consumer exists, events published are not new to it.
+			publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "healthy", Breaker: "closed", At: now})
+			return false
+		})
+		// Delivered in stream order: once "after" is shown, so would be
+		// the forged events before it.
+		publishAll()
+		publishEvent(t, e, "health.backend.after", health.BackendEvent{Backend: "after", State: "healthy", Breaker: "closed", At: now})
+		waitFor(t, 10*time.Second, "the event after the forged ones", func() bool { return strings.Contains(stdout.String(), "after") })
+		if code := stop(); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		for _, bad := range []string{"forged", "victim", "nostate", "junk", "big"} {
+			if strings.Contains(stdout.String(), bad) {
+				t.Errorf("--watch (json %v) shows a malformed event %q:\n%.300s", asJSON, bad, stdout.String())
+			}
 		}
 	}
 }

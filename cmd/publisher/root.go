@@ -169,10 +169,23 @@ func (a *app) connectOptions() bus.ConnectOptions {
 func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 	o := a.connectOptions()
 	o.Name = "breakwater-publisher " + name
+	// The operator's commands read what a client may not.
+	o.InboxPrefix = inboxPrefix(name)
 	// Disconnects and reconnects are worth a line; routine closes
 	// (info and debug) would only clutter a command's output.
 	o.Logger = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return bus.Connect(ctx, o)
+}
+
+// inboxPrefix is the reply namespace of the command called name: the
+// DLQ and health commands read what a client may not, so their replies go
+// to bus.OperatorInboxPrefix, which clients cannot subscribe to (they may
+// subscribe to _INBOX.>).
+func inboxPrefix(name string) string {
+	if name == "health" || strings.HasPrefix(name, "dlq") {
+		return bus.OperatorInboxPrefix
+	}
+	return ""
 }
 
 // connectJS connects like connect and opens the JetStream context every

@@ -101,6 +101,8 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 
 	conn.Name = "breakwater-worker " + id
 	conn.Logger = log
+	// Deliveries and API answers that clients may not read.
+	conn.InboxPrefix = bus.WorkerInboxPrefix
 	// A worker may start before its server (systemd, Kubernetes).
 	conn.RetryOnFailedConnect = true
 	nc, err := bus.Connect(ctx, conn)
