@@ -1,7 +1,8 @@
 // Command minimal is the ceiling Breakwater's throughput is measured
 // against in BENCHMARKS.md: it consumes tasks from the worker's consumer,
-// publishes each payload as the result and acks once the result's publish
-// is acknowledged, and does nothing else (no parsing, routing, headers or
+// publishes each payload as the result to its own subject
+// (results.<type>.<task-id>) and acks once the result's publish is
+// acknowledged, and does nothing else (no parsing, routing, headers or
 // failure handling). It is a benchmark anchor, not a product.
 package main
 
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -70,14 +72,22 @@ func run(url string, batch int) error {
 	}()
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		typ := strings.TrimPrefix(msg.Subject(), "tasks.")
-		id := msg.Headers().Get("Nats-Msg-Id")
+		id, ok := taskID(msg)
+		if !ok {
+			_ = msg.Term() // a task without a usable id has no result subject
+			return
+		}
 		fut, err := js.PublishAsync("results."+typ+"."+id, msg.Data())
 		if err != nil {
 			_ = msg.Nak()
 			return
 		}
 		acks <- pending{msg, fut}
-	}, jetstream.PullMaxMessages(batch))
+	}, jetstream.PullMaxMessages(batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// Printed so that bench/drain.sh can count heartbeat stalls of the
+		// anchor the same way as the worker's.
+		fmt.Fprintln(os.Stderr, "minimal: consume:", err)
+	}))
 	if err != nil {
 		return err
 	}
@@ -87,4 +97,23 @@ func run(url string, batch int) error {
 	close(acks)
 	<-done
 	return nil
+}
+
+// taskID names the result subject the way the contract and the worker do:
+// Task-Id, else Nats-Msg-Id, else the stream sequence (tasks published by
+// `nats bench` carry no id). The stream sequence costs a metadata parse, as
+// it does in the worker; ids are not validated beyond that.
+func taskID(msg jetstream.Msg) (string, bool) {
+	h := msg.Headers()
+	if id := h.Get("Task-Id"); id != "" {
+		return id, true
+	}
+	if id := h.Get("Nats-Msg-Id"); id != "" {
+		return id, true
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatUint(md.Sequence.Stream, 10), true
 }
