@@ -40,7 +40,15 @@ func run(url string, batch int) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// The server delivers at most maxAckPending unacknowledged tasks, and a
+	// task here stays unacknowledged until its result's PubAck: with the
+	// hand-off channel and the client's async-publish window above that
+	// bound, the Consume callback never blocks, so the client always handles
+	// the pull's heartbeats. (With a 1024 channel the anchor itself stalled
+	// for 30 s on a 100k backlog, "no heartbeat received": nats.go#1726.)
+	// Twice the bound leaves room for redelivered copies.
+	const maxAckPending = 10000
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*maxAckPending))
 	if err != nil {
 		return err
 	}
@@ -48,7 +56,7 @@ func run(url string, batch int) error {
 	if err := bus.EnsureStreams(ctx, js, topo); err != nil {
 		return err
 	}
-	cons, err := bus.EnsureConsumer(ctx, js, topo, bus.ConsumerOptions{})
+	cons, err := bus.EnsureConsumer(ctx, js, topo, bus.ConsumerOptions{MaxAckPending: maxAckPending})
 	if err != nil {
 		return err
 	}
@@ -56,7 +64,7 @@ func run(url string, batch int) error {
 		msg jetstream.Msg
 		fut jetstream.PubAckFuture
 	}
-	acks := make(chan pending, 1024) // bounds unacknowledged results below the client's async limit
+	acks := make(chan pending, 2*maxAckPending)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
