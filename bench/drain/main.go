@@ -11,7 +11,8 @@
 // - first) of the RESULTS stream's stored timestamps, in tasks/s), span (that
 // last - first), max_gap (the longest time the result count did not move,
 // measured by polling from watch's start, so a stall before the first result
-// counts too), elapsed and timeout (true when the count was not reached).
+// counts too), gap_at (when that gap began, seconds from watch's start,
+// and the result count it stayed at), elapsed and timeout (true when the count was not reached).
 // It exits 0 even on a timeout, so that the script can report the round.
 package main
 
@@ -132,6 +133,8 @@ func state(ctx context.Context, js jetstream.JetStream, name string, poll time.D
 func watch(ctx context.Context, js jetstream.JetStream, name string, count int, poll time.Duration) error {
 	start := time.Now()
 	lastChange, maxGap := start, time.Duration(0)
+	var gapAt time.Duration // when the longest gap began, from start
+	gapCount := uint64(0)   // and the result count it stayed at
 	var st jetstream.StreamState
 	seen := uint64(0)
 	timedOut := false
@@ -150,7 +153,9 @@ func watch(ctx context.Context, js jetstream.JetStream, name string, count int, 
 		}
 		// Measured before a change resets it, so the wait that a change
 		// ends is counted.
-		maxGap = max(maxGap, now.Sub(lastChange))
+		if g := now.Sub(lastChange); g > maxGap {
+			maxGap, gapAt, gapCount = g, lastChange.Sub(start), seen
+		}
 		if st.Msgs != seen {
 			seen = st.Msgs
 			lastChange = now
@@ -169,7 +174,7 @@ func watch(ctx context.Context, js jetstream.JetStream, name string, count int, 
 	if span > 0 {
 		rate = float64(st.Msgs) / span.Seconds()
 	}
-	fmt.Printf("results=%d rate=%.0f span=%.3fs max_gap=%.1fs elapsed=%.1fs timeout=%t\n",
-		st.Msgs, rate, span.Seconds(), maxGap.Seconds(), time.Since(start).Seconds(), timedOut)
+	fmt.Printf("results=%d rate=%.0f span=%.3fs max_gap=%.1fs gap_at=%.1fs/%d elapsed=%.1fs timeout=%t\n",
+		st.Msgs, rate, span.Seconds(), maxGap.Seconds(), gapAt.Seconds(), gapCount, time.Since(start).Seconds(), timedOut)
 	return nil
 }
