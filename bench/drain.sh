@@ -100,7 +100,8 @@ round() {
 		exit 1
 	fi
 	forget "$LAST"
-	"$NATS" --no-context -s "$URL" bench js pub async tasks.echo --stream TASKS \
+	# --timeout: the 5 s default ack wait is too short with fsync=always on a busy disk.
+	"$NATS" --no-context -s "$URL" --timeout 60s bench js pub async tasks.echo --stream TASKS \
 		--msgs "$TASKS" --size "$SIZE" --no-progress >"$TMP/preload.log" 2>&1 ||
 		{ cat "$TMP/preload.log" >&2; exit 1; }
 	local have
