@@ -1,7 +1,8 @@
 // Command minimal is the ceiling Breakwater's throughput is measured
 // against in BENCHMARKS.md: it consumes tasks from the worker's consumer,
-// publishes each payload as the result and acks once the result's publish
-// is acknowledged, and does nothing else (no parsing, routing, headers or
+// publishes each payload as the result to its own subject
+// (results.<type>.<task-id>) and acks once the result's publish is
+// acknowledged, and does nothing else (no parsing, routing, headers or
 // failure handling). It is a benchmark anchor, not a product.
 package main
 
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -38,7 +40,15 @@ func run(url string, batch int) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// The server delivers at most maxAckPending unacknowledged tasks, and a
+	// task here stays unacknowledged until its result's PubAck: with the
+	// hand-off channel and the client's async-publish window above that
+	// bound, the Consume callback never blocks, so the client always handles
+	// the pull's heartbeats. (With a 1024 channel the anchor itself stalled
+	// for 30 s on a 100k backlog, "no heartbeat received": nats.go#1726.)
+	// Twice the bound leaves room for redelivered copies.
+	const maxAckPending = 10000
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*maxAckPending))
 	if err != nil {
 		return err
 	}
@@ -46,7 +56,7 @@ func run(url string, batch int) error {
 	if err := bus.EnsureStreams(ctx, js, topo); err != nil {
 		return err
 	}
-	cons, err := bus.EnsureConsumer(ctx, js, topo, bus.ConsumerOptions{})
+	cons, err := bus.EnsureConsumer(ctx, js, topo, bus.ConsumerOptions{MaxAckPending: maxAckPending})
 	if err != nil {
 		return err
 	}
@@ -54,7 +64,7 @@ func run(url string, batch int) error {
 		msg jetstream.Msg
 		fut jetstream.PubAckFuture
 	}
-	acks := make(chan pending, 1024) // bounds unacknowledged results below the client's async limit
+	acks := make(chan pending, 2*maxAckPending)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -70,14 +80,22 @@ func run(url string, batch int) error {
 	}()
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		typ := strings.TrimPrefix(msg.Subject(), "tasks.")
-		id := msg.Headers().Get("Nats-Msg-Id")
+		id, ok := taskID(msg)
+		if !ok {
+			_ = msg.Term() // a task without a usable id has no result subject
+			return
+		}
 		fut, err := js.PublishAsync("results."+typ+"."+id, msg.Data())
 		if err != nil {
 			_ = msg.Nak()
 			return
 		}
 		acks <- pending{msg, fut}
-	}, jetstream.PullMaxMessages(batch))
+	}, jetstream.PullMaxMessages(batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// Printed so that bench/drain.sh can count heartbeat stalls of the
+		// anchor the same way as the worker's.
+		fmt.Fprintln(os.Stderr, "minimal: consume:", err)
+	}))
 	if err != nil {
 		return err
 	}
@@ -87,4 +105,23 @@ func run(url string, batch int) error {
 	close(acks)
 	<-done
 	return nil
+}
+
+// taskID names the result subject the way the contract and the worker do:
+// Task-Id, else Nats-Msg-Id, else the stream sequence (tasks published by
+// `nats bench` carry no id). The stream sequence costs a metadata parse, as
+// it does in the worker; ids are not validated beyond that.
+func taskID(msg jetstream.Msg) (string, bool) {
+	h := msg.Headers()
+	if id := h.Get("Task-Id"); id != "" {
+		return id, true
+	}
+	if id := h.Get("Nats-Msg-Id"); id != "" {
+		return id, true
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatUint(md.Sequence.Stream, 10), true
 }
