@@ -164,7 +164,13 @@ func (a *Admin) Get(ctx context.Context, seq uint64) (*Item, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read DLQ entry %d: %w", seq, err)
 	}
-	return &Item{Seq: m.Sequence, Subject: m.Subject, Time: m.Time, Header: m.Header, Data: m.Data}, nil
+	// An entry too large for the server keeps its payload in the
+	// payloads bucket: show gives the payload back either way.
+	data, err := LoadPayload(ctx, a.js, a.topo, m.Header, m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("read DLQ entry %d: %w", seq, err)
+	}
+	return &Item{Seq: m.Sequence, Subject: m.Subject, Time: m.Time, Header: m.Header, Data: data}, nil
 }
 
 // Scan calls fn for each entry matching f, in stream order, up to f.Limit.
@@ -450,7 +456,11 @@ func (a *Admin) ReplayOne(ctx context.Context, i *Item) (Outcome, error) {
 	if done {
 		return AlreadyDone, a.PurgeOne(ctx, i)
 	}
-	msg := &nats.Msg{Subject: a.ReplaySubject(i), Header: ReplayHeader(i), Data: i.Data}
+	data, err := LoadPayload(ctx, a.js, a.topo, i.Header, i.Data)
+	if err != nil {
+		return 0, fmt.Errorf("replay %d: %w", i.Seq, err)
+	}
+	msg := &nats.Msg{Subject: a.ReplaySubject(i), Header: ReplayHeader(i), Data: data}
 	if a.tracer != nil {
 		var span trace.Span
 		ctx, span = tracing.StartReplay(ctx, a.tracer, a.prop, i.Header, msg.Header, msg.Subject, i.Seq)
@@ -469,6 +479,11 @@ func (a *Admin) ReplayOne(ctx context.Context, i *Item) (Outcome, error) {
 func (a *Admin) PurgeOne(ctx context.Context, i *Item) error {
 	if err := a.dlq.DeleteMsg(ctx, i.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("delete DLQ entry %d: %w", i.Seq, err)
+	}
+	// The entry first: a payload left behind by a failure here only
+	// wastes space, an entry without its payload would lose the task.
+	if err := DeletePayload(ctx, a.js, a.topo, i.Header); err != nil {
+		return fmt.Errorf("delete DLQ entry %d's payload: %w", i.Seq, err)
 	}
 	return nil
 }

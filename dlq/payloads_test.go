@@ -211,3 +211,51 @@ func TestPayloadOfPlainEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An entry whose payload lives in the payloads bucket gives it back to
+// show (Get) and replay, and purging the entry removes the object too.
+func TestAdminGivesBackObjectPayload(t *testing.T) {
+	e := newSmallEnv(t)
+	ctx := context.Background()
+	w, err := dlq.EnsureWriter(ctx, e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w1", MaxPayload: e.nc.MaxPayload()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("z"), smallMaxPayload-100)
+	s, err := w.Store(ctx, &dlq.Entry{ID: "huge", Type: "big", Subject: "tasks.big", Seq: 7,
+		Header: nats.Header{"Task-Id": {"huge"}}, Payload: payload, Reason: dlq.InvalidResult, Err: errString("too large")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PayloadObject == "" {
+		t.Fatal("payload not moved to the object store")
+	}
+	a, err := dlq.NewAdmin(ctx, e.js, e.topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, err := a.Get(ctx, s.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(i.Data, payload) {
+		t.Fatalf("Get: payload of %d bytes, want %d", len(i.Data), len(payload))
+	}
+	sub, err := e.nc.SubscribeSync("tasks.big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := a.ReplayOne(ctx, i); err != nil || out != dlq.Replayed {
+		t.Fatalf("ReplayOne: %v, %v", out, err)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.Data, payload) || m.Header.Get("Dlq-Payload-Object") != "" {
+		t.Fatalf("replayed %d bytes with headers %v", len(m.Data), m.Header)
+	}
+	if _, err := dlq.LoadPayload(ctx, e.js, e.topo, i.Header, nil); !errors.Is(err, dlq.ErrPayloadMissing) {
+		t.Errorf("payload object after the entry's removal: got %v, want ErrPayloadMissing", err)
+	}
+}
