@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,26 +12,11 @@ import (
 	"github.com/breakwater/breakwater/bus/bustest"
 )
 
-// startNATSWith starts a nats-server like startNATS with extra
+// startNATSConf starts a nats-server like startNATS with extra
 // configuration (authorization, operator, tls) appended.
-func startNATSWith(t testing.TB, extra string) *natsServer {
+func startNATSConf(t testing.TB, extra string) *natsServer {
 	t.Helper()
-	dir := t.TempDir()
-	s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, "nats.conf")}
-	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-server_name: e2e
-jetstream {
-  store_dir: %q
-  sync_interval: always
-}
-%s
-`, s.port, s.httpPort, filepath.Join(dir, "store"), extra)
-	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	return s
+	return startNATSWith(t, func(string) string { return extra }, nil)
 }
 
 // startWorkerEnv starts a worker with env added to its environment and no
@@ -100,7 +84,7 @@ func TestAuthMethodsBothCommands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startNATSWith(t, tt.conf)
+			s := startNATSConf(t, tt.conf)
 			env := append(append([]string{}, noNATSEnv...), tt.env...)
 			w := startWorkerEnv(t, append(env, "NATS_URL="+s.URL()))
 			w.waitReady()
@@ -133,7 +117,7 @@ func TestAuthMethodsBothCommands(t *testing.T) {
 // worker logs why and gives up once the server refused it twice).
 func TestRefusedCredentials(t *testing.T) {
 	t.Parallel()
-	s := startNATSWith(t, `authorization { users = [ {user: alice, password: "right-pw-Hc20"} ] }`)
+	s := startNATSConf(t, `authorization { users = [ {user: alice, password: "right-pw-Hc20"} ] }`)
 	host := strings.TrimPrefix(s.URL(), "nats://")
 	const secret = "wrong-pw-Bd66"
 	tests := []struct {
@@ -192,7 +176,7 @@ func noSecretIn(t *testing.T, where, text, secret string) {
 func TestConnectionLogsWithoutUserInfo(t *testing.T) {
 	t.Parallel()
 	const secret = "url-pw-Kp47"
-	s := startNATSWith(t, `authorization { users = [ {user: alice, password: "`+secret+`"} ] }`)
+	s := startNATSConf(t, `authorization { users = [ {user: alice, password: "`+secret+`"} ] }`)
 	host := strings.TrimPrefix(s.URL(), "nats://")
 	w := startWorkerEnv(t, noNATSEnv, "--nats-url", "nats://alice:"+secret+"@127.0.0.1:1,nats://alice:"+secret+"@"+host)
 	w.waitReady()
