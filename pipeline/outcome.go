@@ -20,6 +20,11 @@ var (
 	// ErrShutdown: the worker stopped before the task finished; the task
 	// goes back to the stream at once for another worker.
 	ErrShutdown = errors.New("worker shutting down")
+	// ErrMaxDeliveries: the task came back beyond MaxDeliver, in the
+	// consumer's headroom: an earlier delivery ended without an outcome
+	// (the worker crashed, or its dead-letter failed). It is dead-lettered
+	// as max_deliveries without another backend call.
+	ErrMaxDeliveries = errors.New("delivered more often than max_deliver without an outcome")
 	// ErrCancelled: an operator cancelled the running task (Worker.Cancel);
 	// it is dead-lettered as cancelled.
 	ErrCancelled = errors.New("task cancelled")
@@ -69,6 +74,7 @@ const (
 //
 //	nil                          → Ack
 //	ErrCancelled                 → DeadLetter cancelled
+//	ErrMaxDeliveries             → DeadLetter max_deliveries
 //	ErrShutdown                  → Redeliver now (another worker takes it)
 //	task.ErrPoison               → DeadLetter poison
 //	ErrExpired                   → DeadLetter expired
@@ -83,6 +89,8 @@ func Decide(err error, delivered, maxDeliver int) Fate {
 		return Fate{Action: Ack}
 	case errors.Is(err, ErrCancelled):
 		return Fate{Action: DeadLetter, Reason: dlq.Cancelled}
+	case errors.Is(err, ErrMaxDeliveries):
+		return Fate{Action: DeadLetter, Reason: dlq.MaxDeliveries}
 	case errors.Is(err, ErrShutdown):
 		return Fate{Action: Redeliver}
 	case errors.Is(err, task.ErrPoison):

@@ -26,6 +26,7 @@ func TestDecide(t *testing.T) {
 		{"success", nil, 1, 5, pipeline.Fate{Action: pipeline.Ack}},
 		{"shutdown hands back now", fmt.Errorf("x: %w", pipeline.ErrShutdown), 5, 5, pipeline.Fate{Action: pipeline.Redeliver}},
 		{"cancelled is dead-lettered", fmt.Errorf("x: %w", pipeline.ErrCancelled), 1, 5, pipeline.Fate{Action: pipeline.DeadLetter, Reason: dlq.Cancelled}},
+		{"beyond max_deliver", fmt.Errorf("x: %w", pipeline.ErrMaxDeliveries), 7, 5, pipeline.Fate{Action: pipeline.DeadLetter, Reason: dlq.MaxDeliveries}},
 		{"poison", fmt.Errorf("%w: bad id", task.ErrPoison), 1, 5, pipeline.Fate{Action: pipeline.DeadLetter, Reason: dlq.Poison}},
 		{"expired", pipeline.ErrExpired, 1, 5, pipeline.Fate{Action: pipeline.DeadLetter, Reason: dlq.Expired}},
 		{"no route", fmt.Errorf("%w x", resilience.ErrNoRoute), 1, 5, pipeline.Fate{Action: pipeline.DeadLetter, Reason: dlq.NoRoute}},

@@ -87,6 +87,12 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 		o.err = err
 		return o
 	}
+	if w.o.MaxDeliver > 0 && o.delivered > w.o.MaxDeliver {
+		// A crash loop, or a dead-letter that failed: never call the
+		// backend again, only try to park the task in the DLQ.
+		o.err = fmt.Errorf("%w: delivery %d of at most %d", ErrMaxDeliveries, o.delivered, w.o.MaxDeliver)
+		return o
+	}
 	if t.Expired(o.start) {
 		o.err = fmt.Errorf("%w at %s", ErrExpired, t.Deadline.Format(time.RFC3339))
 		return o

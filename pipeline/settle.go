@@ -427,8 +427,11 @@ func (w *Worker) records(attempts []resilience.Attempt, delivery int) []dlq.Reco
 // earlier delivery (each was redelivered after a failed call). The exact
 // per-attempt history arrives with the DLQ history.
 func attemptsSoFar(calls, delivered int, reason dlq.Reason) int {
-	if reason == dlq.Exhausted && delivered > 1 {
+	switch {
+	case reason == dlq.Exhausted && delivered > 1:
 		return calls + delivered - 1
+	case reason == dlq.MaxDeliveries:
+		return delivered - 1 // each earlier delivery ended without an outcome
 	}
 	return calls
 }
