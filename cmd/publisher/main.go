@@ -11,7 +11,10 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/cliflag"
 )
 
 // Exit codes of the command.
@@ -37,6 +40,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	errw := &lockedWriter{w: stderr}
 	a := &app{stdin: stdin, stdout: stdout, stderr: errw}
 	root := a.rootCmd()
+	plainBools(root)
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
@@ -100,4 +104,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// plainBools prints every command's boolean flags as --name in the help,
+// not --name[=true|false].
+func plainBools(c *cobra.Command) {
+	c.InitDefaultHelpFlag()
+	cliflag.PlainBools(c.Flags())
+	cliflag.PlainBools(c.PersistentFlags())
+	for _, sub := range c.Commands() {
+		plainBools(sub)
+	}
 }

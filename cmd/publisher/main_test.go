@@ -101,3 +101,14 @@ func TestOneLine(t *testing.T) {
 		}
 	}
 }
+
+// Boolean flags print as --name, not pflag's --name[=true|false], in
+// every command's help, and still take --name alone.
+func TestHelpPlainBools(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"publish", "--help"}, {"dlq", "replay", "--help"}, {"health", "--help"}} {
+		r := runCmd(t, "", args...)
+		if r.code != 0 || strings.Contains(r.stdout, "[=true|false]") {
+			t.Errorf("%v: exit %d, help:\n%s", args, r.code, r.stdout)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/breakwater/breakwater/internal/cliflag"
+
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
 )
@@ -56,6 +58,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*f
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "client certificate PEM `file` (else $NATS_CERT, else nats.tls.cert)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "client key PEM `file` (else $NATS_KEY, else nats.tls.key)")
 	help := fs.BoolP("help", "h", false, "show this help")
+	cliflag.PlainBools(fs)
 	if err := fs.Parse(embeddedDirArg(fs, args)); err != nil {
 		return nil, err
 	}

@@ -102,6 +102,9 @@ func TestHelpShowsEmbeddedDir(t *testing.T) {
 	if strings.Contains(out.String(), `[="./data"]`) {
 		t.Errorf("help still shows pflag's [=\"./data\"] form:\n%s", out.String())
 	}
+	if strings.Contains(out.String(), "[=true|false]") {
+		t.Errorf("help shows booleans as --flag[=true|false]:\n%s", out.String())
+	}
 }
 
 // TestConnectOptionsPrecedence: for each setting a flag beats the nats
