@@ -243,6 +243,9 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	probe.nc.Store(nc)
 	probe.worker.Store(w)
 	log.Info("worker started", "id", id, "nats", bus.RedactURL(nc.ConnectedUrl()), "routes", len(cfg.Routes))
+	if len(cfg.Routes) == 0 {
+		log.Warn("the config has no routes: every task will be dead-lettered as no_route", "config", f.config)
+	}
 	// Background duties run beside the pipeline and stop with it.
 	bgCtx, stopBackground := context.WithCancel(ctx)
 	var bg errgroup.Group
