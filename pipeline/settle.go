@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,9 +33,27 @@ type settler struct {
 	progress *progress
 	parking  *parking
 	pull     *puller // set by Run
-	// waiters are the goroutines awaiting results' acknowledgements; Run
-	// waits for them when it drains.
-	waiters sync.WaitGroup
+	// acks hands stored results to the waiters, goroutines (as many as
+	// the concurrency, started and stopped by Run) that each await one
+	// acknowledgement at a time: waits overlap, and no goroutine is made
+	// per task.
+	acks chan pendingAck
+}
+
+// pendingAck is a result published and not yet acknowledged.
+type pendingAck struct {
+	ctx context.Context
+	d   *delivery
+	o   outcome
+	msg *nats.Msg
+	fut jetstream.PubAckFuture
+}
+
+// wait awaits acknowledgements until acks is closed and drained.
+func (s *settler) wait() {
+	for p := range s.acks {
+		s.awaitResult(p.ctx, p.d, p.o, p.msg, p.fut)
+	}
 }
 
 func newSettler(w *Worker) *settler {
@@ -103,8 +120,8 @@ func (s *settler) handBack(d *delivery) {
 }
 
 // settle carries out the outcome of one delivery. A result's store is
-// awaited by a goroutine of its own, so the pool goroutine moves on to the
-// next task at once and the waits for acknowledgements overlap; the task's
+// awaited by a waiter, so the pool goroutine moves on to the next task at
+// once and the waits for acknowledgements overlap; the task's
 // room goes to the next one meanwhile (its work is done), while it stays
 // tracked and kept alive until the server has stored the result.
 func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
@@ -136,7 +153,7 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		if err == nil {
 			d.roomFreed = true
 			s.pull.free()
-			s.waiters.Go(func() { s.awaitResult(ctx, d, o, msg, fut) })
+			s.acks <- pendingAck{ctx: ctx, d: d, o: o, msg: msg, fut: fut}
 			return
 		}
 		o.err = err

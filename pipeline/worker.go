@@ -308,6 +308,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		s.release(queue, parkerStop)
 	}()
 
+	s.acks = make(chan pendingAck, w.o.Concurrency)
+	var waiters sync.WaitGroup
+	for range w.o.Concurrency {
+		waiters.Go(s.wait)
+	}
 	var pool sync.WaitGroup
 	for range w.o.Concurrency {
 		pool.Go(func() {
@@ -329,7 +334,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		pool.Wait()
-		s.waiters.Wait()
+		close(s.acks)
+		waiters.Wait()
 		// Tasks the pool parked after the parker stopped.
 		for _, d := range s.parking.takeAll() {
 			s.handBack(d)
