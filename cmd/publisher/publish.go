@@ -221,6 +221,10 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("publish to %s: the task is %d bytes with its headers, over the server's max_payload of %d bytes (worker --embedded allows 8 MiB, a stock nats-server 1 MiB): %w",
+				msg.Subject, msg.Size(), js.Conn().MaxPayload(), err)
+		}
 		return fmt.Errorf("publish to %s: %w", msg.Subject, streamHint(err, topo.TasksStream()))
 	}
 	if !pf.wait {

@@ -364,3 +364,18 @@ func TestPublishSpanFailed(t *testing.T) {
 type keep struct{ *tracetest.InMemoryExporter }
 
 func (keep) Shutdown(context.Context) error { return nil }
+
+// A task over the server's max_payload is refused with the sizes, not
+// only nats.go's "maximum payload exceeded".
+func TestPublishTooLargeSaysTheLimit(t *testing.T) {
+	e := startServer(t) // a stock server: max_payload 1 MiB
+	r := runCmd(t, strings.Repeat("x", 2<<20), "publish", "echo", "-", "--nats-url", e.url)
+	if r.code == 0 {
+		t.Fatal("a 2 MiB task was published")
+	}
+	for _, want := range []string{"over the server's max_payload of 1048576 bytes", "2097", "maximum payload exceeded"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr %q lacks %q", r.stderr, want)
+		}
+	}
+}
