@@ -103,8 +103,11 @@ func RetryAfter(err error) time.Duration {
 	return handlers.RetryAfter(err)
 }
 
+// Error is the deciding error's text alone: the number of calls is in
+// Attempts (and a DLQ entry's Dlq-Attempts counts those of every delivery,
+// which a count of this delivery's calls would contradict).
 func (f *Failure) Error() string {
-	return fmt.Sprintf("%d attempt(s) failed: %v", len(f.Attempts), f.Err)
+	return f.Err.Error()
 }
 
 // Unwrap returns the deciding error.

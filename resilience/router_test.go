@@ -147,3 +147,12 @@ func TestAttemptHookAndDown(t *testing.T) {
 		t.Fatalf("route of a down backend: Unavailable = %v, %v; want true, 1s", down, wait)
 	}
 }
+
+// A failure reads as its deciding error: no count of this delivery's calls
+// beside a DLQ entry's Dlq-Attempts, which counts every delivery's.
+func TestFailureErrorIsTheCause(t *testing.T) {
+	f := &resilience.Failure{Attempts: make([]resilience.Attempt, 1), Err: errors.New("svc: 503 unavailable")}
+	if got := f.Error(); got != "svc: 503 unavailable" {
+		t.Errorf("got %q", got)
+	}
+}
