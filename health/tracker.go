@@ -14,14 +14,14 @@ const (
 	// latency percentiles are computed over. A count, not a duration: a
 	// backend that gets no traffic keeps the verdict of its last calls
 	// until its breaker or its probe says otherwise.
-	windowCalls = 200
+	windowCalls = WindowCalls
 	// availabilitySlot and availabilitySlots make the rolling window of
 	// availability: one hour in one-minute slots.
 	availabilitySlot  = time.Minute
 	availabilitySlots = 60
 	// minCalls is the fewest calls in the window for a success rate (or
 	// an availability) to judge a backend by.
-	minCalls = 10
+	minCalls = MinCalls
 	// probeFailures is how many probes in a row must fail for a backend
 	// to be unhealthy and skipped by routing: one lost packet is not an
 	// outage.
@@ -30,6 +30,16 @@ const (
 	// backend flapping faster than Run publishes loses the oldest ones.
 	maxPending = 64
 )
+
+// WindowCalls is how many recent calls of a backend its success rate,
+// rejected count and latency percentiles are over.
+const WindowCalls = 200
+
+// MinCalls is the fewest calls a backend's window must hold for its
+// success rate to judge it (and the fewest calls and probes in the hour
+// for its availability alert): under it, a success rate says too little
+// to show as a figure.
+const MinCalls = 10
 
 // tracker follows one backend: its recent calls, breaker, probes and
 // in-flight calls. Its methods are safe for concurrent use and cheap: the
