@@ -103,8 +103,15 @@ func RetryAfter(err error) time.Duration {
 	return handlers.RetryAfter(err)
 }
 
+// Error is the deciding error's text alone. It used to begin with "N
+// attempt(s) failed", the calls of this one delivery, which became the
+// task's Dlq-Error and read as a contradiction beside Dlq-Attempts (every
+// call of every delivery); the calls are in Attempts and the DLQ history.
 func (f *Failure) Error() string {
-	return fmt.Sprintf("%d attempt(s) failed: %v", len(f.Attempts), f.Err)
+	if f.Err == nil {
+		return "route failed"
+	}
+	return f.Err.Error()
 }
 
 // Unwrap returns the deciding error.
