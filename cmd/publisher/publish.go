@@ -41,8 +41,7 @@ Task-Id and Nats-Msg-Id, so publishing the same id twice within the stream's
 duplicate window stores the task once.
 
 With --wait, the command waits for the result and prints its body instead of
-the id; it exits 1 when the task failed or no result came within --timeout
-(default 30s).
+the id; it exits 1 when the task failed or no result came within --timeout.
 
 With --file, each line of FILE (- for standard input) is one task:
 {"type": "echo", "data": <any JSON value>, "id": "optional", "headers": {"K": "V"}}.
@@ -79,6 +78,9 @@ reported and counted as failed without stopping the rest.`,
 	f.StringArrayVar(&pf.headers, "header", nil, "header K=V to send with the task (repeatable); with --file, added to every task")
 	f.BoolVar(&pf.wait, "wait", false, "wait for the result and print its body instead of the id")
 	f.StringVar(&pf.file, "file", "", "publish the tasks of a JSON Lines file (- for standard input)")
+	// Shadows the global --timeout, whose help must speak of every command,
+	// to say what it bounds here.
+	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server to store the task, or with --wait for its result, publish included (default 10s, with --wait 30s)")
 	return cmd
 }
 
