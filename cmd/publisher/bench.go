@@ -100,20 +100,20 @@ func (bf benchFlags) validate() error {
 
 // benchReport is the outcome of a bench run; it is also the --json output.
 type benchReport struct {
-	Type           string    `json:"type"`
-	Tasks          int       `json:"tasks"`
-	Concurrency    int       `json:"concurrency"`
-	Size           int       `json:"size"`
-	Rate           float64   `json:"rate,omitempty"`
-	Warmup         int       `json:"warmup,omitempty"`
-	Published      int       `json:"published"`
-	PublishErrors  int       `json:"publish_errors"`
-	Received       int       `json:"received"`
-	Missing        int       `json:"missing"`
-	ElapsedMS      float64   `json:"elapsed_ms"`
-	PublishPerSec  float64   `json:"publish_per_sec"`
-	ResultsPerSec  float64   `json:"tasks_per_sec"`
-	LatencyMS      latencyMS `json:"latency_ms"`
+	Type          string    `json:"type"`
+	Tasks         int       `json:"tasks"`
+	Concurrency   int       `json:"concurrency"`
+	Size          int       `json:"size"`
+	Rate          float64   `json:"rate,omitempty"`
+	Warmup        int       `json:"warmup,omitempty"`
+	Published     int       `json:"published"`
+	PublishErrors int       `json:"publish_errors"`
+	Received      int       `json:"received"`
+	Missing       int       `json:"missing"`
+	ElapsedMS     float64   `json:"elapsed_ms"`
+	PublishPerSec float64   `json:"publish_per_sec"`
+	ResultsPerSec float64   `json:"tasks_per_sec"`
+	LatencyMS     latencyMS `json:"latency_ms"`
 	// Queueing is true when the latency includes waiting behind a
 	// backlog: no --rate (every task published at once), or results
 	// slower than the rate.
