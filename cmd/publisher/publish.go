@@ -223,6 +223,9 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		if ctx.Err() != nil {
 			return errors.New("interrupted")
 		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("publish to %s: %w", msg.Subject, tooLarge(msg, nc.MaxPayload(), err))
+		}
 		return fmt.Errorf("publish to %s: %w", msg.Subject, streamHint(err, topo.TasksStream()))
 	}
 	if !pf.wait {
@@ -233,6 +236,44 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		return err
 	}
 	return a.awaitResult(ctx, wctx, js, topo, typ, id, replies, ack.Duplicate, timeout)
+}
+
+// tooLarge says why the server refused msg for its size (err, wrapping
+// nats.ErrMaxPayload): its limit, which the bare error leaves out and which
+// differs between servers, and the task's size.
+func tooLarge(msg *nats.Msg, limit int64, err error) error {
+	hdr := headerSize(msg.Header)
+	size := len(msg.Data) + hdr
+	return fmt.Errorf("task of %s (%d bytes: payload %d, headers %d) is over the server's max_payload of %s (%d bytes); "+
+		"a default nats-server allows 1 MiB, worker --embedded 8 MiB, set by max_payload in the server's config: %w",
+		sizeText(int64(size)), size, len(msg.Data), hdr, sizeText(limit), limit, err)
+}
+
+// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "K: V\r\n"
+// line per value and a closing "\r\n", what the client counts against
+// the server's limit with the payload.
+func headerSize(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+// sizeText is n bytes for people: "2.0 MiB", "512.0 KiB", "300 bytes".
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // setupTracing sets tracing up from a.traceOpts and the OTEL_* environment,
