@@ -229,6 +229,11 @@ func TestHealthTableReadsRight(t *testing.T) {
 	publishEvent(t, e, "health.backend.older", backend("older", 0.97)) // a worker that sends no counts
 	publishEvent(t, e, "health.worker.fresh", health.WorkerEvent{Worker: "fresh", Status: health.WorkerRunning,
 		Version: "1.0.0", UptimeSeconds: 0.004, Interval: 10, At: now})
+	// Setup took 3s before the first heartbeat: still the first of 10s.
+	publishEvent(t, e, "health.worker.slowstart", health.WorkerEvent{Worker: "slowstart", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 3, Interval: 10, At: now})
+	publishEvent(t, e, "health.worker.quick", health.WorkerEvent{Worker: "quick", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 3, Tasks: health.Tasks{Done: 7}, Interval: 10, At: now})
 	publishEvent(t, e, "health.worker.busy", withFields(t, health.WorkerEvent{Worker: "busy", Status: health.WorkerRunning,
 		Version: "1.0.0", UptimeSeconds: 90, Tasks: health.Tasks{Done: 42}, Interval: 10, At: now},
 		map[string]any{"paused_routes": []string{"code.generate"}}))
@@ -252,6 +257,8 @@ func TestHealthTableReadsRight(t *testing.T) {
 		{"older", "healthy closed 97.0% - 1.0ms"},
 		{"fresh", "fresh starting - - - - - - 1.0.0"},
 		{"busy", "busy running 1m30s 42"},
+		{"slowstart", "slowstart starting - -"},
+		{"quick", "quick running 3s 7"},
 		{"code.generate", "code.generate busy"},
 	}
 	for _, tt := range tests {
