@@ -1,6 +1,7 @@
 package health
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -13,14 +14,14 @@ const (
 	// latency percentiles are computed over. A count, not a duration: a
 	// backend that gets no traffic keeps the verdict of its last calls
 	// until its breaker or its probe says otherwise.
-	windowCalls = 200
+	windowCalls = WindowCalls
 	// availabilitySlot and availabilitySlots make the rolling window of
 	// availability: one hour in one-minute slots.
 	availabilitySlot  = time.Minute
 	availabilitySlots = 60
 	// minCalls is the fewest calls in the window for a success rate (or
 	// an availability) to judge a backend by.
-	minCalls = 10
+	minCalls = MinCalls
 	// probeFailures is how many probes in a row must fail for a backend
 	// to be unhealthy and skipped by routing: one lost packet is not an
 	// outage.
@@ -30,17 +31,31 @@ const (
 	maxPending = 64
 )
 
+// WindowCalls is how many recent calls of a backend its success rate,
+// rejected count and latency percentiles are over.
+const WindowCalls = 200
+
+// MinCalls is the fewest calls a backend's window must hold for its
+// success rate to judge it (and the fewest calls and probes in the hour
+// for its availability alert): under it, a success rate says too little
+// to show as a figure.
+const MinCalls = 10
+
 // tracker follows one backend: its recent calls, breaker, probes and
 // in-flight calls. Its methods are safe for concurrent use and cheap: the
 // task path calls them on every attempt, and the state is judged there in
 // constant time so that every transition is seen where it happens.
 type tracker struct {
 	mu sync.Mutex
-	// Ring of the last windowCalls calls.
-	ok      [windowCalls]bool
-	latency [windowCalls]time.Duration
-	next, n int
-	okCount int
+	// Ring of the last windowCalls calls. A rejected call (the backend
+	// refused the task as the task's fault) is also ok: it says nothing
+	// against the backend, but a reader must still see that tasks fail.
+	ok       [windowCalls]bool
+	rejected [windowCalls]bool
+	latency  [windowCalls]time.Duration
+	next, n  int
+	okCount  int
+	rejCount int
 
 	inFlight    int
 	breaker     string    // closed, open, half-open
@@ -73,7 +88,9 @@ type slot struct {
 }
 
 func newTracker(now time.Time) *tracker {
-	return &tracker{breaker: BreakerClosed, breakerAt: now, state: Healthy, stateAt: now}
+	t := &tracker{breaker: BreakerClosed, breakerAt: now, stateAt: now}
+	t.state, t.reason = t.judge()
+	return t
 }
 
 func (t *tracker) started() {
@@ -85,17 +102,51 @@ func (t *tracker) started() {
 // done records a call's outcome (ok: the backend did its job) and reports
 // whether the backend's state changed.
 func (t *tracker) done(now time.Time, d time.Duration, ok bool) bool {
+	return t.record(now, d, ok, false)
+}
+
+// reject records a call the backend answered with a permanent refusal
+// (handlers.IsPermanent: the task's fault). It counts as a success in
+// judging the backend and in its availability, and in the rejected count
+// of the window, so that a backend refusing every task reads "healthy,
+// all rejected" rather than only "healthy". It reports whether the state
+// changed.
+func (t *tracker) reject(now time.Time, d time.Duration) bool {
+	return t.record(now, d, true, true)
+}
+
+// AttemptRejected records a finished call that took d and that backend
+// answered with a permanent refusal (handlers.IsPermanent: a 4xx, the
+// task's fault). Like AttemptDone with such an error it counts as the
+// backend doing its job, and it is also counted as rejected over the same
+// window of calls, so that a backend refusing every task is not reported
+// as plainly healthy. Safe for concurrent use, constant time.
+func (m *Monitor) AttemptRejected(backend string, d time.Duration) {
+	if m.tracker(backend).reject(m.o.Now(), d) {
+		m.poke()
+	}
+}
+
+func (t *tracker) record(now time.Time, d time.Duration, ok, rejected bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	// A done without a started (a caller that records only outcomes)
 	// must not drive the gauge negative.
 	t.inFlight = max(t.inFlight-1, 0)
-	if t.n == windowCalls && t.ok[t.next] {
-		t.okCount--
+	if t.n == windowCalls {
+		if t.ok[t.next] {
+			t.okCount--
+		}
+		if t.rejected[t.next] {
+			t.rejCount--
+		}
 	}
-	t.ok[t.next], t.latency[t.next] = ok, d
+	t.ok[t.next], t.rejected[t.next], t.latency[t.next] = ok, rejected, d
 	if ok {
 		t.okCount++
+	}
+	if rejected {
+		t.rejCount++
 	}
 	t.next = (t.next + 1) % windowCalls
 	t.n = min(t.n+1, windowCalls)
@@ -182,7 +233,9 @@ func (t *tracker) rejudge(now time.Time, breakerChanged bool) bool {
 //	degraded   breaker half-open; or under 95 % succeeded (at least 10)
 //	healthy    otherwise
 //
-// The caller holds mu.
+// A healthy backend gets a reason too when its success rate is not one a
+// reader should trust or read alone: too few calls to judge it, or calls
+// it rejected as the tasks' fault. The caller holds mu.
 func (t *tracker) judge() (state, reason string) {
 	judged := t.n >= minCalls
 	// Integer arithmetic: okCount/n < 0.5 and < 0.95 without division.
@@ -197,6 +250,12 @@ func (t *tracker) judge() (state, reason string) {
 		return Degraded, "circuit breaker half-open"
 	case judged && 100*t.okCount < 95*t.n:
 		return Degraded, "success rate under 95%"
+	case t.n == 0:
+		return Healthy, "no calls yet"
+	case !judged:
+		return Healthy, fmt.Sprintf("too few calls to judge (%d of %d)", t.n, minCalls)
+	case t.rejCount > 0:
+		return Healthy, fmt.Sprintf("%d of the last %d calls rejected as the task's fault", t.rejCount, t.n)
 	}
 	return Healthy, ""
 }
@@ -217,8 +276,9 @@ type view struct {
 	stateSince        time.Time
 	breaker           string
 	breakerSince      time.Time
-	successRate       float64 // 0..1, 1 without calls
-	calls             int
+	successRate       float64 // 0..1, 1 without calls; rejections count as successes
+	calls             int     // in the window the success rate is over
+	rejected          int     // of calls, refused as the task's fault
 	p50, p95, p99     time.Duration
 	inFlight          int
 	availability      float64 // percent, 100 without calls
@@ -229,7 +289,7 @@ type view struct {
 func (t *tracker) snapshot(now time.Time, percentiles bool) view {
 	t.mu.Lock()
 	v := view{state: t.state, reason: t.reason, stateSince: t.stateAt, breaker: t.breaker, breakerSince: t.breakerAt,
-		inFlight: t.inFlight, calls: t.n, successRate: 1}
+		inFlight: t.inFlight, calls: t.n, rejected: t.rejCount, successRate: 1}
 	if t.n > 0 {
 		v.successRate = float64(t.okCount) / float64(t.n)
 	}

@@ -103,10 +103,14 @@ func RetryAfter(err error) time.Duration {
 	return handlers.RetryAfter(err)
 }
 
-// Error is the deciding error's text alone: the number of calls is in
-// Attempts (and a DLQ entry's Dlq-Attempts counts those of every delivery,
-// which a count of this delivery's calls would contradict).
+// Error is the deciding error's text alone. It used to begin with "N
+// attempt(s) failed", the calls of this one delivery, which became the
+// task's Dlq-Error and read as a contradiction beside Dlq-Attempts (every
+// call of every delivery); the calls are in Attempts and the DLQ history.
 func (f *Failure) Error() string {
+	if f.Err == nil {
+		return "route failed"
+	}
 	return f.Err.Error()
 }
 

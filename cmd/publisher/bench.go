@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -41,14 +42,22 @@ func (a *app) benchCmd() *cobra.Command {
 		Long: `Publish --count tasks of --type from --concurrency publishers and time each
 from its publish to the arrival of its result (a core subscription on the
 result subjects, made before the first publish). Reports throughput (results
-per second, first publish to last result) and latency percentiles; exits 1
-when results are missing after --timeout (default 30s) past the last publish.
+per second, first publish to last result) and end-to-end latency percentiles;
+exits 1 when results are missing after --timeout past the last publish.
 
-Without --rate the publishers go as fast as the server acknowledges, so the
-latency includes the time tasks queue behind the backlog; give --rate to
-measure latency at a given load. Each payload is unique (a JSON object padded
-to --size bytes), so no result cache answers in place of the backend.
---warmup tasks run first and are not counted.`,
+Without --rate all tasks are published at once, as fast as the server
+acknowledges: throughput is the worker's ceiling, and the latency is mostly
+the time tasks queue behind the backlog (the report says so). Give --rate to
+measure latency without that queueing, at a load the worker keeps up with.
+
+A server that fsyncs every write (sync_interval: always; worker --embedded
+does, unless --embedded-fsync interval) bounds both figures by the disk: say
+which mode a figure was measured in. A client cannot read the server's fsync
+setting, so the report names it only for a worker's embedded server.
+
+Each payload is unique (a JSON object padded to --size bytes), so no result
+cache answers in place of the backend. --warmup tasks run first and are not
+counted.`,
 		Example: `  publisher bench --count 100000 --concurrency 16
   publisher bench --type echo --rate 2000 --count 20000 --json`,
 		Args: argsRange(0, 0, "no arguments"),
@@ -64,6 +73,9 @@ to --size bytes), so no result cache answers in place of the backend.
 	f.Float64Var(&bf.rate, "rate", 0, "total publish rate in tasks/s (0: as fast as acknowledged)")
 	f.IntVar(&bf.warmup, "warmup", 0, "tasks to run first, not counted")
 	f.BoolVar(&bf.json, "json", false, "print the report as one JSON object")
+	// Shadows the global --timeout, whose help must speak of every command,
+	// to say the one default that matters here.
+	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for results after the last publish, and at most for each server request (default 30s)")
 	return cmd
 }
 
@@ -88,20 +100,28 @@ func (bf benchFlags) validate() error {
 
 // benchReport is the outcome of a bench run; it is also the --json output.
 type benchReport struct {
-	Type           string    `json:"type"`
-	Tasks          int       `json:"tasks"`
-	Concurrency    int       `json:"concurrency"`
-	Size           int       `json:"size"`
-	Rate           float64   `json:"rate,omitempty"`
-	Warmup         int       `json:"warmup,omitempty"`
-	Published      int       `json:"published"`
-	PublishErrors  int       `json:"publish_errors"`
-	Received       int       `json:"received"`
-	Missing        int       `json:"missing"`
-	ElapsedMS      float64   `json:"elapsed_ms"`
-	PublishPerSec  float64   `json:"publish_per_sec"`
-	ResultsPerSec  float64   `json:"tasks_per_sec"`
-	LatencyMS      latencyMS `json:"latency_ms"`
+	Type          string    `json:"type"`
+	Tasks         int       `json:"tasks"`
+	Concurrency   int       `json:"concurrency"`
+	Size          int       `json:"size"`
+	Rate          float64   `json:"rate,omitempty"`
+	Warmup        int       `json:"warmup,omitempty"`
+	Published     int       `json:"published"`
+	PublishErrors int       `json:"publish_errors"`
+	Received      int       `json:"received"`
+	Missing       int       `json:"missing"`
+	ElapsedMS     float64   `json:"elapsed_ms"`
+	PublishPerSec float64   `json:"publish_per_sec"`
+	ResultsPerSec float64   `json:"tasks_per_sec"`
+	LatencyMS     latencyMS `json:"latency_ms"`
+	// Queueing is true when the latency includes waiting behind a
+	// backlog: no --rate (every task published at once), or results
+	// slower than the rate.
+	Queueing bool `json:"latency_includes_queueing"`
+	// Embedded is true on a worker's embedded server (worker --embedded),
+	// which fsyncs every write unless started with --embedded-fsync
+	// interval.
+	Embedded       bool `json:"embedded_server"`
 	latencies      []time.Duration
 	resultDeadline time.Duration
 	firstPubErr    error // the first failed publish, if any
@@ -165,6 +185,8 @@ func (a *app) bench(ctx context.Context, bf benchFlags) error {
 		return r.firstPubErr
 	}
 	r.Rate, r.Warmup = bf.rate, bf.warmup
+	r.Queueing = bf.rate == 0 || r.ResultsPerSec < behind*bf.rate
+	r.Embedded = nc.ConnectedServerName() == embeddedServerName
 	if err := a.printBench(r, bf.json); err != nil {
 		return err
 	}
@@ -391,6 +413,16 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+// embeddedServerName is the server name of `worker --embedded` (set in
+// bus.StartEmbedded). The server's fsync mode is in its /varz, which only
+// the system account can ask for over NATS ($SYS.REQ.SERVER.*.VARZ), not a
+// client of the tasks' account; the name is what a client can see.
+const embeddedServerName = "breakwater-embedded"
+
+// behind is the share of --rate under which the results are said to have
+// fallen behind the publishing, so that the latency includes queueing.
+const behind = 0.9
+
 func (a *app) printBench(r *benchReport, asJSON bool) error {
 	if asJSON {
 		b, err := json.Marshal(r)
@@ -405,11 +437,29 @@ func (a *app) printBench(r *benchReport, asJSON bool) error {
 	if len(r.latencies) > 0 {
 		maxStr = roundDuration(r.latencies[len(r.latencies)-1]).String()
 	}
-	_, err := fmt.Fprintf(a.stdout, "%d tasks, %d concurrency, %d bytes: %.0f tasks/s, p50 %s, p95 %s, p99 %s, max %s\n",
-		r.Tasks, r.Concurrency, r.Size, r.ResultsPerSec, pct(50), pct(95), pct(99), maxStr)
-	if err == nil && (r.Missing > 0 || r.PublishErrors > 0) {
-		_, err = fmt.Fprintf(a.stdout, "%d results missing, %d publishes failed\n", r.Missing, r.PublishErrors)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d tasks, %d concurrency, %d bytes: %.0f tasks/s\n", r.Tasks, r.Concurrency, r.Size, r.ResultsPerSec)
+	switch {
+	case r.Rate == 0:
+		b.WriteString("end-to-end latency incl. queueing (all tasks published at once)")
+	case r.Queueing:
+		fmt.Fprintf(&b, "end-to-end latency at --rate %g/s, incl. queueing (results came at %.0f/s: the worker fell behind)", r.Rate, r.ResultsPerSec)
+	default:
+		fmt.Fprintf(&b, "end-to-end latency at --rate %g/s (the worker kept up: no queueing behind a backlog)", r.Rate)
 	}
+	fmt.Fprintf(&b, ": p50 %s, p95 %s, p99 %s, max %s\n", pct(50), pct(95), pct(99), maxStr)
+	if r.Missing > 0 || r.PublishErrors > 0 {
+		fmt.Fprintf(&b, "%d results missing, %d publishes failed\n", r.Missing, r.PublishErrors)
+	}
+	if r.Embedded {
+		b.WriteString("note: a worker's embedded server (worker --embedded) fsyncs every write unless started with --embedded-fsync interval: the disk then bounds these figures\n")
+	} else {
+		b.WriteString("note: if the server fsyncs every write (sync_interval: always; worker --embedded does), the disk bounds these figures\n")
+	}
+	if r.Rate == 0 {
+		b.WriteString("note: give --rate (tasks/s the worker keeps up with) to measure latency without queueing\n")
+	}
+	_, err := io.WriteString(a.stdout, b.String())
 	return err
 }
 

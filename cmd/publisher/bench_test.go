@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/breakwater/breakwater/bus"
 )
 
@@ -15,9 +18,13 @@ func TestBench(t *testing.T) {
 	fakeWorker(t, e, bus.Topology{})
 	r := runCmd(t, "", "--nats-url", e.url, "bench", "--count", "300", "--concurrency", "4", "--size", "64", "--timeout", "20s")
 	wantOK(t, r)
-	line := regexp.MustCompile(`^300 tasks, 4 concurrency, 64 bytes: [0-9]+ tasks/s, p50 [0-9.]+[mµn]?s, p95 [0-9.]+[mµn]?s, p99 [0-9.]+[mµn]?s, max [0-9.]+[mµn]?s\n$`)
-	if !line.MatchString(r.stdout) {
-		t.Errorf("stdout %q, want it to match %s", r.stdout, line)
+	d := `[0-9.]+[mµn]?s`
+	report := regexp.MustCompile(`^300 tasks, 4 concurrency, 64 bytes: [0-9]+ tasks/s\n` +
+		`end-to-end latency incl\. queueing \(all tasks published at once\): p50 ` + d + `, p95 ` + d + `, p99 ` + d + `, max ` + d + `\n` +
+		`note: if the server fsyncs every write \(sync_interval: always; worker --embedded does\), the disk bounds these figures\n` +
+		`note: give --rate \(tasks/s the worker keeps up with\) to measure latency without queueing\n$`)
+	if !report.MatchString(r.stdout) {
+		t.Errorf("stdout %q, want it to match %s", r.stdout, report)
 	}
 	if r.stderr != "" {
 		t.Errorf("stderr %q, want nothing", r.stderr)
@@ -45,6 +52,121 @@ func TestBenchJSON(t *testing.T) {
 	// 200 tasks at 4000/s take at least 50ms to publish.
 	if got.ElapsedMS < 49 || got.PublishPerSec > 4400 {
 		t.Errorf("elapsed %.1fms, publish rate %.0f/s; want ≥ 50ms and about 4000/s", got.ElapsedMS, got.PublishPerSec)
+	}
+	if got.Embedded {
+		t.Error("embedded_server true on a plain server")
+	}
+}
+
+// The report says what its latency is: with --rate, at that rate, with or
+// without queueing as the results kept up or not (a report made here, so
+// that no timing decides the case).
+func TestBenchReportSaysWhatLatencyIs(t *testing.T) {
+	lat := []time.Duration{time.Millisecond, 2 * time.Millisecond}
+	tests := []struct {
+		name string
+		give benchReport
+		want []string
+		not  []string
+	}{
+		{
+			name: "all at once",
+			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, ResultsPerSec: 1351, Queueing: true},
+			want: []string{"2 tasks, 1 concurrency, 8 bytes: 1351 tasks/s\n",
+				"end-to-end latency incl. queueing (all tasks published at once): p50 1ms, p95 2ms, p99 2ms, max 2ms\n",
+				"note: give --rate"},
+		},
+		{
+			name: "rate kept up",
+			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990},
+			want: []string{"end-to-end latency at --rate 2000/s (the worker kept up: no queueing behind a backlog): p50 1ms"},
+			not:  []string{"incl. queueing", "note: give --rate"},
+		},
+		{
+			name: "rate fell behind",
+			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 900, Queueing: true},
+			want: []string{"end-to-end latency at --rate 2000/s, incl. queueing (results came at 900/s: the worker fell behind): p50 1ms"},
+		},
+		{
+			name: "embedded server",
+			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990, Embedded: true},
+			want: []string{"note: a worker's embedded server (worker --embedded) fsyncs every write unless started with --embedded-fsync interval"},
+			not:  []string{"note: if the server"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			a := &app{stdout: &out}
+			r := tt.give
+			r.latencies = lat
+			if err := a.printBench(&r, false); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("report lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(out.String(), w) {
+					t.Errorf("report has %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+}
+
+// Against a worker's embedded server (bus.StartEmbedded, as worker
+// --embedded runs it) the report says that it fsyncs every write.
+func TestBenchNamesEmbeddedServer(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(t.Context(), js, bus.Topology{}); err != nil {
+		t.Fatal(err)
+	}
+	e := &testEnv{url: srv.ClientURL(), nc: nc, js: js}
+	fakeWorker(t, e, bus.Topology{})
+	r := runCmd(t, "", "--nats-url", e.url, "bench", "--count", "20", "--concurrency", "2", "--timeout", "20s")
+	wantOK(t, r)
+	if !strings.Contains(r.stdout, "note: a worker's embedded server (worker --embedded) fsyncs every write") {
+		t.Errorf("stdout %q, want the embedded server's fsync named", r.stdout)
+	}
+	r = runCmd(t, "", "--nats-url", e.url, "bench", "--json", "--count", "20", "--concurrency", "2", "--timeout", "20s")
+	wantOK(t, r)
+	var got benchReport
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.Embedded || !got.Queueing {
+		t.Errorf("--json %s (%v), want embedded_server and latency_includes_queueing true", r.stdout, err)
+	}
+}
+
+// The help of bench and publish names one default for --timeout, the one
+// that applies there.
+func TestTimeoutHelp(t *testing.T) {
+	for _, cmd := range []string{"bench", "publish"} {
+		r := runCmd(t, "", cmd, "--help")
+		wantOK(t, r)
+		var lines []string
+		for line := range strings.SplitSeq(r.stdout, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "--timeout") {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) != 1 || strings.Count(lines[0], "default") != 1 {
+			t.Errorf("%s --help: --timeout lines %q, want one naming one default", cmd, lines)
+		}
 	}
 }
 

@@ -181,7 +181,7 @@ field, the headers, the attempt history and the payload, for scripts.`,
 						return err
 					}
 					_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Seq, i.Type(topo), i.ID(), i.Reason(),
-						i.Attempts(), i.FailedAt().UTC().Format(time.RFC3339), cut(i.Error(), 60))
+						i.Attempts(), i.FailedAt().UTC().Format(time.RFC3339), cut(withoutAttemptCount(i.Error()), 60))
 					return err
 				})
 				if err != nil {
@@ -473,4 +473,16 @@ func (a *app) progressBar(total int, verb string) *progressbar.ProgressBar {
 		progressbar.OptionShowIts(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 	)
+}
+
+// withoutAttemptCount drops the "N attempt(s) failed: " that workers of
+// earlier versions put before a stored error. N counted the calls of the
+// last delivery only, so beside the ATTEMPTS column (every call of every
+// delivery) it read as a contradiction; the count belongs to that column.
+func withoutAttemptCount(s string) string {
+	n, rest, ok := strings.Cut(s, " attempt(s) failed: ")
+	if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+		return s
+	}
+	return rest
 }

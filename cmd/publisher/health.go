@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,6 +48,34 @@ type healthState struct {
 	Backends []health.BackendEvent `json:"backends"`
 	Workers  []health.WorkerEvent  `json:"workers"`
 	Alerts   []health.AlertEvent   `json:"alerts"` // firing only
+	// backendMore and workerMore hold, index for index, the fields of
+	// Backends and Workers that only newer workers send (--json prints
+	// the events as decoded).
+	backendMore []backendMore
+	workerMore  []workerMore
+}
+
+// backendMore are the fields of a backend event beyond health.BackendEvent
+// that the table needs to read the success rate right. A nil field was not
+// sent (a worker of an older version): the table then shows what the event
+// has rather than zeros that would read as facts.
+type backendMore struct {
+	Calls    *int `json:"calls"`    // in the window the success rate is over
+	Rejected *int `json:"rejected"` // of those, refused as the task's fault
+}
+
+// workerMore are the fields of a worker heartbeat beyond
+// health.WorkerEvent: its paused routes (nil: not reported).
+type workerMore struct {
+	PausedRoutes *[]string `json:"paused_routes"`
+}
+
+// decodeMore reads the optional fields of an event's body into v; a body
+// without them leaves v zero.
+func decodeMore[T any](data []byte) T {
+	var v T
+	_ = json.Unmarshal(data, &v) // the event itself decoded: only absent fields can remain
+	return v
 }
 
 func (a *app) showHealth(ctx context.Context, asJSON bool) error {
@@ -81,9 +110,9 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 		}
 		switch ev := decodeHealth(topo, subj, m.Data).(type) {
 		case health.BackendEvent:
-			st.Backends = append(st.Backends, ev)
+			st.Backends, st.backendMore = append(st.Backends, ev), append(st.backendMore, decodeMore[backendMore](m.Data))
 		case health.WorkerEvent:
-			st.Workers = append(st.Workers, ev)
+			st.Workers, st.workerMore = append(st.Workers, ev), append(st.workerMore, decodeMore[workerMore](m.Data))
 		case health.AlertEvent:
 			if ev.Status == health.Firing {
 				st.Alerts = append(st.Alerts, ev)
@@ -101,6 +130,10 @@ func (a *app) showHealth(ctx context.Context, asJSON bool) error {
 	return a.printHealth(st, time.Now())
 }
 
+// printHealth prints the tables, each column as docs/health.md explains
+// it, with footnotes saying what the figures are over: the success rate
+// and the availability differ in their windows, and a worker's counts are
+// as of its last heartbeat.
 func (a *app) printHealth(st healthState, now time.Time) error {
 	ago := func(t time.Time) string {
 		if t.IsZero() {
@@ -109,28 +142,73 @@ func (a *app) printHealth(st healthState, now time.Time) error {
 		return now.Sub(t).Round(time.Second).String() + " ago"
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tSTATE\tBREAKER\tSUCCESS\tP50\tP95\tP99\tAVAILABILITY\tIN-FLIGHT\tREASON\tREPORTED")
-	for _, b := range st.Backends {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f%%\t%.1fms\t%.1fms\t%.1fms\t%.3f%%\t%d\t%s\t%s by %s\n",
-			b.Backend, b.State, b.Breaker, 100*b.SuccessRate, b.LatencyMS.P50, b.LatencyMS.P95, b.LatencyMS.P99,
+	fmt.Fprintln(tw, "BACKEND\tSTATE\tBREAKER\tSUCCESS\tREJECTED\tP50\tP95\tP99\tAVAILABILITY\tIN-FLIGHT\tREASON\tREPORTED")
+	for i, b := range st.Backends {
+		var more backendMore
+		if i < len(st.backendMore) {
+			more = st.backendMore[i]
+		}
+		success, rejected := successCells(b, more)
+		p50, p95, p99 := latencyCell(b.LatencyMS.P50), latencyCell(b.LatencyMS.P95), latencyCell(b.LatencyMS.P99)
+		if more.Calls != nil && *more.Calls == 0 {
+			p50, p95, p99 = "-", "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f%%\t%d\t%s\t%s by %s\n",
+			b.Backend, b.State, b.Breaker, success, rejected, p50, p95, p99,
 			b.Availability, b.InFlight, orDash(b.Reason), ago(b.At), b.Worker)
 	}
 	if len(st.Backends) == 0 {
 		fmt.Fprintln(tw, "(no backend events)")
+	} else {
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, `SUCCESS: of the backend's last %d calls (or fewer), those that did not fail through its fault;
+  n/a under %d calls. P50-P99 are over the same calls.
+REJECTED: of those, tasks the backend refused as their own fault (a permanent error, e.g. a 4xx): such
+  tasks are dead-lettered as "rejected", yet the backend did its job and stays healthy.
+AVAILABILITY: successful calls and probes over the last hour (the SLA window), so it moves slower than SUCCESS.
+`, health.WindowCalls, health.MinCalls)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "WORKER\tSTATUS\tUPTIME\tDONE\tFAILED\tDEAD-LETTERED\tIN-FLIGHT\tCACHE-HITS\tVERSION\tLAST-HEARTBEAT")
-	for _, w := range st.Workers {
+	var paused [][2]string // route, worker
+	for i, w := range st.Workers {
 		status := w.Status
 		if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
 			status = "silent"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f%%\t%s\t%s\n", w.Worker, status,
-			(time.Duration(w.UptimeSeconds) * time.Second).String(), w.Tasks.Done, w.Tasks.Failed, w.Tasks.DeadLettered,
-			w.InFlight, 100*w.CacheHitRatio, w.Version, ago(w.At))
+		if status == health.WorkerRunning && firstHeartbeat(w) {
+			// Only the heartbeat sent at start: its zeros are not counts
+			// yet, and the next comes an interval later.
+			fmt.Fprintf(tw, "%s\tstarting\t-\t-\t-\t-\t-\t-\t%s\t%s\n", w.Worker, w.Version, ago(w.At))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.0f%%\t%s\t%s\n", w.Worker, status,
+				(time.Duration(w.UptimeSeconds) * time.Second).String(), w.Tasks.Done, w.Tasks.Failed, w.Tasks.DeadLettered,
+				w.InFlight, 100*w.CacheHitRatio, w.Version, ago(w.At))
+		}
+		if i < len(st.workerMore) && st.workerMore[i].PausedRoutes != nil && w.Status == health.WorkerRunning {
+			for _, r := range *st.workerMore[i].PausedRoutes {
+				paused = append(paused, [2]string{r, w.Worker})
+			}
+		}
 	}
 	if len(st.Workers) == 0 {
 		fmt.Fprintln(tw, "(no worker heartbeats)")
+	} else {
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(a.stdout, `Worker figures are as of its LAST-HEARTBEAT (one every health.interval, default 10s); "starting":
+  only the heartbeat sent at start so far.`)
+	}
+	if len(paused) > 0 {
+		slices.SortFunc(paused, func(x, y [2]string) int { return strings.Compare(x[0]+"\x00"+x[1], y[0]+"\x00"+y[1]) })
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "PAUSED ROUTE\tWORKER")
+		for _, p := range paused {
+			fmt.Fprintf(tw, "%s\t%s\n", p[0], p[1])
+		}
 	}
 	if len(st.Alerts) > 0 {
 		fmt.Fprintln(tw)
@@ -141,6 +219,39 @@ func (a *app) printHealth(st healthState, now time.Time) error {
 	}
 	return tw.Flush()
 }
+
+// firstHeartbeat reports whether w is the heartbeat a worker sends as it
+// starts, before it has counted anything: its uptime is under one interval
+// (the next heartbeat comes an interval after it), or under a second when
+// the interval is unknown.
+func firstHeartbeat(w health.WorkerEvent) bool {
+	young := w.UptimeSeconds < 1 || (w.Interval > 0 && w.UptimeSeconds < w.Interval)
+	return young && w.Tasks == (health.Tasks{}) && w.InFlight == 0
+}
+
+// successCells are the SUCCESS and REJECTED cells of a backend: "n/a (N
+// calls)" while the calls are too few to judge by, and the rejections as a
+// count and a share of the calls. An event without the call counts (an
+// older worker) shows its success rate as it is and no rejections.
+func successCells(b health.BackendEvent, more backendMore) (success, rejected string) {
+	success, rejected = fmt.Sprintf("%.1f%%", 100*b.SuccessRate), "-"
+	if more.Calls == nil {
+		return success, rejected
+	}
+	calls := *more.Calls
+	if calls < health.MinCalls {
+		success = fmt.Sprintf("n/a (%d calls)", calls)
+	}
+	if more.Rejected != nil {
+		rejected = strconv.Itoa(*more.Rejected)
+		if *more.Rejected > 0 && calls > 0 {
+			rejected += fmt.Sprintf(" (%.0f%%)", 100*float64(*more.Rejected)/float64(calls))
+		}
+	}
+	return success, rejected
+}
+
+func latencyCell(ms float64) string { return fmt.Sprintf("%.1fms", ms) }
 
 func orDash(s string) string {
 	if s == "" {

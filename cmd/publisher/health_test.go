@@ -258,3 +258,87 @@ func TestHealthDropsMalformedEvents(t *testing.T) {
 		}
 	}
 }
+
+// withFields is v's JSON object with extra fields, as a newer worker sends.
+func withFields(t *testing.T, v any, extra map[string]any) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for k, x := range extra {
+		m[k] = x
+	}
+	return m
+}
+
+// The table reads right for a user: a backend rejecting every task shows
+// its rejections beside its 100 % success, a backend with too few calls
+// shows no success figure, the columns are explained, a worker that has
+// only sent its first heartbeat reads "starting", and paused routes are
+// listed.
+func TestHealthTableReadsRight(t *testing.T) {
+	e := startServer(t)
+	now := time.Now().UTC()
+	backend := func(name string, rate float64) health.BackendEvent {
+		return health.BackendEvent{Backend: name, State: health.Healthy, Breaker: health.BreakerClosed, SuccessRate: rate,
+			LatencyMS: health.Latency{P50: 1, P95: 2, P99: 3}, Availability: 100, Worker: "w1", Kind: "heartbeat", At: now}
+	}
+	publishEvent(t, e, "health.backend.refuser", withFields(t, backend("refuser", 1), map[string]any{"calls": 20, "rejected": 20}))
+	publishEvent(t, e, "health.backend.young", withFields(t, backend("young", 0), map[string]any{"calls": 5, "rejected": 0}))
+	publishEvent(t, e, "health.backend.idle", withFields(t, backend("idle", 1), map[string]any{"calls": 0, "rejected": 0}))
+	publishEvent(t, e, "health.backend.older", backend("older", 0.97)) // a worker that sends no counts
+	publishEvent(t, e, "health.worker.fresh", health.WorkerEvent{Worker: "fresh", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 0.004, Interval: 10, At: now})
+	// Setup took 3s before the first heartbeat: still the first of 10s.
+	publishEvent(t, e, "health.worker.slowstart", health.WorkerEvent{Worker: "slowstart", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 3, Interval: 10, At: now})
+	publishEvent(t, e, "health.worker.quick", health.WorkerEvent{Worker: "quick", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 3, Tasks: health.Tasks{Done: 7}, Interval: 10, At: now})
+	publishEvent(t, e, "health.worker.busy", withFields(t, health.WorkerEvent{Worker: "busy", Status: health.WorkerRunning,
+		Version: "1.0.0", UptimeSeconds: 90, Tasks: health.Tasks{Done: 42}, Interval: 10, At: now},
+		map[string]any{"paused_routes": []string{"code.generate"}}))
+
+	r := runCmd(t, "", "health", "--nats-url", e.url)
+	wantOK(t, r)
+	rows := map[string][]string{}
+	for line := range strings.SplitSeq(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = f
+		}
+	}
+	tests := []struct {
+		row  string
+		want string // a run of the row's fields, space-joined
+	}{
+		{"BACKEND", "SUCCESS REJECTED P50"},
+		{"refuser", "healthy closed 100.0% 20 (100%) 1.0ms"},
+		{"young", "healthy closed n/a (5 calls) 0 1.0ms"},
+		{"idle", "healthy closed n/a (0 calls) 0 - - -"},
+		{"older", "healthy closed 97.0% - 1.0ms"},
+		{"fresh", "fresh starting - - - - - - 1.0.0"},
+		{"busy", "busy running 1m30s 42"},
+		{"slowstart", "slowstart starting - -"},
+		{"quick", "quick running 3s 7"},
+		{"code.generate", "code.generate busy"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(rows[tt.row], " "); !strings.Contains(got, tt.want) {
+			t.Errorf("row %s = %q, want it to contain %q\n%s", tt.row, got, tt.want, r.stdout)
+		}
+	}
+	for _, want := range []string{
+		"SUCCESS: of the backend's last 200 calls", "n/a under 10 calls",
+		"REJECTED: of those, tasks the backend refused as their own fault",
+		"AVAILABILITY: successful calls and probes over the last hour (the SLA window)",
+		"PAUSED ROUTE", `"starting"`,
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}

@@ -41,8 +41,7 @@ Task-Id and Nats-Msg-Id, so publishing the same id twice within the stream's
 duplicate window stores the task once.
 
 With --wait, the command waits for the result and prints its body instead of
-the id; it exits 1 when the task failed or no result came within --timeout
-(default 30s).
+the id; it exits 1 when the task failed or no result came within --timeout.
 
 With --file, each line of FILE (- for standard input) is one task:
 {"type": "echo", "data": <any JSON value>, "id": "optional", "headers": {"K": "V"}}.
@@ -79,6 +78,9 @@ reported and counted as failed without stopping the rest.`,
 	f.StringArrayVar(&pf.headers, "header", nil, "header K=V to send with the task (repeatable); with --file, added to every task")
 	f.BoolVar(&pf.wait, "wait", false, "wait for the result and print its body instead of the id")
 	f.StringVar(&pf.file, "file", "", "publish the tasks of a JSON Lines file (- for standard input)")
+	// Shadows the global --timeout, whose help must speak of every command,
+	// to say what it bounds here.
+	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server to store the task, or with --wait for its result, publish included (default 10s, with --wait 30s)")
 	return cmd
 }
 
@@ -222,8 +224,7 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 			return errors.New("interrupted")
 		}
 		if errors.Is(err, nats.ErrMaxPayload) {
-			return fmt.Errorf("publish to %s: the task is %d bytes with its headers, over the server's max_payload of %d bytes (worker --embedded allows 8 MiB, a stock nats-server 1 MiB): %w",
-				msg.Subject, msg.Size(), js.Conn().MaxPayload(), err)
+			return fmt.Errorf("publish to %s: %w", msg.Subject, tooLarge(msg, nc.MaxPayload(), err))
 		}
 		return fmt.Errorf("publish to %s: %w", msg.Subject, streamHint(err, topo.TasksStream()))
 	}
@@ -235,6 +236,44 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 		return err
 	}
 	return a.awaitResult(ctx, wctx, js, topo, typ, id, replies, ack.Duplicate, timeout)
+}
+
+// tooLarge says why the server refused msg for its size (err, wrapping
+// nats.ErrMaxPayload): its limit, which the bare error leaves out and which
+// differs between servers, and the task's size.
+func tooLarge(msg *nats.Msg, limit int64, err error) error {
+	hdr := headerSize(msg.Header)
+	size := len(msg.Data) + hdr
+	return fmt.Errorf("task of %s (%d bytes: payload %d, headers %d) is over the server's max_payload of %s (%d bytes); "+
+		"a default nats-server allows 1 MiB, worker --embedded 8 MiB, set by max_payload in the server's config: %w",
+		sizeText(int64(size)), size, len(msg.Data), hdr, sizeText(limit), limit, err)
+}
+
+// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "K: V\r\n"
+// line per value and a closing "\r\n", what the client counts against
+// the server's limit with the payload.
+func headerSize(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+// sizeText is n bytes for people: "2.0 MiB", "512.0 KiB", "300 bytes".
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // setupTracing sets tracing up from a.traceOpts and the OTEL_* environment,
