@@ -156,7 +156,7 @@ func ParseSpec(h nats.Header) (Spec, error) {
 func (s Spec) Next(created, now time.Time) (time.Time, bool) {
 	switch {
 	case !s.At.IsZero():
-		return s.At, s.At.After(now)
+		return s.at(), s.at().After(now)
 	case s.Every > 0:
 		base := created.UTC().Round(time.Second)
 		first := base.Add(s.Every)
