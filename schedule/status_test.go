@@ -109,7 +109,7 @@ func TestStatus(t *testing.T) {
 				{"echo", "fin", schedule.Status{State: schedule.Done, Backend: "echoer", Duration: "3ms", Attempts: 2}},
 				{"echo", "dead", schedule.Status{State: schedule.DeadLettered, Reason: "exhausted", Error: "HTTP 503", Seq: dead.Sequence}},
 				{"other", "o1", schedule.Status{State: schedule.Pending, Position: 1, Of: 1}},
-				{"echo", "o1", schedule.Status{State: schedule.Unknown}},   // another type's
+				{"echo", "o1", schedule.Status{State: schedule.Unknown}},     // another type's
 				{"other", "later", schedule.Status{State: schedule.Unknown}}, // another type's
 				{"echo", "never", schedule.Status{State: schedule.Unknown}},
 			}
