@@ -138,6 +138,23 @@ type Periodic struct {
 	Data   []byte
 }
 
+// Validate reports why p cannot be stored (wrapping ErrInvalid).
+func (p Periodic) Validate(now time.Time) error {
+	if err := ValidName(p.Name); err != nil {
+		return err
+	}
+	if err := ValidType(p.Type); err != nil {
+		return err
+	}
+	if !p.Spec.At.IsZero() {
+		return fmt.Errorf("%w: a periodic schedule takes an interval or a cron pattern, not a time", ErrInvalid)
+	}
+	if err := p.Spec.Validate(now); err != nil {
+		return err
+	}
+	return checkHeaders(p.Header, task.HeaderID, task.HeaderMsgID)
+}
+
 // Delayed describes one task to run later.
 type Delayed struct {
 	// ID is the task id, kept by the fired task (its result is stored
@@ -212,19 +229,7 @@ func (c *Client) tasksStream(ctx context.Context) (jetstream.Stream, error) {
 // Add stores (or replaces) the periodic schedule p. Bad input is an error
 // wrapping ErrInvalid and nothing is stored.
 func (c *Client) Add(ctx context.Context, p Periodic) (*Schedule, error) {
-	if err := ValidName(p.Name); err != nil {
-		return nil, err
-	}
-	if err := ValidType(p.Type); err != nil {
-		return nil, err
-	}
-	if !p.Spec.At.IsZero() {
-		return nil, fmt.Errorf("%w: a periodic schedule takes an interval or a cron pattern, not a time", ErrInvalid)
-	}
-	if err := p.Spec.Validate(c.o.Now()); err != nil {
-		return nil, err
-	}
-	if err := checkHeaders(p.Header, task.HeaderID, task.HeaderMsgID); err != nil {
+	if err := p.Validate(c.o.Now()); err != nil {
 		return nil, err
 	}
 	msg := &nats.Msg{Subject: EverySubject(c.o.Topology, p.Name), Header: copyHeader(p.Header), Data: p.Data}
