@@ -140,7 +140,7 @@ func TestScheduleCommands(t *testing.T) {
 	}
 	// 09:00 in Tokyo is 00:00 UTC, every day.
 	if tokyo.Next == nil || tokyo.Next.UTC().Hour() != 0 || tokyo.Next.Minute() != 0 || !tokyo.Next.After(time.Now()) ||
-		tokyo.Next.Sub(time.Now()) > 24*time.Hour || tokyo.TimeZone != "Asia/Tokyo" {
+		time.Until(*tokyo.Next) > 24*time.Hour || tokyo.TimeZone != "Asia/Tokyo" {
 		t.Errorf("tokyo: next %v zone %q, want the next 00:00 UTC", tokyo.Next, tokyo.TimeZone)
 	}
 	r = runCmd(t, "", append([]string{"schedule", "show", "beat"}, u...)...)
