@@ -190,8 +190,8 @@ type Client struct {
 	js jetstream.JetStream
 	o  Options
 
-	mu    sync.Mutex
-	tasks jetstream.Stream
+	mu      sync.Mutex
+	streams map[string]jetstream.Stream
 }
 
 // New returns a Client over js.
@@ -211,18 +211,26 @@ func New(js jetstream.JetStream, o Options) *Client {
 	return &Client{js: js, o: o}
 }
 
-// tasksStream looks TASKS up once.
+// tasksStream is TASKS.
 func (c *Client) tasksStream(ctx context.Context) (jetstream.Stream, error) {
+	return c.stream(ctx, c.o.Topology.TasksStream())
+}
+
+// stream looks stream name up once.
+func (c *Client) stream(ctx context.Context, name string) (jetstream.Stream, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.tasks != nil {
-		return c.tasks, nil
+	if s, ok := c.streams[name]; ok {
+		return s, nil
 	}
-	s, err := c.js.Stream(ctx, c.o.Topology.TasksStream())
+	s, err := c.js.Stream(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", c.o.Topology.TasksStream(), err)
+		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
-	c.tasks = s
+	if c.streams == nil {
+		c.streams = map[string]jetstream.Stream{}
+	}
+	c.streams[name] = s
 	return s, nil
 }
 
@@ -431,9 +439,9 @@ func (c *Client) LastFired(ctx context.Context, sc *Schedule) (*Firing, error) {
 	if sc.Kind != Every {
 		return nil, nil
 	}
-	results, err := c.js.Stream(ctx, c.o.Topology.ResultsStream())
+	results, err := c.stream(ctx, c.o.Topology.ResultsStream())
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", c.o.Topology.ResultsStream(), err)
+		return nil, err
 	}
 	for _, due := range sc.Spec.recent(sc.Created, c.o.Now(), 3) {
 		for _, late := range []time.Duration{0, time.Second} {

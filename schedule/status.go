@@ -109,9 +109,9 @@ func (c *Client) find(ctx context.Context, typ, id string) (*Status, *found, err
 		st.State, st.Position, st.Of, st.Seq = Pending, pos, of, f.seq
 		return st, f, nil
 	}
-	results, err := c.js.Stream(ctx, c.o.Topology.ResultsStream())
+	results, err := c.stream(ctx, c.o.Topology.ResultsStream())
 	if err != nil {
-		return nil, nil, fmt.Errorf("stream %s: %w", c.o.Topology.ResultsStream(), err)
+		return nil, nil, err
 	}
 	m, err := results.GetLastMsgForSubject(ctx, c.o.Topology.ResultSubject(typ, id))
 	switch {
@@ -193,9 +193,9 @@ func (c *Client) scanTasks(ctx context.Context, typ, id string) (*found, int, in
 
 // dead returns the newest DLQ entry of task typ/id, or nil.
 func (c *Client) dead(ctx context.Context, typ, id string) (*dlq.Item, error) {
-	d, err := c.js.Stream(ctx, c.o.Topology.DLQStream())
+	d, err := c.stream(ctx, c.o.Topology.DLQStream())
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", c.o.Topology.DLQStream(), err)
+		return nil, err
 	}
 	subj := c.o.Topology.DLQSubject(typ)
 	info, err := d.Info(ctx, jetstream.WithSubjectFilter(subj))
@@ -329,7 +329,7 @@ func (c *Client) Cancel(ctx context.Context, typ, id string) (*Cancellation, err
 		if taken {
 			if now, err := c.Status(ctx, typ, id); err == nil && now.State == Done {
 				// It finished first: the copy would be a false trace.
-				if d, err := c.js.Stream(ctx, c.o.Topology.DLQStream()); err == nil {
+				if d, err := c.stream(ctx, c.o.Topology.DLQStream()); err == nil {
 					_ = d.DeleteMsg(ctx, seq)
 				}
 				return nil, fmt.Errorf("%w: %s %s finished before it could be cancelled (backend %s)", ErrNotCancellable, typ, id, now.Backend)
