@@ -90,6 +90,11 @@ func (t Topology) TaskSubject(typ string) string { return t.subject("tasks." + t
 // TasksFilter matches every task subject.
 func (t Topology) TasksFilter() string { return t.subject("tasks.>") }
 
+// SchedulesFilter matches every schedule message (delayed and periodic
+// tasks). They live in TASKS because the server fires a schedule only into
+// a subject of its own stream.
+func (t Topology) SchedulesFilter() string { return t.subject("schedules.>") }
+
 // TaskType returns the type of a task subject ("tasks.code.generate" has
 // type "code.generate"), and false when subject is not a task subject.
 func (t Topology) TaskType(subject string) (string, bool) {
@@ -150,12 +155,16 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{{
 		Name:        t.TasksStream(),
 		Description: "Breakwater task requests (work queue)",
-		Subjects:    []string{t.TasksFilter()},
+		Subjects:    []string{t.TasksFilter(), t.SchedulesFilter()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 		Duplicates:  DuplicatesWindow,
 		MaxMsgs:     -1, MaxBytes: -1, MaxMsgsPerSubject: -1,
+		// The server's scheduler fires delayed and periodic tasks; it
+		// needs roll-ups (one message per schedule subject).
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 	}, {
 		Name:        t.ResultsStream(),
 		Description: "Breakwater results, one per task",
@@ -238,7 +247,7 @@ func EnsureStreams(ctx context.Context, js StreamManager, t Topology) error {
 func ensureStream(ctx context.Context, js StreamManager, want jetstream.StreamConfig, replicas int) error {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, want)
+		s, err = js.CreateStream(ctx, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// Another worker created it first; check its settings.
 			return ensureStream(ctx, js, want, replicas)
@@ -246,7 +255,7 @@ func ensureStream(ctx context.Context, js StreamManager, want jetstream.StreamCo
 		if err != nil {
 			return fmt.Errorf("create stream %s: %w", want.Name, err)
 		}
-		return nil
+		return checkSchedules(s.CachedInfo().Config, want)
 	}
 	if err != nil {
 		return fmt.Errorf("look up stream %s: %w", want.Name, err)
@@ -269,14 +278,38 @@ func ensureStream(ctx context.Context, js StreamManager, want jetstream.StreamCo
 	next.Discard = want.Discard
 	next.MaxBytes = want.MaxBytes
 	next.AllowDirect = want.AllowDirect || have.AllowDirect
+	if want.AllowMsgSchedules {
+		// Message schedules can be switched on, never off, and need
+		// roll-ups; the stored tasks stay.
+		next.AllowMsgSchedules, next.AllowRollup, next.DenyPurge = true, true, false
+	}
 	if replicas > 0 {
 		next.Replicas = replicas
 	}
 	if reflect.DeepEqual(next, have) {
 		return nil
 	}
-	if _, err := js.UpdateStream(ctx, next); err != nil {
+	s, err = js.UpdateStream(ctx, next)
+	if err != nil {
+		// A refusal (not a timeout) is final: say what the operator
+		// must change rather than retry.
+		var apiErr *jetstream.APIError
+		if want.AllowMsgSchedules && !have.AllowMsgSchedules && errors.As(err, &apiErr) {
+			return fmt.Errorf("stream %s exists without allow_msg_schedules, which delayed and periodic tasks need, and the server refused to set it (set allow_msg_schedules: true and add subject %s yourself): %w: %w",
+				want.Name, want.Subjects[len(want.Subjects)-1], ErrStreamMismatch, err)
+		}
 		return fmt.Errorf("update stream %s: %w", want.Name, err)
+	}
+	return checkSchedules(s.CachedInfo().Config, want)
+}
+
+// checkSchedules catches a server that accepted the stream but ignored
+// allow_msg_schedules (older than 2.12): schedules would be stored and
+// never fire.
+func checkSchedules(have, want jetstream.StreamConfig) error {
+	if want.AllowMsgSchedules && !have.AllowMsgSchedules {
+		return fmt.Errorf("stream %s does not allow message schedules (allow_msg_schedules), which delayed and periodic tasks need: nats-server 2.12 or newer is required: %w",
+			want.Name, ErrStreamMismatch)
 	}
 	return nil
 }

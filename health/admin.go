@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -17,14 +18,54 @@ type Controller interface {
 	ResetBreaker(backend string) error
 }
 
+// RunningTasks knows the tasks running on a worker and stops them; the
+// worker's pipeline implements it. Methods are called concurrently.
+type RunningTasks interface {
+	// Running reports whether task typ/id calls its backends here now,
+	// and since when.
+	Running(typ, id string) (since time.Time, ok bool)
+	// Cancel stops task typ/id if it runs here (its backend call's
+	// context ends and it is dead-lettered as cancelled) and reports
+	// whether it did.
+	Cancel(typ, id string) bool
+}
+
+// TaskRequest is the body of a task.status or task.cancel request.
+type TaskRequest struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+}
+
+// TaskReply answers a task request: whether the task runs on Worker (and
+// since when) or, for task.cancel, whether this worker stopped it.
+type TaskReply struct {
+	Worker    string    `json:"worker"`
+	Running   bool      `json:"running"`
+	Since     time.Time `json:"since,omitzero"`
+	Cancelled bool      `json:"cancelled,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// AdminSubject is the first token(s) of the admin plane's subjects of an
+// installation whose topology prefix is prefix ("" for none).
+func AdminSubject(prefix string) string {
+	if prefix == "" {
+		return "breakwater"
+	}
+	return prefix + ".breakwater"
+}
+
 // ServiceName is the micro service name every worker registers.
 const ServiceName = "breakwater"
 
 // AdminOptions configure the admin service.
 type AdminOptions struct {
-	Conn     *nats.Conn
-	Monitor  *Monitor
-	Control  Controller
+	Conn    *nats.Conn
+	Monitor *Monitor
+	Control Controller
+	// Tasks, when set, answers task.status and task.cancel; without it
+	// the worker does not register them.
+	Tasks    RunningTasks
 	WorkerID string
 	Version  string
 	// Subject is the first token of the control subjects; default
@@ -63,6 +104,13 @@ type ControlReply struct {
 //	route.resume  {"route":"NAME"}
 //	breaker.trip  {"backend":"NAME"}   open its breaker now
 //	breaker.reset {"backend":"NAME"}   close it now
+//	task.status   {"type","id"}        {"worker","running","since"}
+//	task.cancel   {"type","id"}        {"worker","running","cancelled"}
+//
+// The task endpoints (registered when Tasks is set) answer on every worker
+// whether the task runs there; ask <subject>.all and read the replies, the
+// one with running true is the worker that has it. task.cancel stops it
+// there (Tasks.Cancel), so a broadcast cancels it wherever it runs.
 //
 // Control replies are {"worker","ok","error"}; a failed one also carries
 // the micro error headers Nats-Service-Error-Code (400: the request is
@@ -125,6 +173,22 @@ func StartAdmin(o AdminOptions) (micro.Service, error) {
 		{"breaker.trip", control("backend", func(c ControlRequest) error { return o.Control.TripBreaker(c.Backend) })},
 		{"breaker.reset", control("backend", func(c ControlRequest) error { return o.Control.ResetBreaker(c.Backend) })},
 	}
+	if o.Tasks != nil {
+		endpoints = append(endpoints, []struct {
+			name    string
+			handler micro.Handler
+		}{
+			{"task.status", taskHandler(o.WorkerID, func(req TaskRequest) TaskReply {
+				since, ok := o.Tasks.Running(req.Type, req.ID)
+				return TaskReply{Worker: o.WorkerID, Running: ok, Since: since}
+			})},
+			{"task.cancel", taskHandler(o.WorkerID, func(req TaskRequest) TaskReply {
+				since, ok := o.Tasks.Running(req.Type, req.ID)
+				stopped := o.Tasks.Cancel(req.Type, req.ID)
+				return TaskReply{Worker: o.WorkerID, Running: ok || stopped, Since: since, Cancelled: stopped}
+			})},
+		}...)
+	}
 	one := svc.AddGroup(o.Subject+"."+Token(o.WorkerID), micro.WithGroupQueueGroupDisabled())
 	all := svc.AddGroup(o.Subject+".all", micro.WithGroupQueueGroupDisabled())
 	for _, e := range endpoints {
@@ -140,4 +204,24 @@ func StartAdmin(o AdminOptions) (micro.Service, error) {
 		}
 	}
 	return svc, nil
+}
+
+// taskHandler decodes a task request, refusing one without type or id
+// (400), and answers it with op's reply.
+func taskHandler(worker string, op func(TaskRequest) TaskReply) micro.HandlerFunc {
+	return func(r micro.Request) {
+		var req TaskRequest
+		msg := ""
+		if err := json.Unmarshal(r.Data(), &req); err != nil {
+			msg = "bad request: " + err.Error()
+		} else if req.Type == "" || req.ID == "" {
+			msg = "bad request: type and id are required"
+		}
+		if msg != "" {
+			body, _ := json.Marshal(TaskReply{Worker: worker, Error: msg})
+			_ = r.Error("400", msg, body)
+			return
+		}
+		_ = r.RespondJSON(op(req))
+	}
 }

@@ -26,6 +26,8 @@ type publishFlags struct {
 	headers []string
 	wait    bool
 	file    string
+	in      time.Duration // --in: run the task that much later
+	at      string        // --at: run it then (RFC 3339)
 }
 
 func (a *app) publishCmd() *cobra.Command {
@@ -63,7 +65,7 @@ reported and counted as failed without stopping the rest.`,
 		},
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			if pf.file != "" {
-				for _, name := range []string{"id", "wait"} {
+				for _, name := range []string{"id", "wait", "in", "at"} {
 					if flagChanged(cmd.Flags(), name) {
 						return usagef("publish --file: --%s applies to one task; give ids in the file", name)
 					}
@@ -81,6 +83,8 @@ reported and counted as failed without stopping the rest.`,
 	// Shadows the global --timeout, whose help must speak of every command,
 	// to say what it bounds here.
 	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server to store the task, or with --wait for its result, publish included (default 10s, with --wait 30s)")
+	f.DurationVar(&pf.in, "in", 0, "run the task this much later (the server's scheduler publishes it then; never before)")
+	f.StringVar(&pf.at, "at", "", "run the task at this RFC 3339 time (never before it)")
 	return cmd
 }
 
@@ -164,6 +168,10 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	if err != nil {
 		return err
 	}
+	due, err := pf.due(time.Now())
+	if err != nil {
+		return err
+	}
 	data, err := a.readData(args)
 	if err != nil {
 		return err
@@ -180,6 +188,7 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	if pf.wait {
 		timeout = a.resultTimeout()
 	}
+	timeout += a.delayWait(due, pf.wait)
 	// One deadline covers the whole command: with --wait, the user's
 	// --timeout is the longest they are prepared to wait, publish included.
 	wctx, cancel := context.WithTimeout(ctx, timeout)
@@ -194,6 +203,9 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	hdr.Set(task.HeaderID, id)
 	hdr.Set(task.HeaderMsgID, id)
 	msg := &nats.Msg{Subject: topo.TaskSubject(typ), Header: hdr, Data: data}
+	if err := a.delayTask(topo, msg, typ, id, due); err != nil {
+		return err
+	}
 
 	var replies chan *nats.Msg
 	if pf.wait {

@@ -99,6 +99,7 @@ Global flags may stand before or after the command.`,
 	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s) and, with publish --wait and bench, for results (default 30s)")
 
 	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd(), a.dlqCmd(), a.healthCmd())
+	root.AddCommand(a.scheduleCmd(), a.statusCmd(), a.cancelCmd())
 	return root
 }
 

@@ -253,7 +253,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 	bg.Go(func() error { return monitor.Run(bgCtx) })
 	admin, err := health.StartAdmin(health.AdminOptions{
 		Conn: nc, Monitor: monitor, WorkerID: id, Version: version,
-		Control: &control{worker: w, targets: bk.targets}, Subject: adminSubject(topo),
+		Control: &control{worker: w, targets: bk.targets}, Tasks: w, Subject: adminSubject(topo),
 	})
 	if err != nil {
 		stopBackground()
