@@ -79,7 +79,7 @@ routes:
 	rows := tableRows(r.stdout)
 	for _, tt := range []struct{ row, want string }{
 		{"BACKEND", "STATE BREAKER SUCCESS REJECTED P50 P95 P99 AVAILABILITY IN-FLIGHT REASON REPORTED"},
-		{"builtin:fail", "healthy closed"},
+		{"builtin:fail", "healthy closed n/a (3 calls) 3 (100%)"},
 		{"builtin:fail", "too few calls to judge (3 of 10)"},
 		{"busy-1", "busy-1 running"},
 	} {

@@ -47,12 +47,17 @@ type Latency struct {
 
 // BackendEvent is the body of health.backend.<name>.
 type BackendEvent struct {
-	Backend      string    `json:"backend"`
-	State        string    `json:"state"`
-	Breaker      string    `json:"breaker"`
-	SuccessRate  float64   `json:"success_rate"` // 0..1 over the last 200 calls
-	LatencyMS    Latency   `json:"latency_ms"`
-	InFlight     int       `json:"in_flight"`
+	Backend     string  `json:"backend"`
+	State       string  `json:"state"`
+	Breaker     string  `json:"breaker"`
+	SuccessRate float64 `json:"success_rate"` // 0..1 over the last 200 calls
+	LatencyMS   Latency `json:"latency_ms"`
+	InFlight    int     `json:"in_flight"`
+	// Calls and Rejected are the calls in the success rate's window and,
+	// of those, the ones refused as the task's fault (they count as
+	// successes for the state: the backend answered).
+	Calls        int       `json:"calls"`
+	Rejected     int       `json:"rejected"`
 	Availability float64   `json:"availability"` // percent over the last hour
 	Since        time.Time `json:"since"`        // when the state began
 	Reason       string    `json:"reason"`

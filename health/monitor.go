@@ -156,8 +156,11 @@ func (m *Monitor) AttemptStarted(backend string) { m.tracker(backend).started() 
 // (handlers.IsPermanent, a 4xx) is the task's fault: the backend did its
 // job, so it counts as a success here.
 func (m *Monitor) AttemptDone(backend string, d time.Duration, err error) {
-	ok := err == nil || handlers.IsPermanent(err)
-	if m.tracker(backend).done(m.o.Now(), d, ok) {
+	if handlers.IsPermanent(err) {
+		m.AttemptRejected(backend, d)
+		return
+	}
+	if m.tracker(backend).done(m.o.Now(), d, err == nil) {
 		m.poke()
 	}
 }
@@ -212,7 +215,7 @@ func (m *Monitor) event(backend string, v view, kind string, at time.Time) Backe
 	return BackendEvent{
 		Backend: backend, State: v.state, Breaker: v.breaker, SuccessRate: v.successRate,
 		LatencyMS: Latency{P50: ms(v.p50), P95: ms(v.p95), P99: ms(v.p99)}, InFlight: v.inFlight,
-		Availability: v.availability, Since: v.stateSince.UTC(), Reason: v.reason, Worker: m.o.WorkerID,
+		Calls: v.calls, Rejected: v.rejected, Availability: v.availability, Since: v.stateSince.UTC(), Reason: v.reason, Worker: m.o.WorkerID,
 		Kind: kind, At: at.UTC(),
 	}
 }

@@ -259,6 +259,17 @@ func TestHealthDropsMalformedEvents(t *testing.T) {
 	}
 }
 
+// withoutFields is v's JSON object without the named fields, as an older
+// worker sends.
+func withoutFields(t *testing.T, v any, names ...string) map[string]any {
+	t.Helper()
+	m := withFields(t, v, nil)
+	for _, n := range names {
+		delete(m, n)
+	}
+	return m
+}
+
 // withFields is v's JSON object with extra fields, as a newer worker sends.
 func withFields(t *testing.T, v any, extra map[string]any) map[string]any {
 	t.Helper()
@@ -291,7 +302,7 @@ func TestHealthTableReadsRight(t *testing.T) {
 	publishEvent(t, e, "health.backend.refuser", withFields(t, backend("refuser", 1), map[string]any{"calls": 20, "rejected": 20}))
 	publishEvent(t, e, "health.backend.young", withFields(t, backend("young", 0), map[string]any{"calls": 5, "rejected": 0}))
 	publishEvent(t, e, "health.backend.idle", withFields(t, backend("idle", 1), map[string]any{"calls": 0, "rejected": 0}))
-	publishEvent(t, e, "health.backend.older", backend("older", 0.97)) // a worker that sends no counts
+	publishEvent(t, e, "health.backend.older", withoutFields(t, backend("older", 0.97), "calls", "rejected")) // a worker that sends no counts
 	publishEvent(t, e, "health.worker.fresh", health.WorkerEvent{Worker: "fresh", Status: health.WorkerRunning,
 		Version: "1.0.0", UptimeSeconds: 0.004, Interval: 10, At: now})
 	// Setup took 3s before the first heartbeat: still the first of 10s.
