@@ -96,7 +96,7 @@ Global flags may stand before or after the command.`,
 	f.StringVar(&a.g.tlsCert, "tls-cert", "", "client certificate PEM file, with --tls-key (default $NATS_CERT)")
 	f.StringVar(&a.g.tlsKey, "tls-key", "", "client private key PEM file, with --tls-cert (default $NATS_KEY)")
 	f.StringVar(&a.g.prefix, "prefix", "", "topology prefix of subjects and streams (default $BREAKWATER_PREFIX, else none)")
-	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s) and, with publish --wait and bench, for results (default 30s)")
+	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s; publish and bench name their own default)")
 
 	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd(), a.dlqCmd(), a.healthCmd())
 	root.AddCommand(a.scheduleCmd(), a.statusCmd(), a.cancelCmd())
