@@ -29,8 +29,9 @@ func TestTasksAllowsSchedules(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := s.CachedInfo().Config
-			if !cfg.AllowMsgSchedules || !slices.Contains(cfg.Subjects, topo.SchedulesFilter()) {
-				t.Fatalf("TASKS: got allow_msg_schedules %v subjects %v, want true and %s", cfg.AllowMsgSchedules, cfg.Subjects, topo.SchedulesFilter())
+			if !cfg.AllowMsgSchedules || !cfg.AllowDirect || !slices.Contains(cfg.Subjects, topo.SchedulesFilter()) {
+				t.Fatalf("TASKS: got allow_msg_schedules %v allow_direct %v subjects %v, want true, true and %s",
+					cfg.AllowMsgSchedules, cfg.AllowDirect, cfg.Subjects, topo.SchedulesFilter())
 			}
 			once := strings.TrimSuffix(topo.SchedulesFilter(), ">") + "once.t1"
 			msg := nats.NewMsg(once)

@@ -165,6 +165,9 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		// needs roll-ups (one message per schedule subject).
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
+		// Schedules are read by subject from any replica, by clients
+		// that may not use the stream API.
+		AllowDirect: true,
 	}, {
 		Name:        t.ResultsStream(),
 		Description: "Breakwater results, one per task",

@@ -408,19 +408,24 @@ func (c *Client) list(ctx context.Context, kind Kind) ([]*Schedule, error) {
 }
 
 // Remove deletes the periodic schedule name: it fires no more. An error
-// wraps ErrNotFound when there is none.
+// wraps ErrNotFound when there is none. It deletes by sequence (the right
+// an operator has), again if the schedule was replaced meanwhile.
 func (c *Client) Remove(ctx context.Context, name string) error {
-	if _, err := c.Get(ctx, name); err != nil {
-		return err
-	}
-	s, err := c.tasksStream(ctx)
+	sc, err := c.Get(ctx, name)
 	if err != nil {
 		return err
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(EverySubject(c.o.Topology, name))); err != nil {
-		return fmt.Errorf("remove schedule %s: %w", name, err)
+	for range 10 {
+		if _, err := c.remove(ctx, sc.Seq); err != nil {
+			return fmt.Errorf("remove schedule %s: %w", name, err)
+		}
+		if sc, err = c.Get(ctx, name); errors.Is(err, ErrNotFound) {
+			return nil
+		} else if err != nil {
+			return err
+		}
 	}
-	return nil
+	return fmt.Errorf("remove schedule %s: it is replaced as fast as it is removed", name)
 }
 
 // Firing is a recent firing of a periodic schedule found by its result.
