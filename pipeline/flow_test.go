@@ -280,3 +280,24 @@ func TestCancelRunningTask(t *testing.T) {
 		t.Error("Cancel of a finished task reports it running")
 	}
 }
+
+// A task cancelled before this worker starts it (fetched already, or
+// fetched soon after) is dead-lettered as cancelled, never run.
+func TestCancelBeforeStart(t *testing.T) {
+	e := newEnv(t, bus.ConsumerOptions{})
+	var calls atomic.Int64
+	w := e.start(t, pipeline.Options{}, echoRoute("echo", &calls))
+	if w.Cancel("echo", "early") {
+		t.Fatal("Cancel reports a task that is not running")
+	}
+	e.publish(t, "echo", "early", "x")
+	m := e.waitMsg(t, "DLQ", "dlq.echo")
+	if got := m.Header.Get("Dlq-Reason"); got != "cancelled" {
+		t.Errorf("Dlq-Reason: got %q, want cancelled", got)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("backend calls: got %d, want 0", n)
+	}
+	e.publish(t, "echo", "other", "y")
+	e.waitMsg(t, "RESULTS", "results.echo.other")
+}

@@ -105,6 +105,10 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 			return o
 		}
 	}
+	if w.running.wasCancelled(t.Type, t.ID, o.start) {
+		o.err = fmt.Errorf("%w before it started", ErrCancelled)
+		return o
+	}
 	route, err := w.o.Router.Route(t.Type)
 	if err != nil {
 		o.err = err

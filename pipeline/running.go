@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,6 +12,32 @@ import (
 type running struct {
 	mu sync.Mutex
 	m  map[runKey]runEntry
+	// cancelled are tasks cancelled while not running here: one this
+	// worker fetched already (or fetches within cancelledFor) is not
+	// started. nCancelled spares the task path the lock when it is empty.
+	cancelled  map[runKey]time.Time
+	nCancelled atomic.Int32
+}
+
+// cancelledFor is how long a cancel of a task not running here is kept:
+// long enough for a task fetched before it was removed from TASKS.
+const cancelledFor = time.Minute
+
+// wasCancelled reports whether typ/id was cancelled before it started.
+func (r *running) wasCancelled(typ, id string, now time.Time) bool {
+	if r.nCancelled.Load() == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, at := range r.cancelled {
+		if now.Sub(at) > cancelledFor {
+			delete(r.cancelled, k)
+			r.nCancelled.Add(-1)
+		}
+	}
+	_, ok := r.cancelled[runKey{typ, id}]
+	return ok
 }
 
 type runKey struct{ typ, id string }
@@ -51,10 +78,22 @@ func (w *Worker) Running(typ, id string) (since time.Time, ok bool) {
 // Cancel stops the task typ/id if it is running on this worker: its
 // backend call's context is cancelled and the task is dead-lettered as
 // cancelled (a replay runs it after all). It reports whether the task was
-// running here.
+// running here. A task not running here is remembered for a minute: if
+// this worker holds it already (fetched, not started), it is dead-lettered
+// as cancelled instead of run.
 func (w *Worker) Cancel(typ, id string) bool {
+	k := runKey{typ, id}
 	w.running.mu.Lock()
-	e, ok := w.running.m[runKey{typ, id}]
+	e, ok := w.running.m[k]
+	if !ok {
+		if w.running.cancelled == nil {
+			w.running.cancelled = map[runKey]time.Time{}
+		}
+		if _, dup := w.running.cancelled[k]; !dup {
+			w.running.nCancelled.Add(1)
+		}
+		w.running.cancelled[k] = time.Now()
+	}
 	w.running.mu.Unlock()
 	if ok {
 		e.cancel(ErrCancelled)
