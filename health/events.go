@@ -76,15 +76,19 @@ type Tasks struct {
 
 // WorkerEvent is the body of health.worker.<id>, a heartbeat.
 type WorkerEvent struct {
-	Worker        string    `json:"worker"`
-	Status        string    `json:"status"`
-	Version       string    `json:"version"`
-	UptimeSeconds float64   `json:"uptime_s"`
-	Tasks         Tasks     `json:"tasks"`
-	CacheHitRatio float64   `json:"cache_hit_ratio"`
-	InFlight      int64     `json:"in_flight"`
-	Interval      float64   `json:"interval_s"` // heartbeats come this often
-	At            time.Time `json:"at"`
+	Worker        string  `json:"worker"`
+	Status        string  `json:"status"`
+	Version       string  `json:"version"`
+	UptimeSeconds float64 `json:"uptime_s"`
+	Tasks         Tasks   `json:"tasks"`
+	CacheHitRatio float64 `json:"cache_hit_ratio"`
+	InFlight      int64   `json:"in_flight"`
+	Interval      float64 `json:"interval_s"` // heartbeats come this often
+	// PausedRoutes are the routes an operator paused on this worker
+	// (never null: an empty list says none, a missing field an older
+	// worker).
+	PausedRoutes []string  `json:"paused_routes"`
+	At           time.Time `json:"at"`
 }
 
 // AlertEvent is the body of health.alert.<name>.
@@ -113,6 +117,7 @@ type WorkerStats struct {
 	Done, Failed, DeadLettered uint64
 	InFlight                   int64
 	CacheHits, CacheMisses     uint64
+	PausedRoutes               []string
 }
 
 // MaxEventSize is the largest health event a reader accepts, 64 KiB. The

@@ -312,7 +312,8 @@ func (m *Monitor) heartbeat(ctx context.Context, status string) {
 	m.publish(ctx, m.o.Topology.HealthWorkerSubject(Token(m.o.WorkerID)), WorkerEvent{
 		Worker: m.o.WorkerID, Status: status, Version: m.o.Version, UptimeSeconds: now.Sub(m.start).Seconds(),
 		Tasks:         Tasks{Done: st.Done, Failed: st.Failed, DeadLettered: st.DeadLettered},
-		CacheHitRatio: ratio, InFlight: st.InFlight, Interval: m.o.Interval.Seconds(), At: now.UTC(),
+		CacheHitRatio: ratio, InFlight: st.InFlight, Interval: m.o.Interval.Seconds(),
+		PausedRoutes: append([]string{}, st.PausedRoutes...), At: now.UTC(),
 	})
 }
 

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,4 +145,21 @@ func (p *parking) len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.n
+}
+
+// pausedRoutes lists the routes paused now, sorted.
+func (p *parking) pausedRoutes() []string {
+	if p.pausedN.Load() == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for name, r := range p.routes {
+		if r.paused {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -118,6 +118,9 @@ func TestPauseAndResumeRoute(t *testing.T) {
 	if err := w.PauseRoute("paused"); err != nil {
 		t.Fatal(err)
 	}
+	if got := w.PausedRoutes(); len(got) != 1 || got[0] != "paused" {
+		t.Errorf("PausedRoutes: got %v, want [paused]", got)
+	}
 	const n = 10
 	for i := range n {
 		e.publish(t, "paused", fmt.Sprintf("p%d", i), "x")
@@ -131,6 +134,9 @@ func TestPauseAndResumeRoute(t *testing.T) {
 	}
 	if err := w.ResumeRoute("paused"); err != nil {
 		t.Fatal(err)
+	}
+	if got := w.PausedRoutes(); len(got) != 0 {
+		t.Errorf("PausedRoutes after resume: got %v, want none", got)
 	}
 	waitFor(t, func() bool { return e.count(t, "RESULTS") == n+1 }, "held tasks served after resume")
 	if st := w.Stats(); st.Parked != 0 || st.Redelivered != 0 {

@@ -232,6 +232,9 @@ func (w *Worker) Stats() Stats {
 	}
 }
 
+// PausedRoutes lists the routes paused on this worker, sorted.
+func (w *Worker) PausedRoutes() []string { return w.settler.parking.pausedRoutes() }
+
 // PauseRoute stops serving the route's tasks: those that arrive are held
 // (kept alive, no backend call, no delivery spent) until ResumeRoute.
 func (w *Worker) PauseRoute(name string) error {

@@ -360,7 +360,8 @@ func (r *readiness) healthStats() health.WorkerStats {
 	var st health.WorkerStats
 	if w := r.worker.Load(); w != nil {
 		s := w.Stats()
-		st = health.WorkerStats{Done: s.Done, Failed: s.Failed, DeadLettered: s.DeadLettered, InFlight: s.InFlight}
+		st = health.WorkerStats{Done: s.Done, Failed: s.Failed, DeadLettered: s.DeadLettered, InFlight: s.InFlight,
+			PausedRoutes: w.PausedRoutes()}
 	}
 	if c := r.cache.Load(); c != nil {
 		cs := c.Stats()
