@@ -43,6 +43,23 @@ routes:
 		t.Fatalf("re-run: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if got, dlq := c.msgs("TASKS"), c.msgs("DLQ"); got != n || dlq != 0 {
+		// Which tasks came back twice, and under which msg ids: the
+		// re-run must be deduplicated by <id>-r<N>.
+		if st, err := c.js.Stream(ctxTimeout(t, 5*time.Second), "TASKS"); err == nil {
+			info, _ := st.Info(ctxTimeout(t, 5*time.Second))
+			ids := map[string][]string{}
+			for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+				if m, err := st.GetMsg(ctxTimeout(t, 5*time.Second), seq); err == nil {
+					id := m.Header.Get("Task-Id")
+					ids[id] = append(ids[id], m.Header.Get("Nats-Msg-Id")+"@"+m.Header.Get("Dlq-Replays"))
+				}
+			}
+			for id, msgIDs := range ids {
+				if len(msgIDs) > 1 {
+					t.Logf("task %s in TASKS %d times: %v", id, len(msgIDs), msgIDs)
+				}
+			}
+		}
 		t.Fatalf("after the re-run: TASKS %d, DLQ %d; want %d, 0", got, dlq, n)
 	}
 }
