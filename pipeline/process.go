@@ -74,6 +74,11 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	if err == nil {
 		err = t.Firing(w.everyPrefix, storedAt)
 	}
+	if err == nil && w.o.OnFired != nil && o.delivered == 1 {
+		if periodic, fired := t.Fired(); fired {
+			w.o.OnFired(t.Type, periodic, o.start.Sub(task.Due(storedAt)))
+		}
+	}
 	o.t = t
 	o.span = trace.SpanFromContext(ctx) // a no-op span, without tracing
 	if w.traced {

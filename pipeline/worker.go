@@ -81,6 +81,10 @@ type Options struct {
 	Propagator propagation.TextMapPropagator
 	// Observe, when set, is told how each delivery ended (metrics).
 	Observe func(Settled)
+	// OnFired, when set, is told of each task the server's scheduler
+	// fired, on its first delivery: its type, whether a periodic schedule
+	// fired it, and how late its processing starts (now − task.Due).
+	OnFired func(typ string, periodic bool, late time.Duration)
 	// MaxParked bounds the tasks held while their route cannot be served
 	// (every breaker open, or paused); past it they are handed back with
 	// a delay. Default 1000.

@@ -145,3 +145,23 @@ func (t *Task) Firing(everyPrefix string, firedAt time.Time) error {
 	t.ID = id
 	return nil
 }
+
+// headerScheduleNext is set by the server on a fired message: the next
+// firing of a periodic schedule, or "purge" for a delayed task's only one.
+const headerScheduleNext = "Nats-Schedule-Next"
+
+// Fired reports whether the server's scheduler fired t (ok), and whether
+// from a periodic schedule (interval or cron) rather than a delayed task.
+func (t *Task) Fired() (periodic, ok bool) {
+	if t.Header.Get(HeaderScheduler) == "" {
+		return false, false
+	}
+	return t.Header.Get(headerScheduleNext) != "purge", true
+}
+
+// Due is when the server was due to fire a task it stored at storedAt.
+// The server fires on whole seconds (@at takes RFC 3339 seconds, @every is
+// rounded to the second, cron counts seconds) and, measured, within a
+// second of the due time, so the due time is storedAt's second. A
+// firing more than a second late is under-reported by whole seconds.
+func Due(storedAt time.Time) time.Time { return storedAt.Truncate(time.Second) }

@@ -179,3 +179,30 @@ func TestFiring(t *testing.T) {
 		})
 	}
 }
+
+func TestFired(t *testing.T) {
+	for _, c := range []struct {
+		name               string
+		header             map[string]string
+		periodic, wantFire bool
+	}{
+		{"published", map[string]string{}, false, false},
+		{"delayed", map[string]string{"Nats-Scheduler": "schedules.once.a", "Nats-Schedule-Next": "purge"}, false, true},
+		{"periodic", map[string]string{"Nats-Scheduler": "schedules.every.b", "Nats-Schedule-Next": "2026-12-02T06:00:01Z"}, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tk := &task.Task{Header: nats.Header{}}
+			for k, v := range c.header {
+				tk.Header.Set(k, v)
+			}
+			periodic, fired := tk.Fired()
+			if periodic != c.periodic || fired != c.wantFire {
+				t.Errorf("Fired() = %v, %v; want %v, %v", periodic, fired, c.periodic, c.wantFire)
+			}
+		})
+	}
+	at := time.Date(2026, 12, 2, 6, 0, 1, 730_000_000, time.UTC)
+	if got, want := task.Due(at), time.Date(2026, 12, 2, 6, 0, 1, 0, time.UTC); !got.Equal(want) {
+		t.Errorf("Due(%s) = %s, want %s", at, got, want)
+	}
+}
