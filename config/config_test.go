@@ -250,7 +250,11 @@ func TestParseErrors(t *testing.T) {
 		{"list as a key", "? [a]\n: 1\n", []wantErr{{1, "", "a key must be text, got a list"}}},
 		{"alias of a mapping as a key, next to a merge key (yaml.v3 panics on it)",
 			"backends: {0: {builtin: echo, breaker: &b {delay: 1s}}, 1: {builtin: echo, breaker: {<<, *b}}}",
-			[]wantErr{{1, "backends.1.breaker", "a key must be text, got a mapping"}}},
+			[]wantErr{{1, "backends.1.breaker", "a key must be text, got a mapping"},
+				{1, "backends.1.breaker", "a merge key (<<) takes a mapping or a list of mappings, got nothing"}}},
+		{"a key problem does not hide the others", "? \nworker: {concurrency: x}\n", []wantErr{
+			{1, "", "a key must be text, got nothing"}, {2, "worker.concurrency", `want an integer, got text "x"`}}},
+		{"a key whose tag does not fit", "backends:\n  !!int a: {builtin: echo}\n", []wantErr{{2, "backends", `a key must be text, got !!int "a"`}}},
 		{"merge of nothing", "backends: {a: {builtin: echo, breaker: {<<: ~}}}\n",
 			[]wantErr{{1, "backends.a.breaker", "a merge key (<<) takes a mapping or a list of mappings, got nothing"}}},
 		{"merge of a scalar in a list", "backends:\n  a:\n    builtin: echo\n    breaker: {<<: [{delay: 1s}, 5]}\n",

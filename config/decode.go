@@ -99,14 +99,6 @@ func (p *parser) decode(n *yaml.Node, v reflect.Value, path []string) {
 // bring in, earlier sources first, leaving out keys already taken (a key
 // written in a mapping wins over a merged one, as YAML says).
 func (p *parser) pairs(n *yaml.Node, path []string, taken map[string]bool, f func(k, v *yaml.Node, path []string)) {
-	for i := 0; i < len(n.Content); i += 2 {
-		if k := deref(n.Content[i]); k.Kind != yaml.ScalarNode {
-			// The mapping is not what it looks like: its other problems
-			// would be noise.
-			p.add(n.Content[i].Line, path, "a key must be text, got "+describe(k))
-			return
-		}
-	}
 	here := map[string]int{} // key → line, for duplicates
 	var merges []*yaml.Node  // merge key, value, ...
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -117,6 +109,10 @@ func (p *parser) pairs(n *yaml.Node, path []string, taken map[string]bool, f fun
 		kp := append(slices.Clone(path), k.Value)
 		first, dup := here[k.Value]
 		switch {
+		// Decode catches a key whose explicit tag does not fit (!!int a).
+		case k.Kind != yaml.ScalarNode || (k.Value == "" && isNull(k)) || k.Decode(new(string)) != nil:
+			p.add(n.Content[i].Line, path, "a key must be text, got "+got(k))
+			continue
 		case isMerge(k):
 			merges = append(merges, k, v)
 			continue
@@ -275,14 +271,16 @@ func got(n *yaml.Node) string {
 	if len(v) > 10 {
 		v = v[:7] + "..."
 	}
-	switch tag := n.ShortTag(); tag {
-	case "!!str":
+	switch tag := n.ShortTag(); {
+	case n.Style&yaml.TaggedStyle != 0:
+		return fmt.Sprintf("%s %q", tag, v) // what it was written as: !!int "echo"
+	case tag == "!!str":
 		return fmt.Sprintf("text %q", v)
-	case "!!int", "!!float":
+	case tag == "!!int" || tag == "!!float":
 		return "number " + v
-	case "!!bool":
+	case tag == "!!bool":
 		return v
-	case "!!null":
+	case tag == "!!null":
 		return "nothing"
 	default:
 		return fmt.Sprintf("%s %q", tag, v)
