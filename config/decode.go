@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"slices"
@@ -22,7 +23,10 @@ const maxWork = 200_000
 // maxDepth bounds walks that no Go type bounds (see noteTree).
 const maxDepth = 64
 
-var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+var (
+	unmarshalerType     = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 // decode sets v from the node n at path. A problem is recorded and
 // decoding goes on. A null leaves v as it is (zero, or a nil pointer), so
@@ -33,8 +37,10 @@ func (p *parser) decode(n *yaml.Node, v reflect.Value, path []string) {
 		return
 	}
 	t := v.Type()
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
+	if pt := reflect.PointerTo(t); pt.Implements(unmarshalerType) || pt.Implements(textUnmarshalerType) {
+		// A type that decodes itself (Duration, Size, Rate) is left to the
+		// library, which calls its method.
+		if err := n.Decode(v.Addr().Interface()); err != nil {
 			p.unmarshalErr(path, err)
 			return
 		}
@@ -150,8 +156,8 @@ func (p *parser) pairs(n *yaml.Node, path []string, taken map[string]bool, f fun
 	}
 }
 
-// noteTree records the keys and items under n, which an UnmarshalYAML
-// method decoded, so that has and lineOf know them like any other.
+// noteTree records the keys and items under n, which a type that decodes
+// itself took in, so that has and lineOf know them like any other.
 func (p *parser) noteTree(n *yaml.Node, path []string, depth int) {
 	n = deref(n)
 	if depth > maxDepth || !p.step(n.Line) {
@@ -183,9 +189,9 @@ func (p *parser) step(line int) bool {
 	return p.work < maxWork
 }
 
-// unmarshalErr records the error of an UnmarshalYAML method: a
-// *yaml.TypeError (see typeErr) holds one reason a line, each starting
-// "line N: ", which the key path replaces.
+// unmarshalErr records the error of decoding a type that decodes itself:
+// a *yaml.TypeError (see typeErr) holds one reason a line, each starting
+// "line N: ", which the key path replaces; any other error is the reason.
 func (p *parser) unmarshalErr(path []string, err error) {
 	te, ok := err.(*yaml.TypeError)
 	if !ok {

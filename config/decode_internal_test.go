@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 
@@ -75,5 +76,42 @@ func TestUnmarshalerTypeErrors(t *testing.T) {
 		"w.yaml:2: limits.x: cannot unmarshal !!str `b` into int"
 	if got := joinErrors(p.errs); got == nil || got.Error() != want {
 		t.Errorf("got %v, want %s", got, want)
+	}
+}
+
+// level decodes itself from text only.
+type level int
+
+func (l *level) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "low":
+		*l = 1
+	case "high":
+		*l = 2
+	default:
+		return errors.New(`want low or high, got "` + string(b) + `"`)
+	}
+	return nil
+}
+
+// TestTextUnmarshaler checks that a type decoding itself from text is
+// decoded by its method, and that its error is reported at its key.
+func TestTextUnmarshaler(t *testing.T) {
+	var root yaml.Node
+	if err := yaml.Unmarshal([]byte("a: high\nb:\n  - low\n  - mid\n"), &root); err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		A level   `yaml:"a"`
+		B []level `yaml:"b"`
+	}
+	p := &parser{file: "w.yaml", keys: map[string]written{}}
+	p.decode(root.Content[0], reflect.ValueOf(&out).Elem(), nil)
+	want := `w.yaml:4: b[1]: want low or high, got "mid"`
+	if got := joinErrors(p.errs); got == nil || got.Error() != want {
+		t.Errorf("got %v, want %s", got, want)
+	}
+	if out.A != 2 || out.B[0] != 1 {
+		t.Errorf("got %+v, want a high, b[0] low", out)
 	}
 }
