@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -166,6 +167,27 @@ func TestParseValid(t *testing.T) {
 				t.Errorf("merged breaker: got %+v, want failure_threshold 7, delay 2s", got)
 			}
 		}},
+		{"a written key wins over a merged one, the first merge source over the next",
+			"backends:\n  a: {builtin: echo, breaker: &x {delay: 1s, min_calls: 4, failure_rate: 0.5}}\n" +
+				"  b: {builtin: echo, breaker: &y {delay: 2s, min_calls: 5, period: 3s}}\n" +
+				"  c: {builtin: echo, breaker: {min_calls: 6, <<: [*x, *y]}}\n", func(t *testing.T, c *config.Config) {
+				want := config.Breaker{FailureRate: 0.5, MinCalls: 6, Period: config.Duration(3 * time.Second),
+					Delay: config.Duration(time.Second), SuccessThreshold: 1}
+				if got := *c.Backends["c"].Breaker; got != want {
+					t.Errorf("got %+v, want %+v", got, want)
+				}
+			}},
+		{"a merged zero is written, not defaulted", "backends:\n  a: {builtin: echo, retry: &r {jitter: 0}}\n  b: {builtin: echo, retry: {<<: *r}}\n",
+			func(t *testing.T, c *config.Config) {
+				if got := c.Backends["b"].Retry.Jitter; got != 0 {
+					t.Errorf("jitter: got %g, want 0", got)
+				}
+			}},
+		{"an alias of a scalar", "worker: {ack_wait: &w 45s}\nhealth: {interval: *w}\n", func(t *testing.T, c *config.Config) {
+			if c.Health.Interval.D() != 45*time.Second {
+				t.Errorf("interval: got %s, want 45s", c.Health.Interval)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,8 +200,8 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
-// wantErr is one expected problem: its line and path exactly, and a part
-// of its reason.
+// wantErr is one expected problem: its line (0: any) and path exactly,
+// and a part of its reason.
 type wantErr struct {
 	line   int
 	path   string
@@ -228,8 +250,24 @@ func TestParseErrors(t *testing.T) {
 		{"list as a key", "? [a]\n: 1\n", []wantErr{{1, "", "a key must be text, got a list"}}},
 		{"alias of a mapping as a key, next to a merge key (yaml.v3 panics on it)",
 			"backends: {0: {builtin: echo, breaker: &b {delay: 1s}}, 1: {builtin: echo, breaker: {<<, *b}}}",
-			[]wantErr{{1, "backends.1.breaker", "a key must be text, got a mapping"}}},
-		{"merge of nothing", "backends: {a: {builtin: echo, breaker: {<<: ~}}}\n", []wantErr{{1, "", "map merge requires map"}}},
+			[]wantErr{{1, "backends.1.breaker", "a key must be text, got a mapping"},
+				{1, "backends.1.breaker", "a merge key (<<) takes a mapping or a list of mappings, got nothing"}}},
+		{"a key problem does not hide the others", "? \nworker: {concurrency: x}\n", []wantErr{
+			{1, "", "a key must be text, got nothing"}, {2, "worker.concurrency", `want an integer, got text "x"`}}},
+		{"a key whose tag does not fit", "backends:\n  !!int a: {builtin: echo}\n", []wantErr{{2, "backends", `a key must be text, got !!int "a"`}}},
+		{"merge of nothing", "backends: {a: {builtin: echo, breaker: {<<: ~}}}\n",
+			[]wantErr{{1, "backends.a.breaker", "a merge key (<<) takes a mapping or a list of mappings, got nothing"}}},
+		{"merge of a scalar in a list", "backends:\n  a:\n    builtin: echo\n    breaker: {<<: [{delay: 1s}, 5]}\n",
+			[]wantErr{{4, "backends.a.breaker", "a merge key (<<) takes a mapping or a list of mappings, got number 5"}}},
+		{"a mapping that merges itself", "backends: {a: &a {builtin: echo, <<: *a}}\n", []wantErr{{1, "backends.a", `anchor "a" merges itself`}}},
+		{"merge keys that expand without end", "backends:\n" + doubling(30), []wantErr{{0, "", "the document expands to too many values"}}},
+		{"duplicate key in a block", "worker:\n  concurrency: 1\n  ack_wait: 1s\n  concurrency: 2\n",
+			[]wantErr{{4, "worker.concurrency", `duplicate key "concurrency" (first at line 2)`}}},
+		{"a null list item keeps its index", "worker:\n  reply_subjects:\n    - a.b\n    - ~\n    - \"c d\"\n", []wantErr{
+			{4, "worker.reply_subjects[1]", "empty subject"}, {5, "worker.reply_subjects[2]", "must not contain spaces"}}},
+		{"a problem in a merged value is reported where it is written",
+			"backends:\n  a: {builtin: echo, retry: &r {max_attempts: x}}\n  b:\n    builtin: echo\n    retry: {<<: *r}\n", []wantErr{
+				{2, "backends.a.retry.max_attempts", `want an integer, got text "x"`}, {2, "backends.b.retry.max_attempts", `want an integer, got text "x"`}}},
 		{"two documents", "worker: {}\n---\nworker: {}\n", []wantErr{{2, "", "a second YAML document"}}},
 		{"not a mapping", "- a\n- b\n", []wantErr{{1, "", "the config must be a mapping of keys"}}},
 
@@ -334,12 +372,23 @@ func TestParseErrors(t *testing.T) {
 			}
 			for i, w := range tt.want {
 				g := got[i]
-				if g.File != "w.yaml" || g.Line != w.line || g.Path != w.path || !strings.Contains(g.Reason, w.reason) {
+				if g.File != "w.yaml" || (w.line != 0 && g.Line != w.line) || g.Path != w.path || !strings.Contains(g.Reason, w.reason) {
 					t.Errorf("problem %d: got %q, want w.yaml:%d: %s: ...%s...", i, g, w.line, w.path, w.reason)
 				}
 			}
 		})
 	}
+}
+
+// doubling is n backends, each merging the one before it twice: a few
+// lines that would stand for 2^n keys.
+func doubling(n int) string {
+	var b strings.Builder
+	b.WriteString("  x0: &x0 {builtin: echo}\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "  x%d: &x%d {<<: [*x%d, *x%d]}\n", i, i, i-1, i-1)
+	}
+	return b.String()
 }
 
 func TestErrorText(t *testing.T) {

@@ -8,8 +8,9 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Load reads the config file at path and parses it (see Parse). An error
@@ -37,75 +38,51 @@ func Load(path string) (*Config, error) {
 // cannot be trusted; values are validated only once every key and type is
 // right, so that one mistake is not reported twice.
 func Parse(file string, data []byte) (*Config, error) {
-	p := &parser{file: file, data: data, seen: map[string]int{}}
+	p := &parser{file: file, data: data, keys: map[string]written{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return p.finish(&Config{})
 		}
-		return nil, p.syntaxErr(err, true)
+		return nil, p.syntaxErr(err)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return nil, p.syntaxErr(err, true)
+		return nil, p.syntaxErr(err)
 	default:
 		return nil, &Error{File: file, Line: extra.Line, Reason: "a second YAML document (---); a config is one document"}
 	}
 	if len(root.Content) == 0 || isNull(root.Content[0]) {
 		return p.finish(&Config{}) // only comments, or "~"
 	}
-	p.body = root.Content[0]
-	if b := deref(p.body); b.Kind != yaml.MappingNode {
-		return nil, &Error{File: file, Line: b.Line, Reason: "the config must be a mapping of keys (nats:, worker:, backends:, ...), got " + describe(b)}
+	body := deref(root.Content[0])
+	if body.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Line: body.Line, Reason: "the config must be a mapping of keys (nats:, worker:, backends:, ...), got " + describe(body)}
 	}
-
-	// Every key of a config is text; a list or mapping as a key is refused
-	// here, before yaml.v3 can panic on one next to a merge key.
-	p.checkKeys(p.body, nil, 0)
-	if len(p.errs) > 0 {
-		return nil, joinErrors(p.errs)
-	}
+	p.top = body.Line
 	var c Config
-	if err := p.decode(&c); err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, p.syntaxErr(err, false)
-		}
-		for _, msg := range te.Errors {
-			p.addYAML(msg)
-		}
-	}
-	p.checkInts(p.body, reflect.TypeFor[Config](), nil, p.body.Line, 0)
+	p.decode(body, reflect.ValueOf(&c).Elem(), nil)
 	return p.finish(&c)
-}
-
-// decode decodes the file strictly into c: a key that is not a field is an
-// error. Should yaml.v3 panic on some input, the panic is an error too, so
-// that a bad file never crashes the worker.
-func (p *parser) decode(c *Config) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("cannot decode this YAML: %v", v)
-		}
-	}()
-	strict := yaml.NewDecoder(bytes.NewReader(p.data))
-	strict.KnownFields(true)
-	return strict.Decode(c)
 }
 
 // parser holds what Parse knows about one file while it decodes it.
 type parser struct {
-	file  string
-	data  []byte
-	body  *yaml.Node // the document's top mapping; nil for an empty file
-	errs  []*Error
-	seen  map[string]int      // yaml.v3 messages already placed, see pick
-	lines map[int][]candidate // see onLine
-	paths map[string]bool     // paths of errs, see reported
-	maps  map[*yaml.Node]*mapIndex
+	file    string
+	data    []byte
+	top     int                // line of the document's top mapping
+	keys    map[string]written // key paths the file writes, see note
+	errs    []*Error
+	work    int                 // nodes visited, see step
+	merging map[*yaml.Node]bool // mappings being merged, see pairs
+}
+
+// written is where the file writes a key path (or list item).
+type written struct {
+	line int
+	set  bool // to something other than null
 }
 
 // finish applies the defaults and validates c unless decoding failed.
@@ -122,15 +99,7 @@ func (p *parser) finish(c *Config) (*Config, error) {
 
 // add records a problem at line.
 func (p *parser) add(line int, path []string, reason string) {
-	p.record(&Error{File: p.file, Line: line, Path: joinPath(path), Reason: reason})
-}
-
-// record keeps a problem.
-func (p *parser) record(e *Error) {
-	p.errs = append(p.errs, e)
-	if p.paths != nil {
-		p.paths[e.Path] = true
-	}
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Path: joinPath(path), Reason: reason})
 }
 
 // errorf records a problem with a value, at the line of its key (or of the
@@ -138,4 +107,27 @@ func (p *parser) record(e *Error) {
 // leaves out).
 func (p *parser) errorf(path []string, format string, args ...any) {
 	p.add(p.lineOf(path), slices.Clone(path), fmt.Sprintf(format, args...))
+}
+
+// note records that the file writes path at line; set is false for null.
+func (p *parser) note(path []string, line int, set bool) {
+	p.keys[strings.Join(path, "\x00")] = written{line, set}
+}
+
+// has reports whether the file sets path to something other than null.
+// Defaults apply only to keys the file leaves out, so that an explicit
+// zero is checked like any other value instead of being replaced.
+func (p *parser) has(path ...string) bool {
+	return p.keys[strings.Join(path, "\x00")].set
+}
+
+// lineOf is the line of the deepest part of path written in the file:
+// the line of its key, or of its list item.
+func (p *parser) lineOf(path []string) int {
+	for i := len(path); i > 0; i-- {
+		if w, ok := p.keys[strings.Join(path[:i], "\x00")]; ok {
+			return w.line
+		}
+	}
+	return p.top
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/breakwater/breakwater/config"
 )
