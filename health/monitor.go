@@ -317,7 +317,7 @@ func (m *Monitor) heartbeat(ctx context.Context, status string) {
 		Tasks:         Tasks{Done: st.Done, Failed: st.Failed, DeadLettered: st.DeadLettered},
 		CacheHitRatio: ratio, InFlight: st.InFlight, Interval: m.o.Interval.Seconds(),
 		PausedRoutes: append([]string{}, st.PausedRoutes...), At: now.UTC(),
-		ConfigHash:   st.ConfigHash, ConfigLoadedAt: st.ConfigLoadedAt,
+		ConfigHash: st.ConfigHash, ConfigLoadedAt: st.ConfigLoadedAt,
 	})
 }
 
