@@ -207,6 +207,14 @@ func (s *worker) reload(ctx context.Context) error {
 	s.probe.cache.Store(newCache)
 	s.probe.targets.Store(&bk.Targets)
 	_ = s.monitor.Reconfigure(healthSettings(cfg, s.nc, bk))
+	// A backend built anew starts with a closed breaker: say so, or
+	// health would go on showing the old one's state.
+	for _, name := range added {
+		if t := bk.Targets[name]; t.Breaker() != nil {
+			b := t.Breaker()
+			s.monitor.BreakerChanged(name, b.State().String())
+		}
+	}
 	s.probe.loaded.Store(ld)
 	restart := needsRestart(s.running, cfg)
 	if err := s.restartAdmin(); err != nil {
