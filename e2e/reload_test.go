@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -285,4 +286,61 @@ routes:
 	if m := c.lastMsg("RESULTS", "results.a.a-1", resultTimeout); string(m.Data) != "ok" {
 		t.Errorf("a-1 result %q, want %q", m.Data, "ok")
 	}
+}
+
+// A backend a reload removes keeps serving the task that started on it and
+// has its connections closed once that task is done.
+func TestReloadClosesRemovedBackendAfterItsTasks(t *testing.T) {
+	var calls, closed atomic.Int64
+	release := make(chan struct{})
+	slow := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = rw.Write([]byte("slow done"))
+	}))
+	slow.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	slow.Start()
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+
+	s := startNATS(t)
+	path := writeFile(t, "worker.yaml", fmt.Sprintf(`backends:
+  slow: {http: {url: %q}, timeout: 60s}
+routes:
+  a: {backends: [slow]}
+`, slow.URL))
+	w := startWorker(t, s, "--config", path, "--id", "rw4")
+	c := connect(t, s)
+	c.publishTask("a", "a-1", []byte("one"))
+	waitFor(t, resultTimeout, "a-1 calling the slow backend", func() (bool, string) {
+		return calls.Load() == 1, fmt.Sprint(calls.Load(), " calls")
+	})
+
+	hash := rewrite(t, path, "routes:\n  a: {backends: [\"builtin:echo\"]}\n")
+	w.signal(syscall.SIGHUP)
+	waitReloads(t, w, 1, "config reloaded", "config_hash="+hash, "backends_removed=[slow]")
+	c.publishTask("a", "a-2", []byte("two"))
+	m := c.lastMsg("RESULTS", "results.a.a-2", resultTimeout)
+	wantHeader(t, m.Header, "Task-Backend", "builtin:echo")
+
+	close(release)
+	m = c.lastMsg("RESULTS", "results.a.a-1", resultTimeout)
+	wantHeader(t, m.Header, "Task-Backend", "slow")
+	waitFor(t, resultTimeout, "the removed backend's connection closed", func() (bool, string) {
+		return closed.Load() >= 1, fmt.Sprint(closed.Load(), " closed")
+	})
 }

@@ -181,29 +181,26 @@ func (s *worker) reload(ctx context.Context) error {
 	// which only its metadata depends on.
 	old := s.bk
 	added, kept, removed := old.diff(bk)
-	prevRetired, retired := s.retired, make(chan struct{})
-	s.retires.Add(1)
-	release := func() {
-		defer s.retires.Done()
-		defer close(retired)
-		if prevRetired != nil {
-			<-prevRetired // a target carried over may be in use by an older config's tasks
-		}
+	// The tasks running on the old config release what only it has once
+	// they are done (and the tasks of the configs before it, which may
+	// use a backend carried over).
+	s.current.release = func() {
 		old.Release(bk)
 		if oldCache != nil && oldCache != newCache {
 			_ = oldCache.Close()
 		}
 	}
+	next := newRetirement(s.current)
 	if err := s.w.SetLive(pipeline.Live{Router: bk.Router, Reply: reply, Cache: newCache,
-		CachePolicies: cs.policies, Retired: release}); err != nil {
-		s.retires.Done()
+		CachePolicies: cs.policies, Retired: next.retired}); err != nil {
+		s.current.release = nil
 		bk.Release(old)
 		if newCache != oldCache {
 			_ = newCache.Close()
 		}
 		return err
 	}
-	s.bk, s.cacheSet, s.retired = bk, cs, retired
+	s.bk, s.cacheSet, s.current = bk, cs, next
 	s.probe.cache.Store(newCache)
 	s.probe.targets.Store(&bk.Targets)
 	_ = s.monitor.Reconfigure(healthSettings(cfg, s.nc, bk))
@@ -227,6 +224,32 @@ func (s *worker) reload(ctx context.Context) error {
 			"file", s.path, "settings", strings.Join(restart, ", "))
 	}
 	return nil
+}
+
+// retirement is what one config's tasks used and the next config does
+// not: its release runs once those tasks are done, and after the
+// retirement of the config before it.
+type retirement struct {
+	prev *retirement
+	done chan struct{}
+	// release is set by the reload that replaces the config, before the
+	// swap (pipeline.SetLive orders it before retired); nil: nothing.
+	release func()
+}
+
+func newRetirement(prev *retirement) *retirement {
+	return &retirement{prev: prev, done: make(chan struct{})}
+}
+
+// retired is the config's pipeline.Live.Retired.
+func (r *retirement) retired() {
+	if r.prev != nil {
+		<-r.prev.done
+	}
+	if r.release != nil {
+		r.release()
+	}
+	close(r.done)
 }
 
 // adminService is the admin plane's micro service, restarted when a

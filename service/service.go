@@ -296,6 +296,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	s.w = w
+	// The first config's retirement, to release what a reload leaves
+	// behind of it.
+	s.current = newRetirement(nil)
+	_ = w.SetLive(pipeline.Live{Router: bk.Router, Reply: replyRules, Cache: resultCache,
+		CachePolicies: s.cacheSet.policies, Retired: s.current.retired})
 	defer s.shutdown()
 
 	s.probe.nc.Store(nc)
@@ -365,10 +370,8 @@ type worker struct {
 	mu       sync.Mutex // serialises reloads and shutdown
 	bk       *Backends
 	cacheSet cacheSettings
-	// retired is closed once every replaced config's backends and cache
-	// are released (nil: nothing was replaced).
-	retired chan struct{}
-	retires sync.WaitGroup
+	// current is the retirement of the config running now.
+	current *retirement
 	admin   adminService
 }
 
@@ -385,15 +388,14 @@ func (s *worker) closeCurrent() {
 func (s *worker) shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.retires.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		s.log.Warn("shutdown: backends of a replaced config still in use were not closed")
+	if prev := s.current.prev; prev != nil {
+		// The pipeline has stopped: the replaced configs retire now,
+		// unless a backend ignoring cancellation still holds a task.
+		select {
+		case <-prev.done:
+		case <-time.After(2 * time.Second):
+			s.log.Warn("shutdown: backends of a replaced config still in use were not closed")
+		}
 	}
 	s.closeCurrent()
 }
