@@ -58,15 +58,16 @@ func (in Info) String() string {
 	if len(rev) > 12 {
 		rev = rev[:12]
 	}
-	// A pseudo-version already names the commit.
-	if strings.HasSuffix(in.Version, rev) {
+	// A pseudo-version already names the commit (and, with +dirty,
+	// the changes).
+	if strings.Contains(in.Version, rev) {
 		rev = ""
 	}
 	var extra []string
 	if rev != "" {
 		extra = append(extra, rev)
 	}
-	if in.Modified {
+	if in.Modified && !strings.HasSuffix(in.Version, "+dirty") {
 		extra = append(extra, "modified")
 	}
 	if len(extra) == 0 {

@@ -24,6 +24,9 @@ func TestFromBuildInfo(t *testing.T) {
 		{name: "pseudo-version names its commit", give: debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261202062000-0123456789ab"},
 			Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: rev}}},
 			wantString: "v0.0.0-20261202062000-0123456789ab", wantSemver: "0.0.0-20261202062000-0123456789ab"},
+		{name: "go 1.24 dirty pseudo-version", give: debug.BuildInfo{Main: debug.Module{Version: "v0.0.0-20261202062000-0123456789ab+dirty"},
+			Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: "true"}}},
+			wantString: "v0.0.0-20261202062000-0123456789ab+dirty", wantSemver: "0.0.0-20261202062000-0123456789ab+dirty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
