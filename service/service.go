@@ -27,8 +27,8 @@ import (
 // Options configure a worker run. Connect is required.
 type Options struct {
 	// ConfigFile is the YAML config (see package config); "" runs the
-	// built-in defaults (the builtin handlers on their own routes) and
-	// ignores Reload.
+	// built-in defaults (the builtin handlers on their own routes), and
+	// a reload request is logged and ignored.
 	ConfigFile string
 	// Connect gives the connection settings from the config file's nats
 	// section; the caller applies its flags and environment over it.
@@ -320,14 +320,18 @@ func Run(ctx context.Context, o Options) error {
 	var bg errgroup.Group
 	bg.Go(func() error { return crashLoops.Run(bgCtx) })
 	bg.Go(func() error { return monitor.Run(bgCtx) })
-	if o.Reload != nil && o.ConfigFile != "" {
+	if o.Reload != nil {
 		bg.Go(func() error {
 			for {
 				select {
 				case <-bgCtx.Done():
 					return nil
 				case <-o.Reload:
-					s.Reload(bgCtx)
+					if o.ConfigFile == "" {
+						log.Warn("config reload ignored: the worker runs without a config file")
+						continue
+					}
+					_ = s.Reload(bgCtx) // logged and counted there
 				}
 			}
 		})
