@@ -71,6 +71,9 @@ type AdminOptions struct {
 	// Subject is the first token of the control subjects; default
 	// "breakwater" (with a topology prefix, "<prefix>.breakwater").
 	Subject string
+	// Metadata is added to the service's metadata in $SRV.INFO (nats
+	// micro info), beside "worker".
+	Metadata map[string]string
 }
 
 // Status is the body of the status endpoint and the data of every
@@ -134,7 +137,7 @@ func StartAdmin(o AdminOptions) (micro.Service, error) {
 		Name:         ServiceName,
 		Version:      version,
 		Description:  "Breakwater task worker " + o.WorkerID,
-		Metadata:     map[string]string{"worker": o.WorkerID},
+		Metadata:     metadata(o),
 		StatsHandler: func(*micro.Endpoint) any { return status() },
 	})
 	if err != nil {
@@ -224,4 +227,14 @@ func taskHandler(worker string, op func(TaskRequest) TaskReply) micro.HandlerFun
 		}
 		_ = r.RespondJSON(op(req))
 	}
+}
+
+// metadata is the service's $SRV.INFO metadata: o.Metadata and the worker.
+func metadata(o AdminOptions) map[string]string {
+	md := map[string]string{}
+	for k, v := range o.Metadata {
+		md[k] = v
+	}
+	md["worker"] = o.WorkerID
+	return md
 }

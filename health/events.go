@@ -89,6 +89,11 @@ type WorkerEvent struct {
 	// worker).
 	PausedRoutes []string  `json:"paused_routes"`
 	At           time.Time `json:"at"`
+	// ConfigHash identifies the config file the worker runs with (the
+	// first 12 hex digits of its SHA-256; "" with no file), and
+	// ConfigLoadedAt when it was loaded: at start or by the last reload.
+	ConfigHash     string    `json:"config_hash,omitempty"`
+	ConfigLoadedAt time.Time `json:"config_loaded_at,omitzero"`
 }
 
 // AlertEvent is the body of health.alert.<name>.
@@ -118,6 +123,8 @@ type WorkerStats struct {
 	InFlight                   int64
 	CacheHits, CacheMisses     uint64
 	PausedRoutes               []string
+	ConfigHash                 string
+	ConfigLoadedAt             time.Time
 }
 
 // MaxEventSize is the largest health event a reader accepts, 64 KiB. The

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,6 +78,8 @@ type Monitor struct {
 	changed chan struct{} // a backend changed state or breaker
 
 	stream jetstream.Stream // HEALTH, looked up by Run's goroutine
+
+	live atomic.Pointer[Settings] // what Reconfigure changes; see reload.go
 }
 
 type peer struct {
@@ -118,6 +121,7 @@ func New(o Options) (*Monitor, error) {
 		o: o, start: o.Now(), log: o.Logger,
 		trackers: map[string]*tracker{}, seen: map[string]peer{}, changed: make(chan struct{}, 1),
 	}
+	m.live.Store(&Settings{Backends: o.Backends, Probes: o.Probes, SLATarget: o.SLATarget, BreakerOpenAlertAfter: o.BreakerOpenAlertAfter})
 	for _, b := range o.Backends {
 		m.tracker(b)
 	}
@@ -237,9 +241,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if len(m.o.Probes) > 0 {
-		wg.Go(func() { m.probeLoop(ctx) })
-	}
+	// Always: a reload may add probes.
+	wg.Go(func() { m.probeLoop(ctx) })
 	// Events are published under pub, which outlives ctx by a grace
 	// period: a transition taken for publishing as ctx ends is still
 	// stored, and so is the last heartbeat.
@@ -314,6 +317,7 @@ func (m *Monitor) heartbeat(ctx context.Context, status string) {
 		Tasks:         Tasks{Done: st.Done, Failed: st.Failed, DeadLettered: st.DeadLettered},
 		CacheHitRatio: ratio, InFlight: st.InFlight, Interval: m.o.Interval.Seconds(),
 		PausedRoutes: append([]string{}, st.PausedRoutes...), At: now.UTC(),
+		ConfigHash: st.ConfigHash, ConfigLoadedAt: st.ConfigLoadedAt,
 	})
 }
 
@@ -383,21 +387,22 @@ type check struct {
 // checkAlerts evaluates every alert rule once.
 func (m *Monitor) checkAlerts(ctx context.Context) {
 	now := m.o.Now()
+	set := m.live.Load()
 	for _, n := range m.names() {
 		v := m.tracker(n).snapshot(now, false)
 		openFor := 0.0
 		if v.breaker == BreakerOpen {
 			openFor = now.Sub(v.breakerSince).Seconds()
 		}
-		limit := m.o.BreakerOpenAlertAfter.Seconds()
+		limit := set.BreakerOpenAlertAfter.Seconds()
 		m.settle(ctx, check{name: "breaker_open." + Token(n), backend: n, rule: RuleBreakerOpen,
 			value: openFor, threshold: limit, fire: openFor > limit, resolve: v.breaker != BreakerOpen,
 			message: fmt.Sprintf("breaker of %s open for %.0fs", n, openFor)})
 		judged := v.availabilityCalls >= minCalls
 		m.settle(ctx, check{name: "availability." + Token(n), backend: n, rule: RuleAvailability,
-			value: v.availability, threshold: m.o.SLATarget,
-			fire: judged && v.availability < m.o.SLATarget, resolve: !judged || v.availability >= m.o.SLATarget,
-			message: fmt.Sprintf("availability of %s %.2f%% over the last hour, target %.2f%%", n, v.availability, m.o.SLATarget)})
+			value: v.availability, threshold: set.SLATarget,
+			fire: judged && v.availability < set.SLATarget, resolve: !judged || v.availability >= set.SLATarget,
+			message: fmt.Sprintf("availability of %s %.2f%% over the last hour, target %.2f%%", n, v.availability, set.SLATarget)})
 	}
 	lead := m.leads(now)
 	if m.o.DLQUsage != nil && lead {
@@ -568,8 +573,9 @@ func (m *Monitor) probeLoop(ctx context.Context) {
 func (m *Monitor) probeAll(ctx context.Context, sem chan struct{}) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for _, name := range slices.Sorted(maps.Keys(m.o.Probes)) {
-		probe := m.o.Probes[name]
+	probes := m.live.Load().Probes
+	for _, name := range slices.Sorted(maps.Keys(probes)) {
+		probe := probes[name]
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():

@@ -69,8 +69,11 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	if meta, err := msg.Metadata(); err == nil {
 		seq, o.delivered, storedAt = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
 	}
+	// What this task is processed with, even if a reload replaces it.
+	live := w.acquire()
+	defer w.release(live)
 	typ, _ := w.o.Topology.TaskType(msg.Subject())
-	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: w.o.Reply})
+	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: live.Reply})
 	if err == nil {
 		err = t.Firing(w.everyPrefix, storedAt)
 	}
@@ -114,14 +117,14 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 		o.err = fmt.Errorf("%w before it started", ErrCancelled)
 		return o
 	}
-	route, err := w.o.Router.Route(t.Type)
+	route, err := live.Router.Route(t.Type)
 	if err != nil {
 		o.err = err
 		return o
 	}
 	// The cache answers first: a hit needs no backend, even in an outage.
-	pol, cacheable := w.o.CachePolicies[route.Name]
-	cacheable = cacheable && w.o.Cache != nil
+	pol, cacheable := live.CachePolicies[route.Name]
+	cacheable = cacheable && live.Cache != nil
 	var key string
 	noCache := false
 	if cacheable {
@@ -131,7 +134,7 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 			if o.span.IsRecording() {
 				lctx, lspan = tracing.StartInternal(ctx, w.o.Tracer, "cache lookup")
 			}
-			e, ok := w.o.Cache.Get(lctx, key, pol)
+			e, ok := live.Cache.Get(lctx, key, pol)
 			if lspan != nil {
 				lspan.SetAttributes(tracing.AttrCacheHit.Bool(ok))
 				lspan.End()
@@ -173,12 +176,12 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	case noCache:
 		// Asked fresh: its own call, whose result refreshes the entry.
 		if ans, err = w.call(tctx, route, req); err == nil {
-			w.o.Cache.Set(key, pol, ans.body, ans.backend)
+			live.Cache.Set(key, pol, ans.body, ans.backend)
 		}
 	default:
 		// Identical tasks in flight at once share one call.
 		var own answer
-		e, follower, derr := w.o.Cache.Do(key, pol, func() ([]byte, string, error) {
+		e, follower, derr := live.Cache.Do(key, pol, func() ([]byte, string, error) {
 			a, err := w.call(tctx, route, req)
 			own = a
 			return a.body, a.backend, err

@@ -157,6 +157,9 @@ type Worker struct {
 	ready   atomic.Bool
 	stats   counters
 	running running
+	// live holds the routes, reply rules and cache (SetLive replaces
+	// them); the same fields of o are only the first ones.
+	live atomic.Pointer[generation]
 }
 
 // counters are the Stats, counted where things happen.
@@ -219,6 +222,7 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	w := &Worker{o: o, log: o.Logger, results: results, traced: traced,
 		everyPrefix: strings.TrimSuffix(o.Topology.TaskSubject("x"), "tasks.x") + "schedules.every."}
 	w.settler = newSettler(w)
+	w.live.Store(&generation{Live: Live{Router: o.Router, Reply: o.Reply, Cache: o.Cache, CachePolicies: o.CachePolicies}})
 	return w, nil
 }
 
@@ -242,7 +246,7 @@ func (w *Worker) PausedRoutes() []string { return w.settler.parking.pausedRoutes
 // PauseRoute stops serving the route's tasks: those that arrive are held
 // (kept alive, no backend call, no delivery spent) until ResumeRoute.
 func (w *Worker) PauseRoute(name string) error {
-	if _, err := w.o.Router.Route(name); err != nil {
+	if _, err := w.live.Load().Router.Route(name); err != nil {
 		return err
 	}
 	w.settler.parking.setPaused(name, true)
@@ -252,7 +256,7 @@ func (w *Worker) PauseRoute(name string) error {
 
 // ResumeRoute serves the route's tasks again, the held ones first.
 func (w *Worker) ResumeRoute(name string) error {
-	if _, err := w.o.Router.Route(name); err != nil {
+	if _, err := w.live.Load().Router.Route(name); err != nil {
 		return err
 	}
 	w.settler.parking.setPaused(name, false)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/version"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -79,6 +80,12 @@ Global flags may stand before or after the command.`,
 		return err
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	// --version: the same build information as the worker's.
+	root.Version = version.Get().String()
+	root.SetVersionTemplate("publisher {{.Version}}\n")
+	// Declared here (cobra would add its own) so that the help shows it
+	// as the other booleans.
+	root.Flags().Bool("version", false, "print the version and VCS revision and exit")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{msg: err.Error()}
 	})

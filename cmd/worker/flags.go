@@ -6,12 +6,12 @@ import (
 	"io"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/breakwater/breakwater/internal/cliflag"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/internal/cliflag"
 )
 
 // errHelp is returned by parseFlags after printing the usage for --help.
@@ -30,17 +30,64 @@ type flags struct {
 	creds, nkey            string
 	user, password, token  string
 	tlsCA, tlsCert, tlsKey string
+	version                bool
+	check                  string // config file to check instead of running
 }
 
 const defaultEmbeddedDir = "./data"
 
-const usageLine = "Usage: worker [--config FILE] [--embedded [DIR]] [--nats-url URL] [--http ADDR] [flags]\n\n"
+const usageLine = "Usage: worker [--config FILE] [--embedded [DIR]] [--nats-url URL] [--http ADDR] [flags]\n" +
+	"       worker check-config FILE\n\n"
 
-func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*flags, error) {
-	var f flags
-	fs := pflag.NewFlagSet("worker", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (default: built-in handlers only)")
+// envFallbacks are the flags an environment variable stands in for when
+// the flag is not given: the nats CLI's names, so that secrets need not
+// stand on a command line. This is the one place they are read; the config
+// file's nats section comes after them (connectOptions).
+var envFallbacks = []struct{ flag, env string }{
+	{"nats-url", "NATS_URL"},
+	{"creds", "NATS_CREDS"},
+	{"nkey", "NATS_NKEY"},
+	{"user", "NATS_USER"},
+	{"password", "NATS_PASSWORD"},
+	{"token", "NATS_TOKEN"},
+	{"tls-ca", "NATS_CA"},
+	{"tls-cert", "NATS_CERT"},
+	{"tls-key", "NATS_KEY"},
+}
+
+// rootCmd is the worker's command line over f; parsing only fills f (run
+// does the work). helped is set when the help was printed.
+func rootCmd(f *flags, stdout io.Writer, helped *bool) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "worker",
+		Short:         "Run Breakwater's task pipeline",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// The worker takes no positional arguments: a word where none
+		// belongs is a mistake worth naming.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unexpected argument %q", args[0])
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetOut(stdout)
+	root.SetErr(io.Discard)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) {
+		*helped = true
+		if cmd != root {
+			fmt.Fprintf(stdout, "Usage: worker %s\n\n%s\n", cmd.Use, cmd.Short)
+			return
+		}
+		fmt.Fprintf(stdout, "%s%s", usageLine, root.Flags().FlagUsages())
+	})
+
+	fs := root.Flags()
+	fs.StringVar(&f.config, "config", "", "YAML configuration `file` (default: built-in handlers only); reloaded on SIGHUP")
 	fs.StringVar(&f.embedded, "embedded", "", "start an in-process NATS server with its store in `[DIR]` (--embedded DIR or --embedded=DIR; alone: "+defaultEmbeddedDir+")")
 	fs.StringVar(&f.embeddedSync, "embedded-fsync", "always", "embedded server fsync: always (every write) or interval (server default, faster, may lose recent writes on power loss)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "NATS server `URL`s, comma separated (else $NATS_URL, else the config, else "+bus.DefaultURL+"); with --embedded, the address to listen at")
@@ -57,20 +104,58 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*f
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM `file` of CAs to trust (else $NATS_CA, else nats.tls.ca)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "client certificate PEM `file` (else $NATS_CERT, else nats.tls.cert)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "client key PEM `file` (else $NATS_KEY, else nats.tls.key)")
-	help := fs.BoolP("help", "h", false, "show this help")
+	fs.Bool("check", false, "validate the --config file and exit: 0 and \"ok\", or 1 and FILE:LINE: key: reason")
+	fs.BoolVar(&f.version, "version", false, "print the version and VCS revision and exit")
+	fs.BoolP("help", "h", false, "show this help")
 	cliflag.PlainBools(fs)
-	if err := fs.Parse(embeddedDirArg(fs, args)); err != nil {
+
+	root.AddCommand(&cobra.Command{
+		Use:   "check-config FILE",
+		Short: "Validate a config file without starting: exit 0 and \"ok\", or 1 and FILE:LINE: key: reason.",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("check-config: want one FILE, got %d argument(s)", len(args))
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, args []string) error {
+			f.check = args[0]
+			return nil
+		},
+	})
+	return root
+}
+
+// parseFlags reads the command line and the environment fallbacks. It
+// prints the help and returns errHelp for --help.
+func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*flags, error) {
+	var f flags
+	var helped bool
+	root := rootCmd(&f, stdout, &helped)
+	root.SetArgs(embeddedDirArg(root.Flags(), args))
+	cmd, err := root.ExecuteC()
+	if err != nil {
 		return nil, err
 	}
-	if *help {
-		fmt.Fprintf(stdout, "%s%s", usageLine, fs.FlagUsages())
+	if helped {
 		return nil, errHelp
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if cmd != root {
+		return &f, nil // check-config FILE
 	}
-	if f.natsURL == "" {
-		f.natsURL = getenv("NATS_URL")
+	fs := root.Flags()
+	if check, _ := fs.GetBool("check"); check {
+		if f.config == "" {
+			return nil, errors.New("--check needs --config FILE")
+		}
+		f.check = f.config
+	}
+	for _, e := range envFallbacks {
+		if v := getenv(e.env); v != "" && !fs.Changed(e.flag) {
+			if err := fs.Set(e.flag, v); err != nil {
+				return nil, fmt.Errorf("$%s: %w", e.env, err)
+			}
+		}
 	}
 	if f.natsURL != "" {
 		// A wrong scheme would otherwise be retried forever.
@@ -134,10 +219,10 @@ func embeddedDirArg(fs *pflag.FlagSet, args []string) []string {
 	return out
 }
 
-// connectOptions are the NATS connection settings: each one from its flag,
-// else from the nats CLI's environment variable, else from the config
-// file. NATS_URL is already in f.natsURL.
-func connectOptions(f *flags, getenv func(string) string, file config.NATS) bus.ConnectOptions {
+// connectOptions are the NATS connection settings: each one from its flag
+// (or the variable standing in for it, see envFallbacks), else from the
+// config file.
+func connectOptions(f *flags, _ func(string) string, file config.NATS) bus.ConnectOptions {
 	fromFlags := bus.ConnectOptions{
 		URL: f.natsURL, Creds: f.creds, NKey: f.nkey, User: f.user, Password: f.password, Token: f.token,
 		TLSCA: f.tlsCA, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
@@ -146,5 +231,5 @@ func connectOptions(f *flags, getenv func(string) string, file config.NATS) bus.
 		URL: file.URL, Creds: file.Creds, User: file.User, Password: file.Password, Token: file.Token,
 		TLSCA: file.TLS.CA, TLSCert: file.TLS.Cert, TLSKey: file.TLS.Key,
 	}
-	return fromFlags.Or(bus.EnvOptions(getenv)).Or(fromFile).Or(bus.ConnectOptions{URL: bus.DefaultURL})
+	return fromFlags.Or(fromFile).Or(bus.ConnectOptions{URL: bus.DefaultURL})
 }

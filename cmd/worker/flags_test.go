@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/internal/version"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -148,6 +151,50 @@ func TestConnectOptionsPrecedence(t *testing.T) {
 			}
 			if got := connectOptions(f, getenv, tt.file); got != tt.want {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// --version and check-config answer without a server; check-config says
+// "ok" or names the file, line and key.
+func TestVersionAndCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte("routes:\n  echo: {backends: [\"builtin:echo\"]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("routes:\n  echo:\n    backends: [\"builtin:echo\"]\n    deadline: soon\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		give       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{give: []string{"--version"}, wantCode: exitOK, wantStdout: "worker " + version.Get().String() + "\n"},
+		{give: []string{"check-config", good}, wantCode: exitOK, wantStdout: "ok\n"},
+		{give: []string{"--config", good, "--check"}, wantCode: exitOK, wantStdout: "ok\n"},
+		{give: []string{"check-config", bad}, wantCode: exitError, wantStderr: bad + ":4: routes.echo.deadline: "},
+		{give: []string{"--check", "--config", bad}, wantCode: exitError, wantStderr: bad + ":4: routes.echo.deadline: "},
+		{give: []string{"check-config", filepath.Join(dir, "missing.yaml")}, wantCode: exitError, wantStderr: "missing.yaml"},
+		{give: []string{"check-config"}, wantCode: exitUsage, wantStderr: "want one FILE"},
+		{give: []string{"--check"}, wantCode: exitUsage, wantStderr: "--check needs --config FILE"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.give, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			got := run(context.Background(), tt.give, func(string) string { return "" }, &stdout, &stderr)
+			if got != tt.wantCode {
+				t.Errorf("exit %d, want %d (stderr %q)", got, tt.wantCode, stderr.String())
+			}
+			if tt.wantStdout != "" && stdout.String() != tt.wantStdout {
+				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantStdout)
+			}
+			if !strings.Contains(stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr %q, want it to contain %q", stderr.String(), tt.wantStderr)
 			}
 		})
 	}

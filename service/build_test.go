@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 
 // A backend's forward_headers in the config decide which task headers its
 // service receives, for HTTP and NATS backends alike.
-func TestBuildRouterForwardHeaders(t *testing.T) {
+func TestBuildForwardHeaders(t *testing.T) {
 	got := make(chan http.Header, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
 	t.Cleanup(srv.Close)
@@ -55,11 +55,11 @@ backends:
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := buildRouter(cfg, nc, slog.New(slog.NewTextHandler(io.Discard, nil)), observers{})
+	b, err := Build(cfg, nc, slog.New(slog.NewTextHandler(io.Discard, nil)), Observers{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.close)
+	t.Cleanup(b.Close)
 
 	tests := []struct {
 		backend string
@@ -75,7 +75,7 @@ backends:
 			defer cancel()
 			req := &handlers.Request{TaskID: "t-1", Type: "x", Attempt: 1,
 				Header: nats.Header{"X-Request-Id": {"r"}, "X-User-Id": {"u"}, "Cookie": {"c"}}}
-			if _, err := b.targets[tc.backend].Backend.Call(ctx, req); err != nil {
+			if _, err := b.Targets[tc.backend].Backend.Call(ctx, req); err != nil {
 				t.Fatal(err)
 			}
 			h := <-got

@@ -1,18 +1,18 @@
-package main
+package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/health"
 	"github.com/breakwater/breakwater/pipeline"
@@ -20,17 +20,18 @@ import (
 	"github.com/breakwater/breakwater/tracing"
 )
 
-// control carries out the admin plane's requests on this worker.
+// control carries out the admin plane's requests on this worker, on the
+// targets of the config running now.
 type control struct {
 	worker  *pipeline.Worker
-	targets map[string]resilience.Target
+	targets *atomic.Pointer[map[string]resilience.Target]
 }
 
 func (c *control) PauseRoute(name string) error  { return c.worker.PauseRoute(name) }
 func (c *control) ResumeRoute(name string) error { return c.worker.ResumeRoute(name) }
 
 func (c *control) breaker(backend string) (circuitbreaker.CircuitBreaker[*handlers.Response], error) {
-	t, ok := c.targets[backend]
+	t, ok := (*c.targets.Load())[backend]
 	if !ok {
 		return nil, fmt.Errorf("no backend %q", backend)
 	}
@@ -61,14 +62,6 @@ func (c *control) ResetBreaker(backend string) error {
 	return nil
 }
 
-// adminSubject is the first token(s) of the admin plane's subjects.
-func adminSubject(t bus.Topology) string {
-	if t.Prefix == "" {
-		return "breakwater"
-	}
-	return t.Prefix + ".breakwater"
-}
-
 // probes are the active health checks: health_url of HTTP backends, an
 // empty request (header Breakwater-Probe: 1) to NATS ones.
 func probes(cfg *config.Config, nc *nats.Conn) map[string]health.ProbeFunc {
@@ -88,11 +81,11 @@ func probes(cfg *config.Config, nc *nats.Conn) map[string]health.ProbeFunc {
 // observe feeds every backend call and breaker change to the health
 // monitor, the traces (a client span per attempt) and the metrics, and
 // lets routing skip backends whose probes fail.
-func observe(m *health.Monitor, cfg *config.Config, traces *tracing.Tracing, in *tracing.Instruments) observers {
+func observe(m *health.Monitor, traces *tracing.Tracing, in *tracing.Instruments) Observers {
 	traced := traces.Enabled()
 	tr := traces.Tracer()
-	return observers{
-		hook: func(ctx context.Context, backend string, n int) (context.Context, func(resilience.Attempt)) {
+	return Observers{
+		Hook: func(ctx context.Context, backend string, n int) (context.Context, func(resilience.Attempt)) {
 			m.AttemptStarted(backend)
 			var span trace.Span
 			if traced {
@@ -100,7 +93,8 @@ func observe(m *health.Monitor, cfg *config.Config, traces *tracing.Tracing, in 
 			}
 			return ctx, func(a resilience.Attempt) {
 				m.AttemptDone(backend, a.Duration, a.Err)
-				class := errorClass(a.Err)
+				// The same classes as the attempt history in the DLQ.
+				class := dlq.ClassOf(a.Err)
 				if span != nil {
 					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), class)
 				}
@@ -109,33 +103,20 @@ func observe(m *health.Monitor, cfg *config.Config, traces *tracing.Tracing, in 
 				}
 			}
 		},
-		onBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
-		onRetry: func(backend string) {
+		OnBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
+		OnRetry: func(backend string) {
 			if in != nil {
 				in.Retry(context.Background(), backend)
 			}
 		},
-		down: func(backend string) func() (bool, time.Duration) {
-			if b := cfg.Backends[backend]; (b.HTTP == nil || b.HTTP.HealthURL == "") && b.NATS == nil {
+		Down: func(name string, b config.Backend) func() (bool, time.Duration) {
+			if (b.HTTP == nil || b.HTTP.HealthURL == "") && b.NATS == nil {
 				return nil // no probe: never down by health checks
 			}
-			return func() (bool, time.Duration) { return m.Down(backend) }
+			return func() (bool, time.Duration) { return m.Down(name) }
 		},
-		propagator: traces.Propagator(),
+		Propagator: traces.Propagator(),
 	}
-}
-
-// errorClass names an attempt's outcome for spans and metrics.
-func errorClass(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, resilience.ErrInvalidResult):
-		return "invalid"
-	case handlers.IsPermanent(err):
-		return "permanent"
-	}
-	return "transient"
 }
 
 // tracerOf is the pipeline's tracer: nil when tracing is off, so that the

@@ -1,0 +1,149 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/config"
+)
+
+// syncBuffer is a log sink the worker and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Run serves while its config is reloaded again and again under traffic
+// (good files and a bad one), and drains cleanly: run with -race, this is
+// where the swaps meet the task path, the probes and the heartbeats.
+func TestRunReloadsUnderTraffic(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	path := filepath.Join(t.TempDir(), "worker.yaml")
+	configs := []string{
+		"health: {interval: 100ms}\nroutes:\n  a: {backends: [\"builtin:echo\"]}\n",
+		"health: {interval: 100ms}\nbackends: {e: {builtin: upper}}\nroutes:\n  a: {backends: [e]}\n  b: {backends: [e], cache: {ttl: 1m}}\n",
+		"health: {interval: 100ms}\nroutes:\n  a: {backends: [\"builtin:echo\"]\n", // bad: refused
+	}
+	if err := os.WriteFile(path, []byte(configs[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			ConfigFile: path,
+			Connect:    func(config.NATS) bus.ConnectOptions { return bus.ConnectOptions{URL: srv.ClientURL()} },
+			WorkerID:   "sw1",
+			HTTPAddr:   "127.0.0.1:0",
+			Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
+			Reload:     reload,
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30s of its context ending")
+		}
+	})
+
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitResult := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s, err := js.Stream(context.Background(), "RESULTS")
+			if err == nil {
+				if _, err = s.GetLastMsgForSubject(context.Background(), "results.a."+id); err == nil {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no result for a/%s within 20s: %v\n%s", id, err, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	publish := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			// The streams exist once the worker has started.
+			_, err := js.Publish(context.Background(), "tasks.a", []byte("x"), jetstream.WithMsgID(id))
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("publish %s: %v", id, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	publish("t-0")
+	waitResult("t-0")
+	for i := 1; i <= 9; i++ {
+		if err := os.WriteFile(path, []byte(configs[i%len(configs)]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 5 {
+			publish(fmt.Sprintf("t-%d-%d", i, j))
+		}
+		reload <- struct{}{}
+		for j := range 5 {
+			waitResult(fmt.Sprintf("t-%d-%d", i, j))
+		}
+	}
+	// The reloads are serialised behind the channel: after the last
+	// send, the ninth is at least under way; wait for its log line.
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(logs.String(), "config reloaded")+strings.Count(logs.String(), "config reload refused") < 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 9 reloads logged:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := strings.Count(logs.String(), "config reload refused"); got != 3 {
+		t.Errorf("%d reloads refused, want 3 (the bad file)", got)
+	}
+}
