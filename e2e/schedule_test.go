@@ -349,3 +349,31 @@ func TestStatusAndCancel(t *testing.T) {
 		return strings.HasPrefix(got, "done: "), got
 	})
 }
+
+// TestScheduleMetrics: a worker's /metrics counts the schedules stored,
+// the firings it started and how late they started.
+func TestScheduleMetrics(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	w := startWorker(t, s)
+	u := "--nats-url=" + s.URL()
+	if r := runPublisher(t, nil, "schedule", "add", "pulse", "echo", "x", "--every", "1s", u); r.code != 0 {
+		t.Fatalf("schedule add: exit %d", r.code)
+	}
+	if r := runPublisher(t, nil, "publish", "echo", "later", "--in", "1h", "--id", "much-later", u); r.code != 0 {
+		t.Fatalf("publish --in: exit %d", r.code)
+	}
+	var body string
+	waitFor(t, 30*time.Second, "2 firings and the schedule counts in /metrics", func() (bool, string) {
+		body = scrape(t, "http://"+w.httpAddr+"/metrics")
+		fired, _ := strconv.Atoi(sample(body, `breakwater_schedule_firings_total{kind="periodic",type="echo"}`))
+		return fired >= 2 && sample(body, `breakwater_schedules{kind="periodic"}`) == "1" &&
+				sample(body, `breakwater_schedules{kind="delayed"}`) == "1",
+			grepLines(body, "schedule")
+	})
+	late, err := strconv.ParseFloat(sample(body, `breakwater_schedule_lateness_seconds_sum{kind="periodic"}`), 64)
+	n, _ := strconv.Atoi(sample(body, `breakwater_schedule_lateness_seconds_count{kind="periodic"}`))
+	if err != nil || n < 2 || late < 0 || late/float64(n) > 5 {
+		t.Errorf("lateness: sum %v over %d firings (%v), want ≥ 2 firings started within seconds of their due time", late, n, err)
+	}
+}

@@ -463,3 +463,19 @@ func (c *Client) LastFired(ctx context.Context, sc *Schedule) (*Firing, error) {
 	}
 	return nil, nil
 }
+
+// Count returns how many schedules of kind are stored (periodic schedules
+// for Every, delayed tasks not yet fired for Once) with one stream request,
+// without reading them.
+func (c *Client) Count(ctx context.Context, kind Kind) (uint64, error) {
+	s, err := c.tasksStream(ctx)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(schedulesPrefix(c.o.Topology)+string(kind)+".*"))
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", c.o.Topology.TasksStream(), err)
+	}
+	// One message a subject: a schedule is replaced by a roll-up.
+	return uint64(len(info.State.Subjects)), nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/breakwater/breakwater/health"
 	"github.com/breakwater/breakwater/internal/version"
 	"github.com/breakwater/breakwater/pipeline"
+	"github.com/breakwater/breakwater/schedule"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -224,6 +225,20 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	var fired func(typ string, periodic bool, late time.Duration) // nil without --http
+	if metrics != nil {
+		schedules := schedule.New(js, schedule.Options{Topology: topo})
+		si, err := tracing.NewScheduleInstruments(metrics.Meter(), tracing.ScheduleOptions{
+			Periodic: func(ctx context.Context) (uint64, error) { return schedules.Count(ctx, schedule.Every) },
+			Delayed:  func(ctx context.Context) (uint64, error) { return schedules.Count(ctx, schedule.Once) },
+		})
+		if err != nil {
+			return err
+		}
+		fired = func(typ string, periodic bool, late time.Duration) {
+			si.Fired(context.Background(), typ, periodic, late)
+		}
+	}
 	s.obs = observe(monitor, traces, instruments)
 	bk, err := Build(cfg, nc, log, s.obs, nil)
 	if err != nil {
@@ -285,6 +300,7 @@ func Run(ctx context.Context, o Options) error {
 		Tracer:        tracerOf(traces),
 		Propagator:    traces.Propagator(),
 		Observe:       settledObserver(instruments),
+		OnFired:       fired,
 		Concurrency:   cfg.Worker.Concurrency,
 		AckWait:       cfg.Worker.AckWait.D(),
 		MaxDeliver:    cfg.Worker.MaxDeliver,
