@@ -72,7 +72,7 @@ type OAuth2Options struct {
 // oauthSource yields the shared access token of one backend. It is safe
 // for concurrent use; close stops a background refresh and waits for it.
 type oauthSource struct {
-	name    string // the backend's, for Error.Backend
+	name    string                   // the backend's, for Error.Backend
 	conf    clientcredentials.Config // ClientSecret is set by the fetching goroutine alone
 	secret  *tokenSource
 	client  *http.Client
