@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -191,4 +192,115 @@ func (r *Rate) UnmarshalText(b []byte) error {
 	}
 	*r = v
 	return nil
+}
+
+// Concurrency is a backend's max_concurrency: a fixed bound on its calls in
+// flight, written as an integer (0: unbounded), or a bound learned from the
+// backend's latency, written "adaptive" or as a mapping with optional
+// bounds:
+//
+//	max_concurrency: 50
+//	max_concurrency: adaptive
+//	max_concurrency: {adaptive: {min: 2, max: 100, initial: 10}}
+type Concurrency struct {
+	// Limit is the fixed bound; 0 when unbounded or adaptive.
+	Limit int
+	// Adaptive, when set, makes the bound adaptive within its limits.
+	Adaptive *AdaptiveConcurrency
+}
+
+// AdaptiveConcurrency bounds an adaptive concurrency limit. Left out, Min is
+// 1, Max 200 and Initial 20 (within Min and Max): failsafe-go's defaults.
+type AdaptiveConcurrency struct {
+	Min     int `yaml:"min" json:"min"`
+	Max     int `yaml:"max" json:"max"`
+	Initial int `yaml:"initial" json:"initial"`
+}
+
+// UnmarshalYAML decodes an integer, "adaptive" or {adaptive: {...}}; an
+// error names the line.
+func (c *Concurrency) UnmarshalYAML(n *yaml.Node) error {
+	want := "want an integer, adaptive or {adaptive: {min: N, max: M}}, got %s"
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value == "adaptive" {
+			*c = Concurrency{Adaptive: &AdaptiveConcurrency{}}
+			return nil
+		}
+		if n.ShortTag() != "!!int" {
+			return typeErr(n, want, describe(n))
+		}
+		v, err := strconv.Atoi(n.Value)
+		if err != nil {
+			return typeErr(n, want, describe(n))
+		}
+		*c = Concurrency{Limit: v}
+		return nil
+	case yaml.MappingNode:
+		if len(n.Content) != 2 || n.Content[0].Value != "adaptive" {
+			return typeErr(n, want, describe(n))
+		}
+		a := &AdaptiveConcurrency{}
+		v := n.Content[1]
+		if isNull(v) {
+			*c = Concurrency{Adaptive: a}
+			return nil
+		}
+		if v.Kind != yaml.MappingNode {
+			return typeErr(v, "want a mapping of min, max and initial, got %s", describe(v))
+		}
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, val := v.Content[i], v.Content[i+1]
+			var dst *int
+			switch k.Value {
+			case "min":
+				dst = &a.Min
+			case "max":
+				dst = &a.Max
+			case "initial":
+				dst = &a.Initial
+			default:
+				// yaml.v3's own words, so that the message reads like
+				// every other unknown key's.
+				return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: field %s not found in type config.AdaptiveConcurrency", k.Line, k.Value)}}
+			}
+			if isNull(val) {
+				continue
+			}
+			x, err := strconv.Atoi(val.Value)
+			if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!int" || err != nil {
+				return typeErr(val, "want an integer, got %s", describe(val))
+			}
+			*dst = x
+		}
+		*c = Concurrency{Adaptive: a}
+		return nil
+	}
+	return typeErr(n, want, describe(n))
+}
+
+// String is the value as written in a config: "50", "adaptive" or
+// "adaptive(min 2, max 100, initial 10)".
+func (c Concurrency) String() string {
+	if a := c.Adaptive; a != nil {
+		return fmt.Sprintf("adaptive(min %d, max %d, initial %d)", a.Min, a.Max, a.Initial)
+	}
+	return strconv.Itoa(c.Limit)
+}
+
+// MarshalJSON writes a fixed bound as a number, as it is read, and an
+// adaptive one as {"adaptive": {"min", "max", "initial"}}.
+func (c Concurrency) MarshalJSON() ([]byte, error) {
+	if c.Adaptive != nil {
+		return json.Marshal(map[string]*AdaptiveConcurrency{"adaptive": c.Adaptive})
+	}
+	return json.Marshal(c.Limit)
+}
+
+// MarshalYAML writes the value as it is read.
+func (c Concurrency) MarshalYAML() (any, error) {
+	if a := c.Adaptive; a != nil {
+		return map[string]map[string]int{"adaptive": {"min": a.Min, "max": a.Max, "initial": a.Initial}}, nil
+	}
+	return c.Limit, nil
 }

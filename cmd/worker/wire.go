@@ -154,7 +154,7 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger, obs observ
 func policyOptions(name string, b config.Backend, log *slog.Logger, obs observers) resilience.PolicyOptions {
 	o := resilience.PolicyOptions{
 		Timeout:        b.Timeout.D(),
-		MaxConcurrency: b.MaxConcurrency,
+		MaxConcurrency: b.MaxConcurrency.Limit,
 		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
 			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
 			if obs.onBreaker != nil {
