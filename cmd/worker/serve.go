@@ -140,6 +140,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		BreakerOpenAlertAfter: cfg.Health.BreakerOpenAlertAfter.D(),
 		Probes:                probes(cfg, nc),
 		WorkerStats:           probe.healthStats,
+		Limits:                probe.limits,
 		DLQUsage: func(ctx context.Context) (int64, int64, error) {
 			return dlq.Usage(ctx, js, topo)
 		},
@@ -159,6 +160,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 				return out
 			},
 			Breakers: probe.breakers,
+			Limits:   probe.allLimits,
 			Cache:    probe.cacheStats,
 			Pending: func(ctx context.Context) (uint64, error) {
 				c, err := js.Consumer(ctx, topo.TasksStream(), bus.DefaultConsumer)
@@ -340,6 +342,30 @@ func (r *readiness) breakers() map[string]string {
 			if b := t.Breaker(); b != nil {
 				out[name] = b.State().String()
 			}
+		}
+	}
+	return out
+}
+
+// limits reads a backend's concurrency limit and retry budget left for
+// its health events.
+func (r *readiness) limits(backend string) (int, float64) {
+	if ts := r.targets.Load(); ts != nil {
+		if t, ok := (*ts)[backend]; ok {
+			l := t.Limits()
+			return l.Concurrency, l.RetryBudget
+		}
+	}
+	return 0, -1
+}
+
+// allLimits reads every backend's bounds for the metrics.
+func (r *readiness) allLimits() map[string]tracing.BackendLimits {
+	out := map[string]tracing.BackendLimits{}
+	if ts := r.targets.Load(); ts != nil {
+		for name, t := range *ts {
+			l := t.Limits()
+			out[name] = tracing.BackendLimits{Concurrency: l.Concurrency, RetryBudget: l.RetryBudget}
 		}
 	}
 	return out

@@ -58,9 +58,17 @@ func buildRouter(cfg *config.Config, nc *nats.Conn, log *slog.Logger, obs observ
 			if b.Auth != nil {
 				auth = *b.Auth
 			}
+			var oauth *handlers.OAuth2Options
+			if o := auth.OAuth2; o != nil {
+				oauth = &handlers.OAuth2Options{TokenURL: o.TokenURL, ClientID: o.ClientID, ClientSecretFile: o.ClientSecretFile,
+					ClientSecretEnv: o.ClientSecretEnv, Scopes: o.Scopes, EndpointParams: map[string][]string{}}
+				for k, v := range o.EndpointParams {
+					oauth.EndpointParams[k] = []string{v}
+				}
+			}
 			h, err := handlers.NewHTTP(handlers.HTTPOptions{
 				Name: name, URL: b.HTTP.URL, Headers: b.HTTP.Headers,
-				BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv,
+				BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv, OAuth2: oauth,
 				Propagator: obs.propagator, ForwardHeaders: b.ForwardHeaders,
 			})
 			if err != nil {
@@ -168,7 +176,13 @@ func policyOptions(name string, b config.Backend, log *slog.Logger, obs observer
 		o.Down = obs.down(name)
 	}
 	if r := b.Retry; r != nil {
-		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter}
+		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter, Budget: r.Budget}
+	}
+	if a := b.MaxConcurrency.Adaptive; a != nil {
+		o.Adaptive = &resilience.AdaptiveOptions{Min: a.Min, Max: a.Max, Initial: a.Initial,
+			OnLimitChanged: func(backend string, from, to int) {
+				log.Debug("concurrency limit", "backend", backend, "from", from, "to", to)
+			}}
 	}
 	if br := b.Breaker; br != nil {
 		o.Breaker = &resilience.BreakerOptions{
