@@ -207,8 +207,12 @@ func (s *oauthSource) startFetch() *tokenCall {
 			e.Backend = s.name // before the error is shared with the waiters
 		}
 		s.mu.Lock()
-		if err == nil {
-			s.tok, s.expiry, s.refreshAt = tok, exp, refreshTime(time.Now(), exp)
+		if now := time.Now(); err == nil {
+			s.tok, s.expiry, s.refreshAt = tok, exp, refreshTime(now, exp)
+		} else if s.tok != "" && now.Before(s.expiry) {
+			// A failed early refresh: the token still serves; try again a
+			// little later rather than on every call.
+			s.refreshAt = now.Add(min(time.Second, s.expiry.Sub(now)/2))
 		}
 		s.call = nil
 		s.mu.Unlock()

@@ -359,3 +359,40 @@ func TestOAuth2Options(t *testing.T) {
 		})
 	}
 }
+
+// A token endpoint failing while the token is still valid does not fail
+// calls, and is not asked on every call.
+func TestOAuth2FailedEarlyRefreshKeepsToken(t *testing.T) {
+	ts := newTokenServer(t, 2*time.Second)
+	srv, counts := resourceServer(t, ts)
+	be := oauthBackend(t, ts, srv.URL)
+	if _, err := call(t, be, &handlers.Request{Attempt: 1}); err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	ts.mu.Lock()
+	ts.fail, ts.failCode = http.StatusServiceUnavailable, "temporarily_unavailable"
+	issued := time.Now()
+	ts.mu.Unlock()
+	// Calls in the refresh window (after 1.5s) and before the expiry (2s).
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	calls := 0
+	for time.Since(issued) < 1900*time.Millisecond {
+		if time.Since(issued) > 1550*time.Millisecond {
+			if _, err := call(t, be, &handlers.Request{Attempt: 1}); err != nil {
+				t.Fatalf("call with a valid token while the endpoint fails: %v", err)
+			}
+			calls++
+		}
+		<-tick.C
+	}
+	if calls < 8 {
+		t.Skipf("only %d calls in the 0.35s window: the machine is too busy to tell", calls)
+	}
+	if n := ts.count(); n > 6 {
+		t.Errorf("token requests: got %d for %d calls in 0.35s, want at most 6 (not one per call)", n, calls)
+	}
+	if _, denied := counts(); denied != 0 {
+		t.Errorf("backend refused %d calls", denied)
+	}
+}
