@@ -90,7 +90,8 @@ func (o *oauthServer) tokens() []string {
 // endpoint issuing 2-second tokens: 20 tasks share one token (at most 3
 // token requests), a task after the expiry gets a new token, a revoked
 // token is refreshed once and the task succeeds, a client the endpoint
-// rejects dead-letters its task, and neither the secret nor any token
+// rejects dead-letters its task, the backend's adaptive limit and retry
+// budget are in /metrics and its health events, and neither the secret nor any token
 // appears in the worker's output, the DLQ, /metrics or the health events.
 func TestOAuth2ClientCredentials(t *testing.T) {
 	const secret = "oauthCLIENTsecret9"
@@ -122,6 +123,8 @@ func TestOAuth2ClientCredentials(t *testing.T) {
 	cfg := writeFile(t, "worker.yaml", fmt.Sprintf(`backends:
   model:
     http: {url: %[1]q}
+    max_concurrency: {adaptive: {max: 50}}
+    retry: {max_attempts: 2, budget: 0.2}
     auth:
       oauth2: {token_url: %[2]q, client_id: breakwater, client_secret_file: %[3]q, scopes: [tasks]}
   stranger:
@@ -196,6 +199,16 @@ routes:
 	for subj := range subjects {
 		m := c.lastMsg("HEALTH", subj, 10*time.Second)
 		health += fmt.Sprint(m.Header) + string(m.Data)
+	}
+	// The adaptive limit and the retry budget are visible.
+	for _, want := range []string{`breakwater_backend_concurrency_limit{backend="model"} 20`, `breakwater_backend_retry_budget_remaining{backend="model"}`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	ev := string(c.lastMsg("HEALTH", "health.backend.model", 10*time.Second).Data)
+	if !strings.Contains(ev, `"concurrency_limit":`) || !strings.Contains(ev, `"retry_budget":`) {
+		t.Errorf("health.backend.model lacks concurrency_limit or retry_budget: %s", ev)
 	}
 	w.signal(syscall.SIGTERM)
 	w.wait(30 * time.Second)
