@@ -145,6 +145,7 @@ routes:
 		t.Errorf("token requests for 20 tasks: got %d, want 1 to 3", n)
 	}
 	before := auth.count()
+	t.Logf("token requests for 20 tasks: %d", before)
 
 	// Past the first token's lifetime, a task gets a new token.
 	waitFor(t, 10*time.Second, "the first token to expire", func() (bool, string) {
