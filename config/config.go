@@ -88,13 +88,15 @@ type Backend struct {
 	NATS    *NATSBackend `yaml:"nats"`
 	Builtin string       `yaml:"builtin"`
 
-	Timeout        Duration `yaml:"timeout"` // per attempt; default 30s
-	Retry          *Retry   `yaml:"retry"`
-	Breaker        *Breaker `yaml:"breaker"`
-	MaxConcurrency int      `yaml:"max_concurrency"` // 0: unbounded
-	RateLimit      *Rate    `yaml:"rate_limit"`      // "200/s"; nil: unlimited
-	Tags           []string `yaml:"tags"`
-	Auth           *Auth    `yaml:"auth"`
+	Timeout Duration `yaml:"timeout"` // per attempt; default 30s
+	Retry   *Retry   `yaml:"retry"`
+	Breaker *Breaker `yaml:"breaker"`
+	// MaxConcurrency bounds the calls in flight: a number (0: unbounded)
+	// or adaptive (see Concurrency).
+	MaxConcurrency Concurrency `yaml:"max_concurrency"`
+	RateLimit      *Rate       `yaml:"rate_limit"` // "200/s"; nil: unlimited
+	Tags           []string    `yaml:"tags"`
+	Auth           *Auth       `yaml:"auth"`
 	// ForwardHeaders are the task headers passed on to the backend besides
 	// the trace context, Content-Type and the Task-Id, Task-Type and
 	// Task-Attempt the worker sets: header names or "*" patterns
@@ -130,11 +132,32 @@ type NATSBackend struct {
 	Subject string `yaml:"subject"`
 }
 
-// Auth is how a backend authenticates its calls. At most one source of the
-// bearer token may be set.
+// Auth is how a backend authenticates its calls: a static bearer token
+// (from a file or an environment variable) or OAuth2 client credentials,
+// one of them.
 type Auth struct {
-	BearerTokenFile string `yaml:"bearer_token_file"`
-	BearerTokenEnv  string `yaml:"bearer_token_env"`
+	BearerTokenFile string  `yaml:"bearer_token_file"`
+	BearerTokenEnv  string  `yaml:"bearer_token_env"`
+	OAuth2          *OAuth2 `yaml:"oauth2" json:"OAuth2,omitempty"`
+}
+
+// OAuth2 is the client credentials grant of an HTTP backend: its calls
+// carry a bearer token requested from TokenURL, shared by the backend's
+// calls and refreshed before it expires. Exactly one source of the secret
+// must be set; the file (a relative path is resolved against the config
+// file's directory and stored back resolved) must be readable when the
+// config is loaded, and is read again when it changes, so a rotated secret
+// needs no restart.
+type OAuth2 struct {
+	TokenURL         string   `yaml:"token_url"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	ClientSecretEnv  string   `yaml:"client_secret_env"`
+	Scopes           []string `yaml:"scopes"`
+	// EndpointParams are further parameters of the token request
+	// (audience, resource, ...); they may not set scope, grant_type,
+	// client_id or client_secret.
+	EndpointParams map[string]string `yaml:"endpoint_params"`
 }
 
 // Retry is a backend's retry policy.
@@ -143,6 +166,11 @@ type Retry struct {
 	Backoff     Duration `yaml:"backoff"`      // default 100ms
 	MaxBackoff  Duration `yaml:"max_backoff"`  // default 30s
 	Jitter      float64  `yaml:"jitter"`       // 0..1, default 0.2
+	// Budget, when above 0, bounds the backend's retries to that share of
+	// its calls (0.2: at most one retry for every five first tries), so
+	// that an outage does not multiply the load by max_attempts. Default
+	// 0: no budget.
+	Budget float64 `yaml:"budget" json:"Budget,omitempty"`
 }
 
 // Breaker is a backend's circuit breaker.

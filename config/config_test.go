@@ -103,7 +103,7 @@ func TestParseValid(t *testing.T) {
 			}
 		}},
 		{"no policies unless written", "backends:\n  a: {builtin: echo}\n", func(t *testing.T, c *config.Config) {
-			if b := c.Backends["a"]; b.Retry != nil || b.Breaker != nil || b.RateLimit != nil || b.MaxConcurrency != 0 {
+			if b := c.Backends["a"]; b.Retry != nil || b.Breaker != nil || b.RateLimit != nil || b.MaxConcurrency != (config.Concurrency{}) {
 				t.Errorf("got %+v, want no retry, breaker, rate limit or concurrency bound", b)
 			}
 		}},
@@ -227,7 +227,25 @@ func TestParseErrors(t *testing.T) {
 		{"list for a mapping", "backends: [a]\n", []wantErr{{1, "backends", "want a mapping, got a list"}}},
 		{"section not a mapping", "worker: 5\n", []wantErr{{1, "worker", "want a mapping, got number 5"}}},
 		{"float for an integer", "backends:\n  a:\n    builtin: echo\n    max_concurrency: 1.5\n",
-			[]wantErr{{4, "backends.a.max_concurrency", "want an integer, got 1.5"}}},
+			[]wantErr{{4, "backends.a.max_concurrency", `want an integer, adaptive or {adaptive: {min: N, max: M}}, got "1.5"`}}},
+		{"max_concurrency word", "backends:\n  a:\n    builtin: echo\n    max_concurrency: adaptiv\n",
+			[]wantErr{{4, "backends.a.max_concurrency", `want an integer, adaptive or {adaptive: {min: N, max: M}}, got "adaptiv"`}}},
+		{"max_concurrency list", "backends:\n  a: {builtin: echo, max_concurrency: [1]}\n",
+			[]wantErr{{2, "backends.a.max_concurrency", `want an integer, adaptive or {adaptive: {min: N, max: M}}, got a list`}}},
+		{"adaptive unknown key", "backends:\n  a:\n    builtin: echo\n    max_concurrency:\n      adaptive: {min: 2, maximum: 5}\n",
+			[]wantErr{{5, "backends.a.max_concurrency.adaptive.maximum", `unknown key "maximum" (valid keys: min, max, initial)`}}},
+		{"adaptive float bound", "backends:\n  a:\n    builtin: echo\n    max_concurrency: {adaptive: {max: 2.5}}\n",
+			[]wantErr{{4, "backends.a.max_concurrency.adaptive.max", `want an integer, got "2.5"`}}},
+		{"adaptive bounds", "backends:\n  a:\n    builtin: echo\n    max_concurrency: {adaptive: {min: 10, max: 5}}\n",
+			[]wantErr{{4, "backends.a.max_concurrency.adaptive.max", "must be at least min (10) and at most 100000, got 5"}}},
+		{"adaptive initial", "backends:\n  a:\n    builtin: echo\n    max_concurrency:\n      adaptive: {min: 2, max: 8, initial: 9}\n",
+			[]wantErr{{5, "backends.a.max_concurrency.adaptive.initial", "must be between min (2) and max (8), got 9"}}},
+		{"adaptive min", "backends:\n  a:\n    builtin: echo\n    max_concurrency:\n      adaptive:\n        min: 0\n",
+			[]wantErr{{6, "backends.a.max_concurrency.adaptive.min", "must be at least 1, got 0"}}},
+		{"oauth2 typo", "backends:\n  a:\n    http: {url: http://h/run}\n    auth: {oauth2: {token_url: http://h/token, clientid: c}}\n",
+			[]wantErr{{4, "backends.a.auth.oauth2.clientid", `unknown key "clientid", did you mean "client_id"?`}}},
+		{"retry budget", "backends:\n  a:\n    builtin: echo\n    retry: {budget: 1.5}\n",
+			[]wantErr{{4, "backends.a.retry.budget", "must be a share of the calls between 0 (no budget) and 1, got 1.5"}}},
 		{"float weight", "routes:\n  x: {backends: [\"builtin:echo\"], strategy: weighted, weights: {\"builtin:echo\": 0.5}}\n",
 			[]wantErr{{2, `routes.x.weights.builtin:echo`, "want an integer, got 0.5"}}},
 		{"bad duration", "worker: {ack_wait: soon}\n", []wantErr{{1, "worker.ack_wait", `want a duration like 10s, 1m30s or 250ms, got "soon"`}}},

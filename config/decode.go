@@ -24,6 +24,8 @@ const maxWork = 200_000
 const maxDepth = 64
 
 var (
+	concurrencyType     = reflect.TypeFor[Concurrency]()
+	adaptiveType        = reflect.TypeFor[AdaptiveConcurrency]()
 	unmarshalerType     = reflect.TypeFor[yaml.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
@@ -37,6 +39,10 @@ func (p *parser) decode(n *yaml.Node, v reflect.Value, path []string) {
 		return
 	}
 	t := v.Type()
+	if t == concurrencyType {
+		p.decodeConcurrency(n, v.Addr().Interface().(*Concurrency), path)
+		return
+	}
 	if pt := reflect.PointerTo(t); pt.Implements(unmarshalerType) || pt.Implements(textUnmarshalerType) {
 		// A type that decodes itself (Duration, Size, Rate) is left to the
 		// library, which calls its method.
@@ -322,3 +328,53 @@ func joinPath(path []string) string {
 
 // index is the path segment of a list item.
 func index(i int) string { return "[" + strconv.Itoa(i) + "]" }
+
+// decodeConcurrency reads max_concurrency: an integer, "adaptive" or
+// {adaptive: {min, max, initial}}. It is walked here rather than by an
+// UnmarshalYAML method so that the keys under adaptive get their paths,
+// lines and unknown-key messages like every other key.
+func (p *parser) decodeConcurrency(n *yaml.Node, c *Concurrency, path []string) {
+	const want = "want an integer, adaptive or {adaptive: {min: N, max: M}}, got %s"
+	switch {
+	case n.Kind == yaml.ScalarNode && n.Value == "adaptive":
+		*c = Concurrency{Adaptive: &AdaptiveConcurrency{}}
+	case n.Kind == yaml.ScalarNode:
+		v, err := strconv.Atoi(n.Value)
+		if n.ShortTag() != "!!int" || err != nil {
+			p.errorf(path, want, describe(n))
+			return
+		}
+		*c = Concurrency{Limit: v}
+	case n.Kind == yaml.MappingNode && len(n.Content) == 2 && deref(n.Content[0]).Value == "adaptive":
+		a := &AdaptiveConcurrency{}
+		*c = Concurrency{Adaptive: a}
+		ap := append(slices.Clone(path), "adaptive")
+		v := deref(n.Content[1])
+		p.note(ap, n.Content[0].Line, !isNull(v))
+		if isNull(v) {
+			return
+		}
+		if v.Kind != yaml.MappingNode {
+			p.errorf(ap, "want a mapping of min, max and initial, got %s", describe(v))
+			return
+		}
+		p.pairs(v, ap, map[string]bool{}, func(k, val *yaml.Node, kp []string) {
+			dst := map[string]*int{"min": &a.Min, "max": &a.Max, "initial": &a.Initial}[k.Value]
+			if dst == nil {
+				p.add(k.Line, kp, unknownKey(k.Value, adaptiveType))
+				return
+			}
+			if val = deref(val); isNull(val) {
+				return
+			}
+			x, err := strconv.Atoi(val.Value)
+			if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!int" || err != nil {
+				p.errorf(kp, "want an integer, got %s", describe(val))
+				return
+			}
+			*dst = x
+		})
+	default:
+		p.errorf(path, want, describe(n))
+	}
+}

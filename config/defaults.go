@@ -25,10 +25,11 @@ import (
 //	cache.max_size_mb                64
 //	dlq.redact_headers               none (the built-in list always applies)
 //	backends.*.timeout               30s
-//	backends.*.retry                 none; when present: max_attempts 3, backoff 100ms, max_backoff 30s, jitter 0.2
+//	backends.*.retry                 none; when present: max_attempts 3, backoff 100ms, max_backoff 30s, jitter 0.2,
+//	                                 budget 0 (none)
 //	backends.*.breaker               none; when present: failure_threshold 3 unless failure_rate is set,
 //	                                 then min_calls 10 and period 1m; delay 10s; success_threshold 1
-//	backends.*.max_concurrency       0 (unbounded)
+//	backends.*.max_concurrency       0 (unbounded); adaptive: min 1, max 200, initial 20 (kept within min and max)
 //	backends.*.rate_limit            none (unlimited)
 //	backends.*.forward_headers       none (trace context and Content-Type only)
 //	routes.*.strategy                failover
@@ -53,6 +54,9 @@ const (
 	DefaultBreakerPeriod    = time.Minute
 	DefaultBreakerDelay     = 10 * time.Second
 	DefaultBreakerSuccesses = 1
+	DefaultAdaptiveMin      = 1
+	DefaultAdaptiveMax      = 200
+	DefaultAdaptiveInitial  = 20
 	DefaultStrategy         = "failover"
 )
 
@@ -103,6 +107,15 @@ func (c *Config) applyDefaults(has func(path ...string) bool) {
 	for name, b := range c.Backends {
 		at := func(keys ...string) []string { return append([]string{"backends", name}, keys...) }
 		setDur(&b.Timeout, DefaultBackendTimeout, at("timeout")...)
+		if a := b.MaxConcurrency.Adaptive; a != nil {
+			// A copy: YAML anchors may share one value between backends.
+			c := *a
+			ad := func(k string) []string { return at("max_concurrency", "adaptive", k) }
+			setInt(&c.Min, DefaultAdaptiveMin, ad("min")...)
+			setInt(&c.Max, max(DefaultAdaptiveMax, c.Min), ad("max")...)
+			setInt(&c.Initial, min(max(DefaultAdaptiveInitial, c.Min), c.Max), ad("initial")...)
+			b.MaxConcurrency.Adaptive = &c
+		}
 		if r := b.Retry; r != nil {
 			setInt(&r.MaxAttempts, DefaultRetryMaxAttempts, at("retry", "max_attempts")...)
 			setDur(&r.Backoff, DefaultRetryBackoff, at("retry", "backoff")...)

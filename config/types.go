@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -191,4 +192,53 @@ func (r *Rate) UnmarshalText(b []byte) error {
 	}
 	*r = v
 	return nil
+}
+
+// Concurrency is a backend's max_concurrency: a fixed bound on its calls in
+// flight, written as an integer (0: unbounded), or a bound learned from the
+// backend's latency, written "adaptive" or as a mapping with optional
+// bounds:
+//
+//	max_concurrency: 50
+//	max_concurrency: adaptive
+//	max_concurrency: {adaptive: {min: 2, max: 100, initial: 10}}
+type Concurrency struct {
+	// Limit is the fixed bound; 0 when unbounded or adaptive.
+	Limit int
+	// Adaptive, when set, makes the bound adaptive within its limits.
+	Adaptive *AdaptiveConcurrency
+}
+
+// AdaptiveConcurrency bounds an adaptive concurrency limit. Left out, Min is
+// 1, Max 200 and Initial 20 (within Min and Max): failsafe-go's defaults.
+type AdaptiveConcurrency struct {
+	Min     int `yaml:"min" json:"min"`
+	Max     int `yaml:"max" json:"max"`
+	Initial int `yaml:"initial" json:"initial"`
+}
+
+// String is the value as written in a config: "50", "adaptive" or
+// "adaptive(min 2, max 100, initial 10)".
+func (c Concurrency) String() string {
+	if a := c.Adaptive; a != nil {
+		return fmt.Sprintf("adaptive(min %d, max %d, initial %d)", a.Min, a.Max, a.Initial)
+	}
+	return strconv.Itoa(c.Limit)
+}
+
+// MarshalJSON writes a fixed bound as a number, as it is read, and an
+// adaptive one as {"adaptive": {"min", "max", "initial"}}.
+func (c Concurrency) MarshalJSON() ([]byte, error) {
+	if c.Adaptive != nil {
+		return json.Marshal(map[string]*AdaptiveConcurrency{"adaptive": c.Adaptive})
+	}
+	return json.Marshal(c.Limit)
+}
+
+// MarshalYAML writes the value as it is read.
+func (c Concurrency) MarshalYAML() (any, error) {
+	if a := c.Adaptive; a != nil {
+		return map[string]map[string]int{"adaptive": {"min": a.Min, "max": a.Max, "initial": a.Initial}}, nil
+	}
+	return c.Limit, nil
 }

@@ -26,6 +26,8 @@ var (
 	typeRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 	// headerRE is an HTTP header name (an RFC 9110 token).
 	headerRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+	// envNameRE is an environment variable name.
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Strategies are the values of routes.*.strategy.
@@ -208,15 +210,19 @@ func (p *parser) validateBackend(name string, b Backend, known known) {
 		if !(r.Jitter >= 0 && r.Jitter <= 1) {
 			p.errorf(at("retry", "jitter"), "must be between 0 and 1, got %g", r.Jitter)
 		}
+		if !(r.Budget >= 0 && r.Budget <= 1) {
+			p.errorf(at("retry", "budget"), "must be a share of the calls between 0 (no budget) and 1, got %g", r.Budget)
+		}
 	}
 	if br := b.Breaker; br != nil {
 		p.validateBreaker(at, br)
 	}
-	if b.MaxConcurrency < 0 {
-		p.errorf(at("max_concurrency"), "must be 0 (unbounded) or more, got %d", b.MaxConcurrency)
-	}
+	p.validateConcurrency(at, b.MaxConcurrency)
 	if a := b.Auth; a != nil && a.BearerTokenFile != "" && a.BearerTokenEnv != "" {
 		p.errorf(at("auth"), "set bearer_token_file or bearer_token_env, not both")
+	}
+	if a := b.Auth; a != nil && a.OAuth2 != nil {
+		p.validateOAuth2(at, b, a)
 	}
 	for i, t := range b.Tags {
 		if !nameRE.MatchString(t) {
@@ -230,6 +236,83 @@ func (p *parser) validateBackend(name string, b Backend, known known) {
 		}
 		return ""
 	})
+}
+
+// maxConcurrency bounds max_concurrency, fixed or adaptive.
+const maxConcurrency = 100000
+
+func (p *parser) validateConcurrency(at func(...string) []string, c Concurrency) {
+	a := c.Adaptive
+	if a == nil {
+		if c.Limit < 0 {
+			p.errorf(at("max_concurrency"), "must be 0 (unbounded) or more, got %d", c.Limit)
+		} else if c.Limit > maxConcurrency {
+			p.errorf(at("max_concurrency"), "must be at most %d, got %d", maxConcurrency, c.Limit)
+		}
+		return
+	}
+	key := func(k string) []string { return at("max_concurrency", "adaptive", k) }
+	switch {
+	case a.Min < 1:
+		p.errorf(key("min"), "must be at least 1, got %d", a.Min)
+	case a.Max < a.Min || a.Max > maxConcurrency:
+		p.errorf(key("max"), "must be at least min (%d) and at most %d, got %d", a.Min, maxConcurrency, a.Max)
+	case a.Initial < a.Min || a.Initial > a.Max:
+		p.errorf(key("initial"), "must be between min (%d) and max (%d), got %d", a.Min, a.Max, a.Initial)
+	}
+}
+
+// oauth2Reserved are the token request's parameters endpoint_params may
+// not set: the grant sets them.
+var oauth2Reserved = []string{"client_id", "client_secret", "grant_type", "scope"}
+
+func (p *parser) validateOAuth2(at func(...string) []string, b Backend, a *Auth) {
+	o := a.OAuth2
+	key := func(k ...string) []string { return at(append([]string{"auth", "oauth2"}, k...)...) }
+	if b.HTTP == nil {
+		p.errorf(key(), "needs an http backend (it sends the token as an HTTP header)")
+	}
+	if a.BearerTokenFile != "" || a.BearerTokenEnv != "" {
+		p.errorf(key(), "set a bearer token or oauth2, not both")
+	}
+	if reason := httpURL(o.TokenURL); reason != "" {
+		p.errorf(key("token_url"), "%s", strings.Replace(reason, "is required", "is required: the token endpoint,", 1))
+	}
+	if o.ClientID == "" {
+		p.errorf(key("client_id"), "is required")
+	}
+	switch {
+	case o.ClientSecretFile != "" && o.ClientSecretEnv != "":
+		p.errorf(key("client_secret_file"), "set client_secret_file or client_secret_env, not both")
+	case o.ClientSecretFile == "" && o.ClientSecretEnv == "":
+		p.errorf(key(), "needs client_secret_file or client_secret_env")
+	case o.ClientSecretFile != "":
+		path := o.ClientSecretFile
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(p.file), path)
+		}
+		// Read now, so that a worker never starts unable to authenticate;
+		// what it holds must never reach a message.
+		switch raw, err := os.ReadFile(path); {
+		case err != nil:
+			p.errorf(key("client_secret_file"), "cannot read %s: %v", path, errorsUnwrapPath(err))
+		case strings.TrimSpace(string(raw)) == "":
+			p.errorf(key("client_secret_file"), "%s is empty", path)
+		}
+		o.ClientSecretFile = path
+	case !envNameRE.MatchString(o.ClientSecretEnv):
+		p.errorf(key("client_secret_env"), "want an environment variable name, got %q", o.ClientSecretEnv)
+	}
+	for i, s := range o.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			p.errorf(key("scopes", index(i)), "a scope is one token without spaces or quotes, got %q", s)
+		}
+	}
+	for _, k := range sortedKeys(o.EndpointParams) {
+		if slices.Contains(oauth2Reserved, k) {
+			p.errorf(key("endpoint_params", k), "is set by the grant (%s); use the oauth2 keys instead", strings.Join(oauth2Reserved, ", "))
+		}
+	}
 }
 
 // validateList checks every entry of a list of subjects or header

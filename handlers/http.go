@@ -64,13 +64,19 @@ type HTTPOptions struct {
 	// once at NewHTTP. At most one of BearerTokenFile and BearerTokenEnv may
 	// be set.
 	BearerTokenEnv string
+	// OAuth2, when set, authenticates every call with a token of the
+	// OAuth2 client credentials grant (see OAuth2Options). It excludes
+	// BearerTokenFile and BearerTokenEnv. The token endpoint is called
+	// with Client too.
+	OAuth2 *OAuth2Options
 	// Client, when set, is used instead of the default keep-alive client
 	// (HTTPMaxIdleConnsPerHost idle connections, no overall timeout: the
 	// context of a call carries the attempt's deadline). If its
 	// CheckRedirect is nil, redirects are not followed (a 3xx is a
 	// permanent failure) since net/http would turn the POST into a GET.
 	Client *http.Client
-	// Getenv looks up BearerTokenEnv; default os.Getenv. For tests.
+	// Getenv looks up BearerTokenEnv and OAuth2.ClientSecretEnv; default
+	// os.Getenv. For tests.
 	Getenv func(string) string
 	// Propagator, when set, writes the call context's trace (the attempt's
 	// span) into the request headers, replacing the task's traceparent.
@@ -91,15 +97,17 @@ type HTTPOptions struct {
 // Request, never from the task's headers), the task's trace context
 // (traceparent, tracestate, baggage; replaced by the call's own when a
 // Propagator is set), the task headers matching ForwardHeaders, the
-// configured Headers and the bearer token. No other task header reaches
+// configured Headers and the bearer token (static or OAuth2). No other task header reaches
 // the service: a publisher cannot hand it a Cookie, an X-Api-Key or an
 // identity header it would trust.
 //
 // Failures are *Error values: 408, 429 and 5xx (but 501) are transient
 // with Status and the Retry-After hint; 501, 3xx and other 4xx are
 // permanent with Status and the start of the response body; network
-// errors, a deadline or a cancelled context are transient. Error messages
-// never contain the token or the URL's userinfo.
+// errors, a deadline or a cancelled context are transient. With OAuth2, a
+// 401 is retried once with a new token, and the token endpoint's failures
+// are classified as OAuth2Options says. Error messages never contain a
+// token, the client secret or the URL's userinfo.
 type HTTP struct {
 	name    string
 	url     string
@@ -108,6 +116,7 @@ type HTTP struct {
 	static  http.Header
 	client  *http.Client
 	token   *tokenSource
+	oauth   *oauthSource
 	prop    propagation.TextMapPropagator
 	fwd     forwarder
 }
@@ -137,6 +146,12 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	}
 
 	switch {
+	case o.OAuth2 != nil && (o.BearerTokenFile != "" || o.BearerTokenEnv != ""):
+		return nil, bad("oauth2 and a static bearer token are exclusive")
+	case o.OAuth2 != nil:
+		if h.oauth, err = newOAuthSource(o.Name, o.OAuth2, o.Getenv, bad); err != nil {
+			return nil, err
+		}
 	case o.BearerTokenFile != "" && o.BearerTokenEnv != "":
 		return nil, bad("bearer_token_file and bearer_token_env are exclusive")
 	case o.BearerTokenFile != "":
@@ -162,14 +177,18 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	for k, v := range o.Headers {
 		switch {
 		case !validHeaderName(k):
+			h.closeOAuth()
 			return nil, bad("header name %q is invalid", k)
 		case !validHeaderValue(v):
+			h.closeOAuth()
 			return nil, bad("header %q has an invalid value", k)
 		case strings.EqualFold(k, "Host"):
 			h.host = v
 		case !transportFree(k):
+			h.closeOAuth()
 			return nil, bad("header %q is set by the transport", k)
-		case strings.EqualFold(k, "Authorization") && h.token != nil:
+		case strings.EqualFold(k, "Authorization") && (h.token != nil || h.oauth != nil):
+			h.closeOAuth()
 			return nil, bad("header Authorization conflicts with the bearer token")
 		default:
 			h.static.Set(k, v)
@@ -184,6 +203,9 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 		h.client = &c
 	} else {
 		h.client = &http.Client{Transport: newHTTPTransport(), CheckRedirect: noRedirect}
+	}
+	if h.oauth != nil {
+		h.oauth.client = h.client
 	}
 	return h, nil
 }
@@ -204,37 +226,42 @@ func newHTTPTransport() *http.Transport {
 
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-// Close closes the idle connections of the backend's client. Calls made
-// afterwards still work (they open new connections); Close is for shutdown.
+// Close closes the idle connections of the backend's client and stops an
+// OAuth2 token request in flight, waiting for it. Calls made afterwards
+// still work (they open new connections) but can no longer get an OAuth2
+// token; Close is for shutdown.
 func (h *HTTP) Close() error {
+	h.closeOAuth()
 	h.client.CloseIdleConnections()
 	return nil
 }
 
+func (h *HTTP) closeOAuth() {
+	if h.oauth != nil {
+		h.oauth.close()
+	}
+}
+
 // Call POSTs req.Payload to the URL; see HTTP for headers and error classes.
 func (h *HTTP) Call(ctx context.Context, req *Request) (*Response, error) {
-	var body io.Reader = http.NoBody
-	if len(req.Payload) > 0 {
-		body = bytes.NewReader(req.Payload)
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, body)
+	tok, err := h.bearer(ctx)
 	if err != nil {
-		return nil, &Error{Class: ErrPermanent, Backend: h.name, Err: fmt.Errorf("build request for %s: invalid request", h.safeURL)}
+		return nil, err
 	}
-	tok := ""
-	if h.token != nil {
-		if tok, err = h.token.get(); err != nil {
-			return nil, &Error{Class: ErrTransient, Backend: h.name, Err: err}
+	resp, err := h.post(ctx, req, tok)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized && h.oauth != nil {
+		// The token was revoked or expired early: one new token, one more try.
+		drainClose(resp.Body)
+		h.oauth.invalidate(tok)
+		if tok, err = h.bearer(ctx); err != nil {
+			return nil, err
 		}
-	}
-	h.setHeaders(hreq, req, tok)
-	if h.prop != nil {
-		h.prop.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
-	}
-
-	resp, err := h.client.Do(hreq)
-	if err != nil {
-		return nil, h.transportError(ctx, err)
+		if resp, err = h.post(ctx, req, tok); err != nil {
+			return nil, err
+		}
 	}
 	defer drainClose(resp.Body)
 
@@ -250,6 +277,42 @@ func (h *HTTP) Call(ctx context.Context, req *Request) (*Response, error) {
 		return &Response{Body: b, Header: selectHeaders(resp.Header)}, nil
 	}
 	return nil, h.statusError(resp, tok)
+}
+
+// bearer returns the token to send, "" when none is configured.
+func (h *HTTP) bearer(ctx context.Context) (string, error) {
+	switch {
+	case h.oauth != nil:
+		return h.oauth.token(ctx)
+	case h.token != nil:
+		tok, err := h.token.get()
+		if err != nil {
+			return "", &Error{Class: ErrTransient, Backend: h.name, Err: err}
+		}
+		return tok, nil
+	}
+	return "", nil
+}
+
+// post sends one request; the caller closes the response's body.
+func (h *HTTP) post(ctx context.Context, req *Request, tok string) (*http.Response, error) {
+	var body io.Reader = http.NoBody
+	if len(req.Payload) > 0 {
+		body = bytes.NewReader(req.Payload)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, body)
+	if err != nil {
+		return nil, &Error{Class: ErrPermanent, Backend: h.name, Err: fmt.Errorf("build request for %s: invalid request", h.safeURL)}
+	}
+	h.setHeaders(hreq, req, tok)
+	if h.prop != nil {
+		h.prop.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
+	}
+	resp, err := h.client.Do(hreq)
+	if err != nil {
+		return nil, h.transportError(ctx, err)
+	}
+	return resp, nil
 }
 
 // setHeaders applies the header rules documented on HTTP, lowest precedence
@@ -327,6 +390,9 @@ func (h *HTTP) statusError(resp *http.Response, tok string) error {
 	if excerpt := cleanText(buf[:n], httpErrorExcerpt); excerpt != "" {
 		if tok != "" {
 			excerpt = strings.ReplaceAll(excerpt, tok, "[REDACTED]")
+		}
+		if h.oauth != nil {
+			excerpt = scrub(excerpt, h.oauth.secretText())
 		}
 		msg += ": " + excerpt
 	}

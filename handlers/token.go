@@ -15,6 +15,7 @@ import (
 // never contain the token.
 type tokenSource struct {
 	path string
+	kind string // what the file holds, for errors; default "bearer token"
 
 	mu    sync.RWMutex
 	mod   time.Time // stamp of the file the value was read from
@@ -25,6 +26,10 @@ type tokenSource struct {
 func (s *tokenSource) get() (string, error) {
 	if s.path == "" {
 		return s.value, nil
+	}
+	kind := s.kind
+	if kind == "" {
+		kind = "bearer token"
 	}
 	fi, statErr := os.Stat(s.path)
 	s.mu.RLock()
@@ -37,7 +42,7 @@ func (s *tokenSource) get() (string, error) {
 		if v != "" {
 			return v, nil // mid-rotation (file swapped): keep the last good token
 		}
-		return "", fmt.Errorf("bearer token: %w", statErr)
+		return "", fmt.Errorf("%s: %w", kind, statErr)
 	}
 
 	s.mu.Lock()
@@ -50,7 +55,7 @@ func (s *tokenSource) get() (string, error) {
 		if s.value != "" {
 			return s.value, nil
 		}
-		return "", fmt.Errorf("bearer token: %w", err)
+		return "", fmt.Errorf("%s: %w", kind, err)
 	}
 	tok := strings.TrimSpace(string(raw))
 	switch {
@@ -63,7 +68,7 @@ func (s *tokenSource) get() (string, error) {
 		if s.value != "" {
 			return s.value, nil // probably caught mid-write: try again next call
 		}
-		return "", fmt.Errorf("bearer token file %s %w", s.path, err)
+		return "", fmt.Errorf("%s file %s %w", kind, s.path, err)
 	}
 	s.value = tok
 	if int64(len(raw)) == fi.Size() {

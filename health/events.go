@@ -65,6 +65,12 @@ type BackendEvent struct {
 	// Kind says why it was sent: "change" or "heartbeat".
 	Kind string    `json:"kind"`
 	At   time.Time `json:"at"`
+	// ConcurrencyLimit bounds the backend's calls in flight now (the
+	// adaptive limit, or max_concurrency); absent when unbounded.
+	ConcurrencyLimit *int `json:"concurrency_limit,omitempty"`
+	// RetryBudget is how many retries the backend's retry budget allows
+	// now; absent when it has none.
+	RetryBudget *float64 `json:"retry_budget,omitempty"`
 }
 
 // Tasks counts a worker's tasks.

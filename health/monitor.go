@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +57,11 @@ type Options struct {
 	// WorkerStats feeds the worker heartbeat; nil reports zeros. It is
 	// called from Run's goroutine once per Interval.
 	WorkerStats func() WorkerStats
+	// Limits reports a backend's concurrency limit (0: unbounded) and the
+	// retries its budget allows now (negative: no budget), for its events;
+	// nil leaves both out. It is called for every event and must be cheap
+	// and safe for concurrent use.
+	Limits func(backend string) (concurrency int, retryBudget float64)
 	// DLQUsage feeds the DLQ size alert; nil disables it.
 	DLQUsage func(ctx context.Context) (used, limit int64, err error)
 	// Now is the clock; default time.Now.
@@ -216,12 +222,23 @@ func (m *Monitor) Snapshot() []BackendEvent {
 
 func (m *Monitor) event(backend string, v view, kind string, at time.Time) BackendEvent {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return BackendEvent{
+	e := BackendEvent{
 		Backend: backend, State: v.state, Breaker: v.breaker, SuccessRate: v.successRate,
 		LatencyMS: Latency{P50: ms(v.p50), P95: ms(v.p95), P99: ms(v.p99)}, InFlight: v.inFlight,
 		Calls: v.calls, Rejected: v.rejected, Availability: v.availability, Since: v.stateSince.UTC(), Reason: v.reason, Worker: m.o.WorkerID,
 		Kind: kind, At: at.UTC(),
 	}
+	if m.o.Limits != nil {
+		conc, budget := m.o.Limits(backend)
+		if conc > 0 {
+			e.ConcurrencyLimit = &conc
+		}
+		if budget >= 0 {
+			budget = math.Round(budget*100) / 100
+			e.RetryBudget = &budget
+		}
+	}
+	return e
 }
 
 // Run publishes until ctx ends: an event for every change of a backend's

@@ -20,6 +20,7 @@ func TestText(t *testing.T) {
 		{"status 503: overloaded", "status 503: overloaded"},
 		{"POST https://h/run?token=t0k&x=1: 401", "POST https://h/run?token=REDACTED&x=1: 401"},
 		{"GET http://h/?access_token=a.b.c EOF", "GET http://h/?access_token=REDACTED EOF"},
+		{"grant_type=client_credentials&client_secret=s3cr3t&scope=x", "grant_type=client_credentials&client_secret=REDACTED&scope=x"},
 		{"nats://user:pw@nats:4222 refused", "nats://REDACTED@nats:4222 refused"},
 		{"got bearer eyJhbGciOi.x_y-z in reply", "got bearer REDACTED in reply"},
 		{"no tokens here: tokenizer failed", "no tokens here: tokenizer failed"},

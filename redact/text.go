@@ -14,7 +14,7 @@ const Replacement = "REDACTED"
 var (
 	urlUserinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`)
 	authScheme  = regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+`)
-	queryToken  = regexp.MustCompile(`(?i)([?&](?:access_token|token|api_key|apikey|key|secret|password|sig|signature)=)[^&\s"']+`)
+	queryToken  = regexp.MustCompile(`(?i)([?&](?:access_token|refresh_token|token|api_key|apikey|key|client_secret|secret|password|sig|signature)=)[^&\s"']+`)
 )
 
 // Text removes credentials from a text (usually an error) before it is

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
 	"github.com/failsafe-go/failsafe-go/bulkhead"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/ratelimiter"
@@ -25,6 +26,10 @@ type PolicyOptions struct {
 	// MaxConcurrency bounds calls in flight to the backend (a bulkhead);
 	// callers wait up to Timeout for a slot.
 	MaxConcurrency int
+	// Adaptive, when set, bounds the calls in flight with a limit learned
+	// from the backend's latency instead of MaxConcurrency (which is then
+	// ignored); callers wait up to Timeout for a slot.
+	Adaptive *AdaptiveOptions
 	// RateN calls per RatePer, spread evenly (a smooth rate limiter);
 	// callers wait up to Timeout for a permit.
 	RateN   int
@@ -52,6 +57,11 @@ type RetryOptions struct {
 	MaxAttempts         int
 	Backoff, MaxBackoff time.Duration
 	Jitter              float64 // 0..1
+	// Budget, when above 0, bounds the target's retries to that share of
+	// its uses (see retryBudget): at most Budget × uses retries over time,
+	// so an outage adds at most that share of calls. A retry the budget
+	// refuses is not made, and the use fails with its last error.
+	Budget float64
 }
 
 // BreakerOptions open the circuit after FailureThreshold consecutive
@@ -75,7 +85,7 @@ type response = *handlers.Response
 // NewTarget builds a route target with its policies, composed once at
 // start, outermost first:
 //
-//	retry(breaker(rate limiter(bulkhead(timeout(call)))))
+//	retry(breaker(rate limiter(bulkhead or adaptive limiter(timeout(call)))))
 //
 // (the timeout being the attempt's context deadline)
 //
@@ -108,6 +118,10 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		if f := o.OnRetry; f != nil {
 			rb = rb.OnRetry(func(failsafe.ExecutionEvent[response]) { f(name) })
 		}
+		if r.Budget > 0 {
+			t.retryBudget = newRetryBudget(r.Budget)
+			rb = rb.WithBudget(t.retryBudget)
+		}
 		policies = append(policies, rb.Build())
 		t.tries, t.backoffs = r.MaxAttempts, time.Duration(r.MaxAttempts-1)*max(r.MaxBackoff, r.Backoff)
 	}
@@ -129,14 +143,21 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		t.breaker = cb.Build()
 		policies = append(policies, t.breaker)
 	}
-	if o.RateN > 0 || o.MaxConcurrency > 0 {
+	if o.RateN > 0 || o.MaxConcurrency > 0 || o.Adaptive != nil {
 		t.waits = true // a permit or slot wait, each bounded by the timeout
 	}
 	if o.RateN > 0 && o.RatePer/time.Duration(o.RateN) > 0 { // faster than 1/ns is no limit
 		policies = append(policies, ratelimiter.NewSmoothBuilder[response](uint(o.RateN), o.RatePer).
 			WithMaxWaitTime(t.timeout()).Build())
 	}
-	if o.MaxConcurrency > 0 {
+	switch {
+	case o.Adaptive != nil:
+		// The limiter measures the call alone: below the rate limiter, so a
+		// permit's wait is not taken for the backend's latency.
+		t.limiter = newAdaptiveLimiter(name, o.Adaptive, t.timeout())
+		policies = append(policies, t.limiter)
+	case o.MaxConcurrency > 0:
+		t.fixedLimit = o.MaxConcurrency
 		policies = append(policies, bulkhead.NewBuilder[response](uint(o.MaxConcurrency)).
 			WithMaxWaitTime(t.timeout()).Build())
 	}
@@ -182,6 +203,7 @@ func classifyPolicyErr(err error) error {
 	switch {
 	case errors.Is(err, circuitbreaker.ErrOpen),
 		errors.Is(err, bulkhead.ErrFull),
+		errors.Is(err, adaptivelimiter.ErrExceeded),
 		errors.Is(err, ratelimiter.ErrExceeded):
 		return handlers.Transient(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/adaptivelimiter"
+	"github.com/failsafe-go/failsafe-go/budget"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 
 	"github.com/breakwater/breakwater/handlers"
@@ -43,6 +45,10 @@ type Target struct {
 	tries    int
 	backoffs time.Duration
 	waits    bool
+	// Bounds reported by Limits.
+	limiter     adaptivelimiter.AdaptiveLimiter[*handlers.Response]
+	fixedLimit  int
+	retryBudget *retryBudget
 }
 
 // Route serves one task type with an ordered list of backends.
@@ -340,6 +346,7 @@ func (t *Target) timeout() time.Duration {
 func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
 	timeout := t.timeout()
 	callStart, tries := time.Now(), 0
+	var last error // the last try's error
 	attempt := func(ctx context.Context) (*handlers.Response, error) {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -369,6 +376,7 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 			err = classify(err)
 		}
 		a.Err = err
+		last = err
 		log.add(a)
 		if end != nil {
 			end(a)
@@ -385,6 +393,10 @@ func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLo
 		})
 	}
 	if err != nil {
+		if errors.Is(err, budget.ErrExceeded) && last != nil {
+			// The retry not made says less than the try that failed.
+			err = fmt.Errorf("%w (not retried: retry budget spent)", last)
+		}
 		return nil, fmt.Errorf("%s: %w", t.Name, classify(classifyPolicyErr(err)))
 	}
 	return resp, nil

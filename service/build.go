@@ -214,9 +214,17 @@ func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (ha
 		if b.Auth != nil {
 			auth = *b.Auth
 		}
+		var oauth *handlers.OAuth2Options
+		if o := auth.OAuth2; o != nil {
+			oauth = &handlers.OAuth2Options{TokenURL: o.TokenURL, ClientID: o.ClientID, ClientSecretFile: o.ClientSecretFile,
+				ClientSecretEnv: o.ClientSecretEnv, Scopes: o.Scopes, EndpointParams: map[string][]string{}}
+			for k, v := range o.EndpointParams {
+				oauth.EndpointParams[k] = []string{v}
+			}
+		}
 		h, err := handlers.NewHTTP(handlers.HTTPOptions{
 			Name: name, URL: b.HTTP.URL, Headers: b.HTTP.Headers,
-			BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv,
+			BearerTokenFile: auth.BearerTokenFile, BearerTokenEnv: auth.BearerTokenEnv, OAuth2: oauth,
 			Propagator: obs.Propagator, ForwardHeaders: b.ForwardHeaders,
 		})
 		if err != nil {
@@ -250,7 +258,7 @@ func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (ha
 func policyOptions(name string, b config.Backend, log *slog.Logger, obs Observers) resilience.PolicyOptions {
 	o := resilience.PolicyOptions{
 		Timeout:        b.Timeout.D(),
-		MaxConcurrency: b.MaxConcurrency,
+		MaxConcurrency: b.MaxConcurrency.Limit,
 		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
 			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
 			if obs.OnBreaker != nil {
@@ -264,7 +272,13 @@ func policyOptions(name string, b config.Backend, log *slog.Logger, obs Observer
 		o.Down = obs.Down(name, b)
 	}
 	if r := b.Retry; r != nil {
-		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter}
+		o.Retry = &resilience.RetryOptions{MaxAttempts: r.MaxAttempts, Backoff: r.Backoff.D(), MaxBackoff: r.MaxBackoff.D(), Jitter: r.Jitter, Budget: r.Budget}
+	}
+	if a := b.MaxConcurrency.Adaptive; a != nil {
+		o.Adaptive = &resilience.AdaptiveOptions{Min: a.Min, Max: a.Max, Initial: a.Initial,
+			OnLimitChanged: func(backend string, from, to int) {
+				log.Debug("concurrency limit", "backend", backend, "from", from, "to", to)
+			}}
 	}
 	if br := b.Breaker; br != nil {
 		o.Breaker = &resilience.BreakerOptions{

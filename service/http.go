@@ -44,6 +44,30 @@ func (r *readiness) breakers() map[string]string {
 	return out
 }
 
+// limits reads a backend's concurrency limit and retry budget left for
+// its health events.
+func (r *readiness) limits(backend string) (int, float64) {
+	if ts := r.targets.Load(); ts != nil {
+		if t, ok := (*ts)[backend]; ok {
+			l := t.Limits()
+			return l.Concurrency, l.RetryBudget
+		}
+	}
+	return 0, -1
+}
+
+// allLimits reads every backend's bounds for the metrics.
+func (r *readiness) allLimits() map[string]tracing.BackendLimits {
+	out := map[string]tracing.BackendLimits{}
+	if ts := r.targets.Load(); ts != nil {
+		for name, t := range *ts {
+			l := t.Limits()
+			out[name] = tracing.BackendLimits{Concurrency: l.Concurrency, RetryBudget: l.RetryBudget}
+		}
+	}
+	return out
+}
+
 // cacheStats reads the result cache's counters for the metrics.
 func (r *readiness) cacheStats() tracing.CacheStats {
 	c := r.cache.Load()

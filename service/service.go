@@ -189,6 +189,7 @@ func Run(ctx context.Context, o Options) error {
 		BreakerOpenAlertAfter: cfg.Health.BreakerOpenAlertAfter.D(),
 		Probes:                probes(cfg, nc),
 		WorkerStats:           s.probe.healthStats,
+		Limits:                s.probe.limits,
 		DLQUsage: func(ctx context.Context) (int64, int64, error) {
 			return dlq.Usage(ctx, js, topo)
 		},
@@ -209,6 +210,7 @@ func Run(ctx context.Context, o Options) error {
 				return out
 			},
 			Breakers: s.probe.breakers,
+			Limits:   s.probe.allLimits,
 			Cache:    s.probe.cacheStats,
 			Pending: func(ctx context.Context) (uint64, error) {
 				c, err := js.Consumer(ctx, topo.TasksStream(), bus.DefaultConsumer)

@@ -36,6 +36,9 @@ type InstrumentsOptions struct {
 	InFlight func() map[string]int
 	// Cache returns the result cache's counters.
 	Cache func() CacheStats
+	// Limits returns each backend's concurrency limit and retry budget
+	// left (see BackendLimits).
+	Limits func() map[string]BackendLimits
 	// Pending returns the consumer's pending tasks (lag,
 	// breakwater_consumer_pending). It is asked at most every PendingEvery
 	// (default 5s), its last answer reused between, so that scrapes do not
@@ -122,6 +125,11 @@ func NewInstruments(m metric.Meter, o InstrumentsOptions) (*Instruments, error) 
 	}
 	if err := in.observe(m, o); err != nil {
 		return nil, err
+	}
+	if o.Limits != nil {
+		if err := observeLimits(m, o.Limits); err != nil {
+			return nil, err
+		}
 	}
 	return &in, nil
 }
