@@ -796,4 +796,3 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
-
