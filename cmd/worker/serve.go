@@ -174,6 +174,7 @@ func serve(ctx context.Context, f *flags, getenv func(string) string, stderr io.
 		}); err != nil {
 			return err
 		}
+		metrics.Prime(instruments, knownLabels(cfg))
 	}
 	bk, err := buildRouter(cfg, nc, log, observe(monitor, cfg, traces, instruments))
 	if err != nil {
