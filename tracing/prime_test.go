@@ -1,8 +1,6 @@
 package tracing_test
 
 import (
-	"io"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,26 +11,20 @@ import (
 	"github.com/breakwater/breakwater/tracing"
 )
 
-// scrapeFamilies fetches url and parses the Prometheus text it serves,
-// failing on anything a Prometheus server would refuse.
-func scrapeFamilies(t *testing.T, srv *httptest.Server) (string, map[string]int) {
+// families parses a scrape (from scraper) as a Prometheus server would,
+// failing on anything it would refuse, and returns the series per family.
+func families(t *testing.T, body string) map[string]int {
 	t.Helper()
-	resp, err := srv.Client().Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(string(b)))
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("scrape does not parse: %v\n%s", err, b)
+		t.Fatalf("scrape does not parse: %v\n%s", err, body)
 	}
 	series := map[string]int{}
 	for name, mf := range mfs {
 		series[name] = len(mf.GetMetric())
 	}
-	return string(b), series
+	return series
 }
 
 func TestPrimeExportsBeforeFirstUse(t *testing.T) {
@@ -45,9 +37,8 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
-	if body, _ := scrapeFamilies(t, srv); strings.Contains(body, "breakwater_task_duration_seconds") {
+	scrape := scraper(t, m)
+	if body := scrape(); strings.Contains(body, "breakwater_task_duration_seconds") {
 		t.Fatalf("task duration exported before Prime and before any task:\n%s", grep(body, "breakwater"))
 	}
 
@@ -56,7 +47,8 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 		Backends: []string{"flow"}, CallOutcomes: []string{"ok", "transient"},
 		Reasons: []string{"poison", "exhausted"},
 	})
-	body, series := scrapeFamilies(t, srv)
+	body := scrape()
+	series := families(t, body)
 	for _, want := range []string{
 		`breakwater_task_duration_seconds_count{outcome="done",type="echo"} 0`,
 		`breakwater_task_duration_seconds_count{outcome="dead_lettered",type="echo"} 0`,
@@ -78,7 +70,8 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 	// series per label set); the other primed series take its buckets.
 	in.TaskDone(t.Context(), "echo", "done", 30*time.Millisecond)
 	in.DLQEntry(t.Context(), "poison")
-	body, series = scrapeFamilies(t, srv)
+	body = scrape()
+	series = families(t, body)
 	for _, want := range []string{
 		`breakwater_task_duration_seconds_count{outcome="done",type="echo"} 1`,
 		`breakwater_task_duration_seconds_count{outcome="dead_lettered",type="echo"} 0`,
