@@ -25,14 +25,9 @@ import (
 // would, failing on anything it would refuse.
 func scrapeFamilies(t *testing.T, w *worker) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b := scrape(t, "http://"+w.httpAddr+"/metrics")
 	tp := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := tp.TextToMetricFamilies(strings.NewReader(string(b)))
+	mfs, err := tp.TextToMetricFamilies(strings.NewReader(b))
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v\n%s", err, b)
 	}
