@@ -226,6 +226,7 @@ func Run(ctx context.Context, o Options) error {
 		}); err != nil {
 			return err
 		}
+		metrics.Prime(instruments, knownLabels(cfg))
 	}
 	var fired func(typ string, periodic bool, late time.Duration) // nil without --http
 	if metrics != nil {

@@ -14,7 +14,8 @@
 //   - Metrics: NewMetrics is a meter provider served in Prometheus format;
 //     ObserveWorker and NewInstruments register the worker's instruments
 //     (names breakwater.*, Prometheus breakwater_*; low-cardinality
-//     attributes only, never task ids).
+//     attributes only, never task ids); Metrics.Prime exports them from
+//     the first scrape, at zero, with the label values known at start.
 //   - Logs: NewLogHandler adds trace_id and span_id to log/slog records
 //     logged with a context that carries a span.
 package tracing

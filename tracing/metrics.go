@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,6 +32,7 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	provider *sdkmetric.MeterProvider
 	meter    metric.Meter
+	primed   atomic.Pointer[[]zeroSeries] // set by Prime
 }
 
 // NewMetrics builds a private Prometheus registry (with the Go runtime and
@@ -67,7 +69,7 @@ func (m *Metrics) Meter() metric.Meter { return m.meter }
 
 // Handler serves the metrics in Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(primedGatherer{m}, promhttp.HandlerOpts{})
 }
 
 // Shutdown stops the meter provider; Handler serves nothing new after it.
