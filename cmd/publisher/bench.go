@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/task"
 )
 
@@ -80,7 +81,7 @@ counted.`,
 }
 
 func (bf benchFlags) validate() error {
-	if err := validType(bf.typ); err != nil {
+	if err := client.ValidType(bf.typ); err != nil {
 		return usagef("--type: %v", err)
 	}
 	switch {
@@ -148,9 +149,9 @@ func (a *app) bench(ctx context.Context, bf benchFlags) error {
 	// Asynchronous publishing with a window per goroutine: a synchronous
 	// publish costs a round trip (and with fsync on every write, a disk
 	// flush) per task, so a few publishers would measure themselves, not
-	// the worker. The windows add up to asyncWindow whatever the
+	// the worker. The windows add up to client.DefaultAsyncWindow whatever the
 	// concurrency, which bounds the tasks in flight to the server.
-	window := max(1, asyncWindow/bf.concurrency)
+	window := max(1, client.DefaultAsyncWindow/bf.concurrency)
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	nc, js, err := a.connectJS(cctx, "bench",
 		jetstream.WithPublishAsyncMaxPending(window*bf.concurrency),
@@ -305,7 +306,7 @@ func (a *app) benchPhase(ctx context.Context, nc *nats.Conn, js jetstream.JetStr
 					Data:    benchPayload(i, bf.size, pad),
 				}
 				run.sent[i].Store(run.since())
-				paf, err := publishAsync(ctx, js, msg)
+				paf, err := client.PublishAsync(ctx, js, msg)
 				if err != nil {
 					pubErrs.Add(1)
 					firstMu.Do(func() { pubErr = err })
@@ -506,4 +507,9 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+type inflight struct {
+	line int
+	paf  jetstream.PubAckFuture
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -204,6 +205,34 @@ func (a *app) connectJS(ctx context.Context, name string, opts ...jetstream.JetS
 	return nc, js, nil
 }
 
+// client connects like connect and opens a Breakwater client on the
+// connection with the topology, timeouts and tracing of the command line;
+// the caller calls closeConn when done.
+func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing) (c *client.Client, closeConn func(), err error) {
+	topo, err := a.topology()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := a.connect(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []client.Option{
+		client.WithTopology(topo),
+		client.WithRequestTimeout(a.requestTimeout()),
+		client.WithResultTimeout(a.resultTimeout()),
+	}
+	if traces != nil && traces.Enabled() {
+		opts = append(opts, client.WithTracing(traces.Tracer(), traces.Propagator()))
+	}
+	c, err = client.New(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return c, nc.Close, nil
+}
+
 // streamHint explains the usual reason behind a JetStream error a user
 // sees: no stream, so no worker has ever started on this server.
 func streamHint(err error, stream string) error {
@@ -222,42 +251,4 @@ func streamHint(err error, stream string) error {
 func flagChanged(fs *pflag.FlagSet, name string) bool {
 	f := fs.Lookup(name)
 	return f != nil && f.Changed
-}
-
-// validType checks that typ can stand in a subject as tasks.<typ> and
-// results.<typ>.<id>: dot-separated non-empty tokens without wildcards,
-// whitespace or control characters.
-func validType(typ string) error {
-	if typ == "" {
-		return errors.New("empty task type")
-	}
-	for tok := range strings.SplitSeq(typ, ".") {
-		if tok == "" {
-			return fmt.Errorf("task type %q has an empty token", typ)
-		}
-		for _, c := range tok {
-			if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
-				return fmt.Errorf("task type %q has %q; wildcards, spaces and control characters are not allowed", typ, c)
-			}
-		}
-	}
-	return nil
-}
-
-// validHeader checks a header name and value the way the NATS wire format
-// needs them: a name of visible ASCII without ':', a value without CR or LF
-// (which would end the header early).
-func validHeader(k, v string) error {
-	if k == "" {
-		return errors.New("empty header name")
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return fmt.Errorf("header name %q has %q", k, c)
-		}
-	}
-	if strings.ContainsAny(v, "\r\n") {
-		return fmt.Errorf("header %s: value has a line break", k)
-	}
-	return nil
 }
