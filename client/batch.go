@@ -129,7 +129,7 @@ func (c *Client) PublishBatch(ctx context.Context, r io.Reader, opts ...BatchOpt
 				mu.Unlock()
 			case err := <-p.paf.Err():
 				tracing.End(p.span, err)
-				fail(p.line, fmt.Errorf("publish: %w", streamHint(err, tasks)))
+				fail(p.line, fmt.Errorf("publish: %w", StreamHint(err, tasks)))
 			}
 		}
 	})
@@ -152,7 +152,7 @@ func (c *Client) PublishBatch(ctx context.Context, r io.Reader, opts ...BatchOpt
 			if err != nil {
 				fail(lineNo, err)
 			} else if span, paf, err := c.publishTraced(ctx, msg); err != nil {
-				fail(lineNo, fmt.Errorf("publish: %w", streamHint(err, tasks)))
+				fail(lineNo, fmt.Errorf("publish: %w", StreamHint(err, tasks)))
 			} else {
 				pending <- inflight{line: lineNo, paf: paf, span: span}
 			}

@@ -202,6 +202,9 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 // Topology is the installation the Client works with.
 func (c *Client) Topology() bus.Topology { return c.o.topo }
 
+// Conn is the connection the Client was made with.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
 // JetStream is the Client's JetStream context, for what the Client does
 // not cover.
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
@@ -223,9 +226,10 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	return context.WithTimeout(ctx, d)
 }
 
-// streamHint explains the usual reason behind a JetStream error a user
-// sees: no stream, so no worker has ever started on this server.
-func streamHint(err error, stream string) error {
+// StreamHint explains the usual reason behind a JetStream error about
+// stream, wrapping err: no stream, so no worker has ever started on this
+// server (or with another prefix), or a server without JetStream.
+func StreamHint(err error, stream string) error {
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		return &hintError{msg: fmt.Sprintf("stream %s not found (has a worker started on this server, with the same prefix?)", stream), err: err}

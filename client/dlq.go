@@ -24,7 +24,7 @@ func (c *Client) DLQAdmin(ctx context.Context) (*dlq.Admin, error) {
 	defer cancel()
 	adm, err := dlq.NewAdmin(ctx, c.js, c.o.topo, opts...)
 	if err != nil {
-		return nil, streamHint(err, c.o.topo.DLQStream())
+		return nil, StreamHint(err, c.o.topo.DLQStream())
 	}
 	c.admin = adm
 	return adm, nil

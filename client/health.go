@@ -47,7 +47,7 @@ func (c *Client) Health(ctx context.Context) (*HealthSnapshot, error) {
 	topo := c.o.topo
 	s, err := c.js.Stream(ctx, topo.HealthStream())
 	if err != nil {
-		return nil, streamHint(err, topo.HealthStream())
+		return nil, StreamHint(err, topo.HealthStream())
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(topo.HealthFilter()))
 	if err != nil {

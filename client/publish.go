@@ -196,7 +196,7 @@ func (c *Client) publish(ctx context.Context, p *prepared) (duplicate bool, err 
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return false, fmt.Errorf("publish to %s: %w", p.msg.Subject, tooLarge(p.msg, c.nc.MaxPayload(), err))
 		}
-		return false, fmt.Errorf("publish to %s: %w", p.msg.Subject, streamHint(err, c.o.topo.TasksStream()))
+		return false, fmt.Errorf("publish to %s: %w", p.msg.Subject, StreamHint(err, c.o.topo.TasksStream()))
 	}
 	return ack.Duplicate, nil
 }

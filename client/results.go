@@ -60,7 +60,7 @@ func (c *Client) lastResult(ctx context.Context, s *jetstream.Stream, typ, id st
 	if *s == nil {
 		st, err := c.js.Stream(ctx, topo.ResultsStream())
 		if err != nil {
-			return nil, fmt.Errorf("look up results: %w", streamHint(err, topo.ResultsStream()))
+			return nil, fmt.Errorf("look up results: %w", StreamHint(err, topo.ResultsStream()))
 		}
 		*s = st
 	}
@@ -151,7 +151,7 @@ func (c *Client) follow(ctx context.Context, what, stream, filter string, policy
 		})
 		cancel()
 		if err != nil {
-			yield(nil, fmt.Errorf("%s: %w", what, streamHint(err, stream)))
+			yield(nil, fmt.Errorf("%s: %w", what, StreamHint(err, stream)))
 			return
 		}
 		msgs, err := cons.Messages()

@@ -110,11 +110,11 @@ func (c *Client) now() time.Time { return time.Now() }
 
 func isNotFound(err error) bool { return errors.Is(err, schedule.ErrNotFound) }
 
-// hint explains an error of the schedule client the way streamHint does;
+// hint explains an error of the schedule client the way StreamHint does;
 // bad input passes as it is.
 func (c *Client) hint(err error) error {
 	if err == nil || errors.Is(err, schedule.ErrInvalid) {
 		return err
 	}
-	return streamHint(err, c.o.topo.TasksStream())
+	return StreamHint(err, c.o.topo.TasksStream())
 }

@@ -206,9 +206,9 @@ func (a *app) connectJS(ctx context.Context, name string, opts ...jetstream.JetS
 }
 
 // client connects like connect and opens a Breakwater client on the
-// connection with the topology, timeouts and tracing of the command line;
-// the caller calls closeConn when done.
-func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing) (c *client.Client, closeConn func(), err error) {
+// connection with the topology, timeouts and tracing of the command line,
+// then extra; the caller calls closeConn when done.
+func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing, extra ...client.Option) (c *client.Client, closeConn func(), err error) {
 	topo, err := a.topology()
 	if err != nil {
 		return nil, nil, err
@@ -225,7 +225,7 @@ func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing) 
 	if traces != nil && traces.Enabled() {
 		opts = append(opts, client.WithTracing(traces.Tracer(), traces.Propagator()))
 	}
-	c, err = client.New(nc, opts...)
+	c, err = client.New(nc, append(opts, extra...)...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
