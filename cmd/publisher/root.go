@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -19,16 +17,6 @@ import (
 	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
-)
-
-// Defaults of --timeout, which means "how long to wait" for every command
-// but waits for different things.
-const (
-	// defaultRequestTimeout bounds JetStream API requests and publish acks.
-	defaultRequestTimeout = 10 * time.Second
-	// defaultResultTimeout bounds the wait for results (publish --wait,
-	// bench): a task may legitimately take seconds.
-	defaultResultTimeout = 30 * time.Second
 )
 
 // app holds what every command shares: the streams of the process and the
@@ -141,18 +129,21 @@ func (a *app) topology() (bus.Topology, error) {
 	return bus.Topology{Prefix: p}, nil
 }
 
+// requestTimeout and resultTimeout are --timeout, which means "how long
+// to wait" for every command but waits for different things, else the
+// client's default for a request or a result.
 func (a *app) requestTimeout() time.Duration {
 	if a.g.timeout > 0 {
 		return a.g.timeout
 	}
-	return defaultRequestTimeout
+	return client.DefaultRequestTimeout
 }
 
 func (a *app) resultTimeout() time.Duration {
 	if a.g.timeout > 0 {
 		return a.g.timeout
 	}
-	return defaultResultTimeout
+	return client.DefaultResultTimeout
 }
 
 // connectOptions are the connection settings: each global flag, else its
@@ -190,21 +181,6 @@ func inboxPrefix(name string) string {
 	return ""
 }
 
-// connectJS connects like connect and opens the JetStream context every
-// subcommand needs; the caller closes the connection.
-func (a *app) connectJS(ctx context.Context, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := a.connect(ctx, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := jetstream.New(nc, opts...)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
-}
-
 // client connects like connect and opens a Breakwater client on the
 // connection with the topology, timeouts and tracing of the command line,
 // then extra; the caller calls closeConn when done.
@@ -231,20 +207,6 @@ func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing, 
 		return nil, nil, err
 	}
 	return c, nc.Close, nil
-}
-
-// streamHint explains the usual reason behind a JetStream error a user
-// sees: no stream, so no worker has ever started on this server.
-func streamHint(err error, stream string) error {
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("stream %s not found (has a worker started on this server, with the same prefix?)", stream)
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w (no stream %s stores this subject: has a worker started on this server, with the same prefix?)", err, stream)
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return fmt.Errorf("%w: the server does not run JetStream", err)
-	}
-	return err
 }
 
 // flagChanged reports whether the named local flag was given.
