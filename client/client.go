@@ -256,18 +256,8 @@ func (e *hintError) Unwrap() error { return e.err }
 // without wildcards, whitespace or control characters. The error wraps
 // ErrInvalid.
 func ValidType(typ string) error {
-	if typ == "" {
-		return invalidf("empty task type")
-	}
-	for tok := range strings.SplitSeq(typ, ".") {
-		if tok == "" {
-			return invalidf("task type %q has an empty token", typ)
-		}
-		for _, c := range tok {
-			if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
-				return invalidf("task type %q has %q; wildcards, spaces and control characters are not allowed", typ, c)
-			}
-		}
+	if err := task.ValidType(typ); err != nil {
+		return &invalidError{msg: err.Error()}
 	}
 	return nil
 }
