@@ -8,6 +8,7 @@ import (
 	"iter"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,6 +36,37 @@ type Backend struct {
 type Worker struct {
 	health.WorkerEvent
 	HasPausedRoutes bool `json:"-"`
+}
+
+// The statuses Liveness adds to a worker's own (health.WorkerRunning and
+// the others it reports).
+const (
+	// WorkerSilent is a running worker whose heartbeats stopped: none for
+	// three intervals.
+	WorkerSilent = "silent"
+	// WorkerStarting is a running worker whose only heartbeat is the one
+	// sent at its start: its zeros are not counts yet.
+	WorkerStarting = "starting"
+)
+
+// Liveness is the worker's status as of now: the one it reported, or,
+// for a running worker, WorkerSilent when its heartbeats stopped and
+// WorkerStarting when it has sent only its first.
+func (w Worker) Liveness(now time.Time) string {
+	if w.Status != health.WorkerRunning {
+		return w.Status
+	}
+	if w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
+		return WorkerSilent
+	}
+	// The first heartbeat: its uptime is under one interval (the next
+	// comes an interval after it), or under a second when the interval
+	// is unknown, and it has counted nothing.
+	young := w.UptimeSeconds < 1 || (w.Interval > 0 && w.UptimeSeconds < w.Interval)
+	if young && w.Tasks == (health.Tasks{}) && w.InFlight == 0 {
+		return WorkerStarting
+	}
+	return w.Status
 }
 
 // Health reads the snapshot. Events that are not Breakwater's (malformed,

@@ -105,11 +105,8 @@ AVAILABILITY: successful calls and probes over the last hour (the SLA window), s
 	fmt.Fprintln(tw, "WORKER\tSTATUS\tUPTIME\tDONE\tFAILED\tDEAD-LETTERED\tIN-FLIGHT\tCACHE-HITS\tVERSION\tLAST-HEARTBEAT")
 	var paused [][2]string // route, worker
 	for _, w := range st.Workers {
-		status := w.Status
-		if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
-			status = "silent"
-		}
-		if status == health.WorkerRunning && firstHeartbeat(w.WorkerEvent) {
+		status := w.Liveness(now)
+		if status == client.WorkerStarting {
 			// Only the heartbeat sent at start: its zeros are not counts
 			// yet, and the next comes an interval later.
 			fmt.Fprintf(tw, "%s\tstarting\t-\t-\t-\t-\t-\t-\t%s\t%s\n", w.Worker, w.Version, ago(w.At))
@@ -149,15 +146,6 @@ AVAILABILITY: successful calls and probes over the last hour (the SLA window), s
 		}
 	}
 	return tw.Flush()
-}
-
-// firstHeartbeat reports whether w is the heartbeat a worker sends as it
-// starts, before it has counted anything: its uptime is under one interval
-// (the next heartbeat comes an interval after it), or under a second when
-// the interval is unknown.
-func firstHeartbeat(w health.WorkerEvent) bool {
-	young := w.UptimeSeconds < 1 || (w.Interval > 0 && w.UptimeSeconds < w.Interval)
-	return young && w.Tasks == (health.Tasks{}) && w.InFlight == 0
 }
 
 // successCells are the SUCCESS and REJECTED cells of a backend: "n/a (N
