@@ -80,6 +80,7 @@ type options struct {
 	requestTimeout time.Duration
 	resultTimeout  time.Duration
 	asyncWindow    int
+	traced         bool
 	tracer         trace.Tracer
 	propagator     propagation.TextMapPropagator
 	who            string
@@ -154,7 +155,7 @@ func WithTracing(tr trace.Tracer, p propagation.TextMapPropagator) Option {
 		if tr == nil || p == nil {
 			return fmt.Errorf("%w: tracing needs a tracer and a propagator", ErrInvalidOption)
 		}
-		o.tracer, o.propagator = tr, p
+		o.traced, o.tracer, o.propagator = true, tr, p
 		return nil
 	}
 }
@@ -178,6 +179,8 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		requestTimeout: DefaultRequestTimeout,
 		resultTimeout:  DefaultResultTimeout,
 		asyncWindow:    DefaultAsyncWindow,
+		tracer:         noop.NewTracerProvider().Tracer(""),
+		propagator:     propagation.NewCompositeTextMapPropagator(),
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -210,12 +213,9 @@ func (c *Client) Conn() *nats.Conn { return c.nc }
 func (c *Client) JetStream() jetstream.JetStream { return c.js }
 
 // tracing reports whether spans are made, and the tracer and propagator
-// (no-op ones when not).
+// (no-op ones when not, set by New).
 func (c *Client) tracing() (bool, trace.Tracer, propagation.TextMapPropagator) {
-	if c.o.tracer == nil {
-		return false, noop.NewTracerProvider().Tracer(""), propagation.NewCompositeTextMapPropagator()
-	}
-	return true, c.o.tracer, c.o.propagator
+	return c.o.traced, c.o.tracer, c.o.propagator
 }
 
 // withTimeout gives ctx the deadline d unless it has one.
