@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -72,8 +73,9 @@ func WithBatchHeader(k, v string) BatchOption {
 	}
 }
 
-// WithOnFailure is told of every task that failed, by its line number (1
-// first): a bad line or a publish the server refused. It may be called
+// WithOnFailure is told of every task that failed, by its line number
+// (PublishBatch) or its position (PublishTasks), 1 first: bad input or a
+// publish the server refused. It may be called
 // from another goroutine than PublishBatch's, never concurrently.
 func WithOnFailure(fn func(line int, err error)) BatchOption {
 	return func(o *batchOptions) error {
@@ -86,33 +88,96 @@ func WithOnFailure(fn func(line int, err error)) BatchOption {
 // asynchronously: at most the async window of publishes await their ack,
 // and past it the server's pace sets the batch's (backpressure: nothing is
 // dropped, nothing buffered without limit). A bad line or a failed
-// publish is counted as failed and reported to WithOnFailure without
-// stopping the rest. The error is not nil only when the batch stopped
-// early: ctx ended (wrapping its error) or the input could not be read.
-// Every task's ack is awaited before it returns.
+// publish is counted as failed and reported to WithOnFailure with its
+// line number, without stopping the rest. The error is not nil only when
+// the batch stopped early: ctx ended (wrapping its error) or the input
+// could not be read. Every task's ack is awaited before it returns.
 func (c *Client) PublishBatch(ctx context.Context, r io.Reader, opts ...BatchOption) (BatchSummary, error) {
+	o, err := batchOpts(opts)
+	if err != nil {
+		return BatchSummary{}, err
+	}
+	in := bufio.NewReaderSize(r, 1<<20)
+	lineNo := 0
+	return c.batch(ctx, o, func() (int, *nats.Msg, error, bool) {
+		for {
+			// ReadBytes, not a Scanner: a line is as long as its task,
+			// with no arbitrary limit that would end the whole batch.
+			line, rerr := in.ReadBytes('\n')
+			lineNo++
+			if len(bytes.TrimSpace(line)) > 0 {
+				msg, err := c.parseLine(line, o.common)
+				return lineNo, msg, err, true
+			}
+			if rerr == io.EOF {
+				return 0, nil, nil, false
+			}
+			if rerr != nil {
+				return 0, nil, fmt.Errorf("read tasks: %w", rerr), false
+			}
+		}
+	})
+}
+
+// Task is one task of PublishTasks.
+type Task struct {
+	Type string
+	// ID is the task id, also its Nats-Msg-Id; empty: a fresh one.
+	ID     string
+	Header nats.Header
+	Data   []byte
+}
+
+// PublishTasks publishes tasks as PublishBatch publishes the lines of its
+// input, with the same backpressure and counts; WithOnFailure learns the
+// position of a failed task in tasks (1 first).
+func (c *Client) PublishTasks(ctx context.Context, tasks iter.Seq[Task], opts ...BatchOption) (BatchSummary, error) {
+	o, err := batchOpts(opts)
+	if err != nil {
+		return BatchSummary{}, err
+	}
+	next, stop := iter.Pull(tasks)
+	defer stop()
+	n := 0
+	return c.batch(ctx, o, func() (int, *nats.Msg, error, bool) {
+		t, ok := next()
+		if !ok {
+			return 0, nil, nil, false
+		}
+		n++
+		msg, err := c.taskMsg(t, o.common)
+		return n, msg, err, true
+	})
+}
+
+func batchOpts(opts []BatchOption) (batchOptions, error) {
 	var o batchOptions
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
-			return BatchSummary{}, err
+			return o, err
 		}
 	}
+	return o, nil
+}
+
+// batch publishes the tasks next yields: each with its number, its message
+// or why it has none, until next says there are no more (with an error if
+// the input broke off). The collector goroutine reads the acks in order;
+// it is owned by this call and awaited before it returns.
+func (c *Client) batch(ctx context.Context, o batchOptions, next func() (n int, msg *nats.Msg, err error, ok bool)) (BatchSummary, error) {
 	var (
 		mu  sync.Mutex // guards sum and serialises onFailure
 		sum BatchSummary
 	)
-	fail := func(line int, err error) {
+	fail := func(n int, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		sum.Failed++
 		if o.onFailure != nil {
-			o.onFailure(line, err)
+			o.onFailure(n, err)
 		}
 	}
 	tasks := c.o.topo.TasksStream()
-
-	// The collector reads the acks in order; it is owned by this call and
-	// awaited before it returns.
 	pending := make(chan inflight, c.o.asyncWindow)
 	var collector sync.WaitGroup
 	collector.Go(func() {
@@ -134,35 +199,26 @@ func (c *Client) PublishBatch(ctx context.Context, r io.Reader, opts ...BatchOpt
 		}
 	})
 
-	in := bufio.NewReaderSize(r, 1<<20)
 	var stop error
-	for lineNo := 1; ; lineNo++ {
+	for {
 		if ctx.Err() != nil {
 			stop = fmt.Errorf("batch: %w", ctx.Err())
 			break
 		}
-		// ReadBytes, not a Scanner: a line is as long as its task, with
-		// no arbitrary limit that would end the whole batch.
-		line, rerr := in.ReadBytes('\n')
-		if len(bytes.TrimSpace(line)) > 0 {
-			mu.Lock()
-			sum.Tasks++
-			mu.Unlock()
-			msg, err := c.parseLine(line, o.common)
-			if err != nil {
-				fail(lineNo, err)
-			} else if span, paf, err := c.publishTraced(ctx, msg); err != nil {
-				fail(lineNo, fmt.Errorf("publish: %w", StreamHint(err, tasks)))
-			} else {
-				pending <- inflight{line: lineNo, paf: paf, span: span}
-			}
-		}
-		if rerr == io.EOF {
+		n, msg, err, ok := next()
+		if !ok {
+			stop = err
 			break
 		}
-		if rerr != nil {
-			stop = fmt.Errorf("read tasks: %w", rerr)
-			break
+		mu.Lock()
+		sum.Tasks++
+		mu.Unlock()
+		if err != nil {
+			fail(n, err)
+		} else if span, paf, err := c.publishTraced(ctx, msg); err != nil {
+			fail(n, fmt.Errorf("publish: %w", StreamHint(err, tasks)))
+		} else {
+			pending <- inflight{line: n, paf: paf, span: span}
 		}
 	}
 	close(pending)
@@ -192,31 +248,43 @@ func (c *Client) parseLine(line []byte, common nats.Header) (*nats.Msg, error) {
 	if bl.Type == "" {
 		return nil, invalidf(`missing "type"`)
 	}
-	if err := ValidType(bl.Type); err != nil {
-		return nil, err
-	}
-	if bl.ID == "" {
-		bl.ID = nuid.Next()
-	} else if err := ValidID(bl.ID); err != nil {
-		return nil, err
-	}
 	data, err := linePayload(bl.Data)
 	if err != nil {
 		return nil, err
 	}
-	hdr := make(nats.Header, len(common)+len(bl.Headers)+2)
+	t := Task{Type: bl.Type, ID: bl.ID, Data: data, Header: make(nats.Header, len(bl.Headers))}
+	for k, v := range bl.Headers {
+		t.Header.Set(k, v)
+	}
+	return c.taskMsg(t, common)
+}
+
+// taskMsg checks t and makes its message. common holds the batch's
+// headers; the task's own win over them.
+func (c *Client) taskMsg(t Task, common nats.Header) (*nats.Msg, error) {
+	if err := ValidType(t.Type); err != nil {
+		return nil, err
+	}
+	if t.ID == "" {
+		t.ID = nuid.Next()
+	} else if err := ValidID(t.ID); err != nil {
+		return nil, err
+	}
+	hdr := make(nats.Header, len(common)+len(t.Header)+2)
 	for k, v := range common {
 		hdr[k] = append([]string(nil), v...)
 	}
-	for k, v := range bl.Headers {
-		if err := checkHeader(k, v); err != nil {
-			return nil, err
+	for k, vs := range t.Header {
+		for _, v := range vs {
+			if err := checkHeader(k, v); err != nil {
+				return nil, err
+			}
 		}
-		hdr.Set(k, v)
+		hdr[k] = append([]string(nil), vs...)
 	}
-	hdr.Set(task.HeaderID, bl.ID)
-	hdr.Set(task.HeaderMsgID, bl.ID)
-	return &nats.Msg{Subject: c.o.topo.TaskSubject(bl.Type), Header: hdr, Data: data}, nil
+	hdr.Set(task.HeaderID, t.ID)
+	hdr.Set(task.HeaderMsgID, t.ID)
+	return &nats.Msg{Subject: c.o.topo.TaskSubject(t.Type), Header: hdr, Data: t.Data}, nil
 }
 
 // linePayload maps a line's "data" to task bytes: a JSON string is sent as

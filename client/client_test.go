@@ -184,6 +184,25 @@ func TestPublishBatchBackpressure(t *testing.T) {
 	if got := tasksStored(t, in, topo); got != n {
 		t.Errorf("TASKS holds %d, want %d", got, n)
 	}
+
+	// The same from Go values: a bad task is reported by its position.
+	tasks := func(yield func(client.Task) bool) {
+		for i := range n {
+			if !yield(client.Task{Type: "idle", ID: fmt.Sprintf("go-%d", i), Header: nats.Header{"X-I": {fmt.Sprint(i)}}}) {
+				return
+			}
+		}
+		yield(client.Task{Type: "idle", ID: "bad id"})
+	}
+	failures = nil
+	sum, err = c.PublishTasks(t.Context(), tasks, client.WithOnFailure(func(n int, err error) { failures = append(failures, fmt.Sprint(n)) }))
+	if err != nil || sum != (client.BatchSummary{Tasks: n + 1, Stored: n, Failed: 1}) || len(failures) != 1 || failures[0] != fmt.Sprint(n+1) {
+		t.Fatalf("PublishTasks: summary %+v, %v, failures at %q; want %d stored and task %d failed", sum, err, failures, n, n+1)
+	}
+	if got := tasksStored(t, in, topo); got != 2*n {
+		t.Errorf("TASKS holds %d, want %d", got, 2*n)
+	}
+
 	if _, err := c.PublishBatch(t.Context(), strings.NewReader(""), client.WithBatchHeader(task.HeaderReplyTo, "x")); !errors.Is(err, client.ErrInvalid) {
 		t.Errorf("a shared Task-Reply-To: %v, want ErrInvalid", err)
 	}
