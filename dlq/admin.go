@@ -349,11 +349,15 @@ func (o Outcome) String() string {
 }
 
 // ReplaySubject is where the entry's task goes back to.
-func (a *Admin) ReplaySubject(i *Item) string {
+func (a *Admin) ReplaySubject(i *Item) string { return ReplaySubject(a.topo, i) }
+
+// ReplaySubject is where the entry's task goes back to in topology t: its
+// Dlq-Original-Subject, else tasks.<type>.
+func ReplaySubject(t bus.Topology, i *Item) string {
 	if s := i.Header.Get(task.HeaderDLQOriginalSubject); s != "" {
 		return s
 	}
-	return a.topo.TaskSubject(i.Type(a.topo))
+	return t.TaskSubject(i.Type(t))
 }
 
 // ReplayMsgID is the Nats-Msg-Id of the replayed task: <id>-r<N>, N being

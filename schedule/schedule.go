@@ -73,18 +73,8 @@ func ValidName(name string) error {
 // ValidType reports why typ cannot be a task type: dot-separated
 // non-empty tokens without wildcards, whitespace or control characters.
 func ValidType(typ string) error {
-	if typ == "" {
-		return fmt.Errorf("%w: empty task type", ErrInvalid)
-	}
-	for tok := range strings.SplitSeq(typ, ".") {
-		if tok == "" {
-			return fmt.Errorf("%w: task type %q has an empty token", ErrInvalid, typ)
-		}
-		for _, c := range tok {
-			if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
-				return fmt.Errorf("%w: task type %q has %q; wildcards, spaces and control characters are not allowed", ErrInvalid, typ, c)
-			}
-		}
+	if err := task.ValidType(typ); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

@@ -7,20 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
-	"github.com/breakwater/breakwater/bus"
-	"github.com/breakwater/breakwater/task"
+	"github.com/breakwater/breakwater/client"
+	"github.com/breakwater/breakwater/loadgen"
 )
 
 // benchFlags are the local flags of `bench`.
@@ -66,10 +59,10 @@ counted.`,
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&bf.typ, "type", "echo", "task type to publish")
-	f.IntVar(&bf.count, "count", 10000, "tasks to publish")
-	f.IntVar(&bf.concurrency, "concurrency", 64, "publishing goroutines")
-	f.IntVar(&bf.size, "size", 128, "payload size in bytes")
+	f.StringVar(&bf.typ, "type", loadgen.DefaultType, "task type to publish")
+	f.IntVar(&bf.count, "count", loadgen.DefaultCount, "tasks to publish")
+	f.IntVar(&bf.concurrency, "concurrency", loadgen.DefaultConcurrency, "publishing goroutines")
+	f.IntVar(&bf.size, "size", loadgen.DefaultSize, "payload size in bytes")
 	f.Float64Var(&bf.rate, "rate", 0, "total publish rate in tasks/s (0: as fast as acknowledged)")
 	f.IntVar(&bf.warmup, "warmup", 0, "tasks to run first, not counted")
 	f.BoolVar(&bf.json, "json", false, "print the report as one JSON object")
@@ -80,7 +73,7 @@ counted.`,
 }
 
 func (bf benchFlags) validate() error {
-	if err := validType(bf.typ); err != nil {
+	if err := client.ValidType(bf.typ); err != nil {
 		return usagef("--type: %v", err)
 	}
 	switch {
@@ -98,332 +91,67 @@ func (bf benchFlags) validate() error {
 	return nil
 }
 
-// benchReport is the outcome of a bench run; it is also the --json output.
-type benchReport struct {
-	Type          string    `json:"type"`
-	Tasks         int       `json:"tasks"`
-	Concurrency   int       `json:"concurrency"`
-	Size          int       `json:"size"`
-	Rate          float64   `json:"rate,omitempty"`
-	Warmup        int       `json:"warmup,omitempty"`
-	Published     int       `json:"published"`
-	PublishErrors int       `json:"publish_errors"`
-	Received      int       `json:"received"`
-	Missing       int       `json:"missing"`
-	ElapsedMS     float64   `json:"elapsed_ms"`
-	PublishPerSec float64   `json:"publish_per_sec"`
-	ResultsPerSec float64   `json:"tasks_per_sec"`
-	LatencyMS     latencyMS `json:"latency_ms"`
-	// Queueing is true when the latency includes waiting behind a
-	// backlog: no --rate (every task published at once), or results
-	// slower than the rate.
-	Queueing bool `json:"latency_includes_queueing"`
-	// Embedded is true on a worker's embedded server (worker --embedded),
-	// which fsyncs every write unless started with --embedded-fsync
-	// interval.
-	Embedded       bool `json:"embedded_server"`
-	latencies      []time.Duration
-	resultDeadline time.Duration
-	firstPubErr    error // the first failed publish, if any
-}
-
-// latencyMS are the latency statistics in milliseconds.
-type latencyMS struct {
-	Min  float64 `json:"min"`
-	Mean float64 `json:"mean"`
-	P50  float64 `json:"p50"`
-	P95  float64 `json:"p95"`
-	P99  float64 `json:"p99"`
-	Max  float64 `json:"max"`
-}
-
 func (a *app) bench(ctx context.Context, bf benchFlags) error {
 	if err := bf.validate(); err != nil {
-		return err
-	}
-	topo, err := a.topology()
-	if err != nil {
 		return err
 	}
 	// Asynchronous publishing with a window per goroutine: a synchronous
 	// publish costs a round trip (and with fsync on every write, a disk
 	// flush) per task, so a few publishers would measure themselves, not
-	// the worker. The windows add up to asyncWindow whatever the
-	// concurrency, which bounds the tasks in flight to the server.
-	window := max(1, asyncWindow/bf.concurrency)
+	// the worker.
+	window := loadgen.Window(bf.concurrency)
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-	nc, js, err := a.connectJS(cctx, "bench",
-		jetstream.WithPublishAsyncMaxPending(window*bf.concurrency),
-		jetstream.WithPublishAsyncTimeout(a.requestTimeout()),
-	)
+	c, closeConn, err := a.client(cctx, "bench", nil, client.WithAsyncWindow(window*bf.concurrency))
 	cancel()
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn()
 
-	if bf.warmup > 0 {
-		w, err := a.benchPhase(ctx, nc, js, topo, bf, bf.warmup, window)
-		if err != nil {
-			return fmt.Errorf("warmup: %w", err)
-		}
-		if w.firstPubErr != nil && w.Published == 0 {
-			return fmt.Errorf("warmup: %w", w.firstPubErr)
-		}
+	r, w, err := loadgen.Run(ctx, c, loadgen.Options{
+		Type: bf.typ, Count: bf.count, Concurrency: bf.concurrency, Size: bf.size, Rate: bf.rate, Warmup: bf.warmup,
+		ResultTimeout: a.resultTimeout(), RequestTimeout: a.requestTimeout(),
+	})
+	if err != nil {
+		return err
+	}
+	if w != nil {
+		a.benchWarnings(w)
 		if w.Missing > 0 || w.PublishErrors > 0 {
 			// Worth knowing, but not a reason to skip the measurement.
 			fmt.Fprintf(a.stderr, "publisher: warmup: %d of %d results missing, %d publishes failed\n",
 				w.Missing, bf.warmup, w.PublishErrors)
 		}
 	}
-	r, err := a.benchPhase(ctx, nc, js, topo, bf, bf.count, window)
-	if err != nil {
-		return err
-	}
-	if r.firstPubErr != nil && r.Published == 0 {
+	a.benchWarnings(r)
+	if r.PublishErr != nil && r.Published == 0 {
 		// Nothing to report: say why in one line.
-		return r.firstPubErr
+		return r.PublishErr
 	}
-	r.Rate, r.Warmup = bf.rate, bf.warmup
-	r.Queueing = bf.rate == 0 || r.ResultsPerSec < behind*bf.rate
-	r.Embedded = nc.ConnectedServerName() == embeddedServerName
 	if err := a.printBench(r, bf.json); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}
-	if r.firstPubErr != nil {
+	if r.PublishErr != nil {
 		return fmt.Errorf("%d of %d results missing after %s, %d publishes failed (first: %w)",
-			r.Missing, r.Tasks, r.resultDeadline, r.PublishErrors, r.firstPubErr)
+			r.Missing, r.Tasks, r.ResultDeadline, r.PublishErrors, r.PublishErr)
 	}
 	if r.Missing > 0 {
-		return fmt.Errorf("%d of %d results missing after %s", r.Missing, r.Tasks, r.resultDeadline)
+		return fmt.Errorf("%d of %d results missing after %s", r.Missing, r.Tasks, r.ResultDeadline)
 	}
 	return nil
 }
 
-// benchRun is the shared state of one phase. Times are nanoseconds since
-// start plus one, so that zero means "not yet".
-type benchRun struct {
-	prefix   string // "<run id>-", every task id of the phase starts with it
-	start    time.Time
-	sent     []atomic.Int64
-	arrived  []atomic.Int64
-	received atomic.Int64
-	progress chan struct{} // signalled (never blocking) on each new result
-}
-
-func (r *benchRun) since() int64 { return int64(time.Since(r.start)) + 1 }
-
-// onResult records the arrival of a result of this phase; duplicates (a
-// redelivered task answered twice) and other runs' results are ignored.
-func (r *benchRun) onResult(m *nats.Msg) {
-	now := r.since()
-	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	num, ok := strings.CutPrefix(id, r.prefix)
-	if !ok {
-		return
-	}
-	n, err := strconv.Atoi(num)
-	if err != nil || n < 0 || n >= len(r.arrived) {
-		return
-	}
-	if r.arrived[n].CompareAndSwap(0, now) {
-		r.received.Add(1)
-		select {
-		case r.progress <- struct{}{}:
-		default:
-		}
+// benchWarnings says what the client dropped in a phase.
+func (a *app) benchWarnings(r *loadgen.Report) {
+	if r.Dropped > 0 {
+		fmt.Fprintf(a.stderr, "publisher: %d results dropped by the client (slow consumer)\n", r.Dropped)
 	}
 }
 
-// benchPhase publishes n tasks and waits for their results. Its
-// goroutines (the publishers, and the subscription's handler, which is
-// unsubscribed on return) all end before it returns.
-func (a *app) benchPhase(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, topo bus.Topology,
-	bf benchFlags, n, window int) (*benchReport, error) {
-	run := &benchRun{
-		prefix:   "bench-" + nuid.Next() + "-",
-		sent:     make([]atomic.Int64, n),
-		arrived:  make([]atomic.Int64, n),
-		progress: make(chan struct{}, 1),
-	}
-	// Results are JetStream-stored messages, but a core subscription on
-	// their subjects sees each one as it is published: no consumer, no
-	// acks, and the arrival time is the client's.
-	sub, err := nc.Subscribe(topo.ResultsFilter(bf.typ), run.onResult)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to results: %w", err)
-	}
-	defer sub.Unsubscribe() //nolint:errcheck // best effort; the connection closes soon
-	// A dropped result would be counted as missing: never drop.
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return nil, err
-	}
-	fctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-	err = nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to results: %w", err)
-	}
-
-	subject := topo.TaskSubject(bf.typ)
-	pad := strings.Repeat("x", bf.size)
-	var (
-		next    atomic.Int64
-		pubErrs atomic.Int64
-		firstMu sync.Once
-		pubErr  error
-		wg      sync.WaitGroup
-	)
-	run.start = time.Now()
-	for range bf.concurrency {
-		wg.Go(func() {
-			queue := make([]inflight, 0, window)
-			await := func(p inflight) {
-				select {
-				case <-p.paf.Ok():
-				case err := <-p.paf.Err():
-					pubErrs.Add(1)
-					firstMu.Do(func() { pubErr = err })
-				case <-ctx.Done():
-				}
-			}
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					break
-				}
-				if bf.rate > 0 && !waitUntil(ctx, run.start.Add(time.Duration(float64(i)/bf.rate*float64(time.Second)))) {
-					break
-				}
-				id := run.prefix + strconv.Itoa(i)
-				msg := &nats.Msg{
-					Subject: subject,
-					Header:  nats.Header{task.HeaderID: {id}, task.HeaderMsgID: {id}},
-					Data:    benchPayload(i, bf.size, pad),
-				}
-				run.sent[i].Store(run.since())
-				paf, err := publishAsync(ctx, js, msg)
-				if err != nil {
-					pubErrs.Add(1)
-					firstMu.Do(func() { pubErr = err })
-					continue
-				}
-				queue = append(queue, inflight{line: i, paf: paf})
-				if len(queue) >= window {
-					await(queue[0])
-					queue = queue[1:]
-				}
-			}
-			for _, p := range queue {
-				await(p)
-			}
-		})
-	}
-	wg.Wait()
-	published := time.Since(run.start)
-	sentCount := 0
-	for i := range run.sent {
-		if run.sent[i].Load() != 0 {
-			sentCount++
-		}
-	}
-	errs := int(pubErrs.Load())
-
-	// Wait for the results of every acknowledged task, or the deadline.
-	want := int64(sentCount - errs)
-	deadline := time.NewTimer(a.resultTimeout())
-	defer deadline.Stop()
-wait:
-	for run.received.Load() < want {
-		select {
-		case <-run.progress:
-		case <-deadline.C:
-			break wait
-		case <-ctx.Done():
-			break wait
-		}
-	}
-	// Stop counting before reading: late results must not change the
-	// figures while they are computed.
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		return nil, err
-	}
-	if dropped, _ := sub.Dropped(); dropped > 0 {
-		fmt.Fprintf(a.stderr, "publisher: %d results dropped by the client (slow consumer)\n", dropped)
-	}
-	rep := run.report(bf, n, sentCount, errs, published, a.resultTimeout())
-	if pubErr != nil {
-		rep.firstPubErr = fmt.Errorf("publish to %s: %w", subject, streamHint(pubErr, topo.TasksStream()))
-	}
-	return rep, nil
-}
-
-// report computes the figures of a finished phase.
-func (r *benchRun) report(bf benchFlags, n, sent, errs int, published, resultDeadline time.Duration) *benchReport {
-	rep := &benchReport{
-		Type: bf.typ, Tasks: n, Concurrency: bf.concurrency, Size: bf.size,
-		Published: sent - errs, PublishErrors: errs, resultDeadline: resultDeadline,
-	}
-	var last int64
-	for i := range r.arrived {
-		at := r.arrived[i].Load()
-		if at == 0 {
-			continue
-		}
-		rep.latencies = append(rep.latencies, time.Duration(at-r.sent[i].Load()))
-		last = max(last, at)
-	}
-	rep.Received = len(rep.latencies)
-	rep.Missing = max(0, rep.Published-rep.Received)
-	if published > 0 {
-		rep.PublishPerSec = float64(rep.Published) / published.Seconds()
-	}
-	if last > 0 {
-		elapsed := time.Duration(last - 1)
-		rep.ElapsedMS = ms(elapsed)
-		rep.ResultsPerSec = float64(rep.Received) / elapsed.Seconds()
-	}
-	if len(rep.latencies) > 0 {
-		slices.Sort(rep.latencies)
-		var sum time.Duration
-		for _, d := range rep.latencies {
-			sum += d
-		}
-		l := rep.latencies
-		rep.LatencyMS = latencyMS{
-			Min: ms(l[0]), Max: ms(l[len(l)-1]),
-			Mean: ms(sum / time.Duration(len(l))),
-			P50:  ms(percentile(l, 50)), P95: ms(percentile(l, 95)), P99: ms(percentile(l, 99)),
-		}
-	}
-	return rep
-}
-
-// percentile is the nearest-rank percentile p (0 < p ≤ 100) of sorted.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(rank, 1), len(sorted))-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// embeddedServerName is the server name of `worker --embedded` (set in
-// bus.StartEmbedded). The server's fsync mode is in its /varz, which only
-// the system account can ask for over NATS ($SYS.REQ.SERVER.*.VARZ), not a
-// client of the tasks' account; the name is what a client can see.
-const embeddedServerName = "breakwater-embedded"
-
-// behind is the share of --rate under which the results are said to have
-// fallen behind the publishing, so that the latency includes queueing.
-const behind = 0.9
-
-func (a *app) printBench(r *benchReport, asJSON bool) error {
+func (a *app) printBench(r *loadgen.Report, asJSON bool) error {
 	if asJSON {
 		b, err := json.Marshal(r)
 		if err != nil {
@@ -432,10 +160,10 @@ func (a *app) printBench(r *benchReport, asJSON bool) error {
 		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 		return err
 	}
-	pct := func(p float64) string { return roundDuration(percentile(r.latencies, p)).String() }
+	pct := func(p float64) string { return roundDuration(loadgen.Percentile(r.Latencies, p)).String() }
 	maxStr := "0s"
-	if len(r.latencies) > 0 {
-		maxStr = roundDuration(r.latencies[len(r.latencies)-1]).String()
+	if len(r.Latencies) > 0 {
+		maxStr = roundDuration(r.Latencies[len(r.Latencies)-1]).String()
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d tasks, %d concurrency, %d bytes: %.0f tasks/s\n", r.Tasks, r.Concurrency, r.Size, r.ResultsPerSec)
@@ -472,38 +200,4 @@ func roundDuration(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
-}
-
-// benchPayload is a payload of size bytes unique to task i: a JSON object
-// padded with pad, or only the number when size is too small for it.
-func benchPayload(i, size int, pad string) []byte {
-	b := make([]byte, 0, size)
-	b = append(b, `{"n":`...)
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, `,"pad":"`...)
-	if fill := size - len(b) - 2; fill >= 0 {
-		b = append(b, pad[:fill]...)
-		return append(b, `"}`...)
-	}
-	b = strconv.AppendInt(b[:0], int64(i), 10)
-	if len(b) > size {
-		return b[len(b)-size:]
-	}
-	return b
-}
-
-// waitUntil waits for t (the --rate pacing); false when ctx ended first.
-func waitUntil(ctx context.Context, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return true
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

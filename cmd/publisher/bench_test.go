@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/loadgen"
 )
 
 func TestBench(t *testing.T) {
@@ -37,7 +38,7 @@ func TestBenchJSON(t *testing.T) {
 	r := runCmd(t, "", "--nats-url", e.url, "bench", "--json", "--count", "200", "--concurrency", "3",
 		"--size", "10", "--warmup", "20", "--rate", "4000", "--timeout", "20s")
 	wantOK(t, r)
-	var got benchReport
+	var got loadgen.Report
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
 		t.Fatalf("stdout %q: %v", r.stdout, err)
 	}
@@ -65,31 +66,31 @@ func TestBenchReportSaysWhatLatencyIs(t *testing.T) {
 	lat := []time.Duration{time.Millisecond, 2 * time.Millisecond}
 	tests := []struct {
 		name string
-		give benchReport
+		give loadgen.Report
 		want []string
 		not  []string
 	}{
 		{
 			name: "all at once",
-			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, ResultsPerSec: 1351, Queueing: true},
+			give: loadgen.Report{Tasks: 2, Concurrency: 1, Size: 8, ResultsPerSec: 1351, Queueing: true},
 			want: []string{"2 tasks, 1 concurrency, 8 bytes: 1351 tasks/s\n",
 				"end-to-end latency incl. queueing (all tasks published at once): p50 1ms, p95 2ms, p99 2ms, max 2ms\n",
 				"note: give --rate"},
 		},
 		{
 			name: "rate kept up",
-			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990},
+			give: loadgen.Report{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990},
 			want: []string{"end-to-end latency at --rate 2000/s (the worker kept up: no queueing behind a backlog): p50 1ms"},
 			not:  []string{"incl. queueing", "note: give --rate"},
 		},
 		{
 			name: "rate fell behind",
-			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 900, Queueing: true},
+			give: loadgen.Report{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 900, Queueing: true},
 			want: []string{"end-to-end latency at --rate 2000/s, incl. queueing (results came at 900/s: the worker fell behind): p50 1ms"},
 		},
 		{
 			name: "embedded server",
-			give: benchReport{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990, Embedded: true},
+			give: loadgen.Report{Tasks: 2, Concurrency: 1, Size: 8, Rate: 2000, ResultsPerSec: 1990, Embedded: true},
 			want: []string{"note: a worker's embedded server (worker --embedded) fsyncs every write unless started with --embedded-fsync interval"},
 			not:  []string{"note: if the server"},
 		},
@@ -99,7 +100,7 @@ func TestBenchReportSaysWhatLatencyIs(t *testing.T) {
 			var out strings.Builder
 			a := &app{stdout: &out}
 			r := tt.give
-			r.latencies = lat
+			r.Latencies = lat
 			if err := a.printBench(&r, false); err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +147,7 @@ func TestBenchNamesEmbeddedServer(t *testing.T) {
 	}
 	r = runCmd(t, "", "--nats-url", e.url, "bench", "--json", "--count", "20", "--concurrency", "2", "--timeout", "20s")
 	wantOK(t, r)
-	var got benchReport
+	var got loadgen.Report
 	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.Embedded || !got.Queueing {
 		t.Errorf("--json %s (%v), want embedded_server and latency_includes_queueing true", r.stdout, err)
 	}
@@ -186,54 +187,5 @@ func TestBenchNoStream(t *testing.T) {
 	wantFail(t, r, exitFailure, "publisher: publish to nostream.tasks.echo: nats: no response from stream")
 	if r.stdout != "" {
 		t.Errorf("stdout %q, want no report when nothing was published", r.stdout)
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	var d []time.Duration
-	for i := 1; i <= 100; i++ {
-		d = append(d, time.Duration(i))
-	}
-	tests := []struct {
-		give []time.Duration
-		p    float64
-		want time.Duration
-	}{
-		{d, 50, 50},
-		{d, 95, 95},
-		{d, 99, 99},
-		{d, 100, 100},
-		{d[:1], 50, 1},
-		{d[:3], 50, 2},
-		{d[:3], 99, 3},
-		{nil, 50, 0},
-	}
-	for _, tt := range tests {
-		if got := percentile(tt.give, tt.p); got != tt.want {
-			t.Errorf("percentile(%d values, %v) = %v, want %v", len(tt.give), tt.p, got, tt.want)
-		}
-	}
-}
-
-func TestBenchPayload(t *testing.T) {
-	pad := strings.Repeat("x", 256)
-	tests := []struct {
-		i, size int
-		want    string
-	}{
-		{7, 20, `{"n":7,"pad":"xxxx"}`},
-		{7, 16, `{"n":7,"pad":""}`},
-		{123, 5, "123"},
-		{12345, 3, "345"},
-		{1, 0, ""},
-	}
-	for _, tt := range tests {
-		got := string(benchPayload(tt.i, tt.size, pad))
-		if got != tt.want {
-			t.Errorf("benchPayload(%d, %d) = %q, want %q", tt.i, tt.size, got, tt.want)
-		}
-		if tt.size >= 16 && len(got) != tt.size {
-			t.Errorf("benchPayload(%d, %d) has %d bytes", tt.i, tt.size, len(got))
-		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/task"
@@ -56,7 +57,7 @@ func (f *dlqFlags) filter(now time.Time) (dlq.Filter, error) {
 		return out, usagef("--limit must be 0 or more, got %d", f.limit)
 	}
 	for _, t := range f.types {
-		if err := validType(t); err != nil {
+		if err := client.ValidType(t); err != nil {
 			return out, usageError{msg: "--type: " + err.Error()}
 		}
 	}
@@ -115,36 +116,30 @@ Filters (list, replay, purge): --type, --reason, --backend, --since, --until,
 	return cmd
 }
 
-// withAdmin connects and runs fn with a DLQ admin.
-func (a *app) withAdmin(ctx context.Context, name string, fn func(context.Context, *dlq.Admin) error) error {
-	topo, err := a.topology()
-	if err != nil {
+// withDLQ connects, opens the DLQ and runs fn with a client; with
+// OTEL_TRACES_EXPORTER set, each replay is a span linked to the failed
+// task's trace (console spans go to stderr, never into list --json's
+// output).
+func (a *app) withDLQ(ctx context.Context, name string, fn func(context.Context, *client.Client) error) error {
+	if _, err := a.topology(); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
-	defer cancel()
-	nc, js, err := a.connectJS(cctx, name)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	// With OTEL_TRACES_EXPORTER set, each replay is a span linked to the
-	// failed task's trace; console spans go to stderr, never into list
-	// --json's output.
 	traces, flush, err := a.setupTracing(ctx)
 	if err != nil {
 		return err
 	}
 	defer flush()
-	var opts []dlq.AdminOption
-	if traces.Enabled() {
-		opts = append(opts, dlq.WithTracing(traces.Tracer(), traces.Propagator()))
-	}
-	adm, err := dlq.NewAdmin(cctx, js, topo, opts...)
+	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
+	defer cancel()
+	c, closeConn, err := a.client(cctx, name, traces)
 	if err != nil {
-		return streamHint(err, topo.DLQStream())
+		return err
 	}
-	return fn(ctx, adm)
+	defer closeConn()
+	if _, err := c.DLQAdmin(cctx); err != nil {
+		return err
+	}
+	return fn(ctx, c)
 }
 
 func (a *app) dlqListCmd() *cobra.Command {
@@ -163,29 +158,32 @@ field, the headers, the attempt history and the payload, for scripts.`,
 			if err != nil {
 				return err
 			}
-			return a.withAdmin(cmd.Context(), "dlq list", func(ctx context.Context, adm *dlq.Admin) error {
-				topo, _ := a.topology()
+			return a.withDLQ(cmd.Context(), "dlq list", func(ctx context.Context, c *client.Client) error {
+				topo := c.Topology()
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 				if !f.asJSON {
 					fmt.Fprintln(tw, "SEQ\tTYPE\tID\tREASON\tATTEMPTS\tFAILED-AT\tERROR")
 				}
 				n := 0
-				err := adm.Scan(ctx, flt, func(i *dlq.Item) error {
+				for i, err := range c.DeadLetters(ctx, flt) {
+					if err != nil {
+						return err
+					}
 					n++
 					if f.asJSON {
 						b, err := json.Marshal(itemJSON(i, i.Type(topo)))
 						if err != nil {
 							return err
 						}
-						_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+						if _, err := fmt.Fprintf(a.stdout, "%s\n", b); err != nil {
+							return err
+						}
+						continue
+					}
+					if _, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Seq, i.Type(topo), i.ID(), i.Reason(),
+						i.Attempts(), i.FailedAt().UTC().Format(time.RFC3339), cut(withoutAttemptCount(i.Error()), 60)); err != nil {
 						return err
 					}
-					_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Seq, i.Type(topo), i.ID(), i.Reason(),
-						i.Attempts(), i.FailedAt().UTC().Format(time.RFC3339), cut(withoutAttemptCount(i.Error()), 60))
-					return err
-				})
-				if err != nil {
-					return err
 				}
 				if !f.asJSON {
 					if err := tw.Flush(); err != nil {
@@ -225,7 +223,7 @@ func itemJSON(i *dlq.Item, typ string) dlqEntry {
 		Seq: i.Seq, Type: typ, ID: i.ID(), Reason: string(i.Reason()), Attempts: i.Attempts(), Replays: i.Replays(),
 		Backends: i.Backends(), FailedAt: i.FailedAt().UTC(), Error: i.Error(),
 		Subject: i.Header.Get(task.HeaderDLQOriginalSubject), History: hist,
-		Headers: storedHeaders(i.Header), Data: string(i.Data),
+		Headers: client.StoredHeaders(i.Header), Data: string(i.Data),
 	}
 }
 
@@ -251,12 +249,12 @@ func (a *app) dlqShowCmd() *cobra.Command {
 			if err != nil || seq == 0 {
 				return usagef("SEQ %q: must be a DLQ sequence number (see dlq list)", args[0])
 			}
-			return a.withAdmin(cmd.Context(), "dlq show", func(ctx context.Context, adm *dlq.Admin) error {
-				i, err := adm.Get(ctx, seq)
+			return a.withDLQ(cmd.Context(), "dlq show", func(ctx context.Context, c *client.Client) error {
+				i, err := c.DeadLetter(ctx, seq)
 				if err != nil {
 					return err
 				}
-				topo, _ := a.topology()
+				topo := c.Topology()
 				if asJSON {
 					b, err := json.MarshalIndent(itemJSON(i, i.Type(topo)), "", "  ")
 					if err != nil {
@@ -301,7 +299,7 @@ func (a *app) showItem(i *dlq.Item, typ string) error {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w, "Headers:")
-	h := storedHeaders(i.Header)
+	h := client.StoredHeaders(i.Header)
 	delete(h, dlq.HeaderHistory)
 	if err := writeHeaders(w, h); err != nil {
 		return err
@@ -339,7 +337,7 @@ selection is read a page at a time, never whole, whatever the DLQ holds.`,
 				}
 				o.Rate = r.PerSecond()
 			}
-			return a.withAdmin(cmd.Context(), "dlq replay", func(ctx context.Context, adm *dlq.Admin) error {
+			return a.withDLQ(cmd.Context(), "dlq replay", func(ctx context.Context, c *client.Client) error {
 				if f.dryRun {
 					// One at a time, so that the plan is in stream order.
 					o.Parallel = 1
@@ -349,15 +347,15 @@ selection is read a page at a time, never whole, whatever the DLQ holds.`,
 						case out == dlq.AlreadyDone:
 							fmt.Fprintf(a.stdout, "would skip %d (%s %s): result already stored, would delete the entry\n", i.Seq, i.Reason(), i.ID())
 						case dlq.ReplayDropsDeadline(i):
-							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s, without its Task-Deadline\n", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
+							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s, without its Task-Deadline\n", i.Seq, i.Reason(), i.ID(), c.ReplaySubject(i), dlq.ReplayMsgID(i))
 						default:
-							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s\n", i.Seq, i.Reason(), i.ID(), adm.ReplaySubject(i), dlq.ReplayMsgID(i))
+							fmt.Fprintf(a.stdout, "would replay %d (%s %s) to %s as %s\n", i.Seq, i.Reason(), i.ID(), c.ReplaySubject(i), dlq.ReplayMsgID(i))
 						}
 					}
 				}
 				sum, err := a.runBulk("replay", f.dryRun, func(progress func(int, int)) (dlq.Summary, error) {
 					o.Progress = progress
-					return adm.Replay(ctx, o)
+					return c.Replay(ctx, o)
 				})
 				var undated string
 				if sum.DeadlinesDropped > 0 {
@@ -395,7 +393,7 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 				return err
 			}
 			o := dlq.PurgeOptions{Filter: flt, DryRun: f.dryRun, EntryTimeout: a.requestTimeout()}
-			return a.withAdmin(cmd.Context(), "dlq purge", func(ctx context.Context, adm *dlq.Admin) error {
+			return a.withDLQ(cmd.Context(), "dlq purge", func(ctx context.Context, c *client.Client) error {
 				if f.dryRun {
 					o.Parallel = 1
 					o.OnEntry = func(i *dlq.Item, _ dlq.Outcome, _ error) {
@@ -404,7 +402,7 @@ func (a *app) dlqPurgeCmd() *cobra.Command {
 				}
 				sum, err := a.runBulk("purge", f.dryRun, func(progress func(int, int)) (dlq.Summary, error) {
 					o.Progress = progress
-					return adm.Purge(ctx, o)
+					return c.Purge(ctx, o)
 				})
 				if f.dryRun {
 					fmt.Fprintf(a.stderr, "dry run: would purge %d entries, changed nothing\n", sum.Purged)

@@ -1,7 +1,9 @@
 // Command publisher is Breakwater's client tool: it publishes tasks to the
 // TASKS stream (one, or many from a JSON Lines file), waits for a task's
 // result, streams or fetches results from the RESULTS stream, and generates
-// load with latency percentiles.
+// load with latency percentiles. It parses flags and prints: the work is
+// done by package client (which Go programs use the same way) and, for
+// bench, package loadgen.
 //
 // Usage:
 //

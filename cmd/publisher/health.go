@@ -3,19 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"maps"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/health"
 )
 
@@ -43,98 +41,35 @@ JSON (one object; with --watch, one event a line).`,
 	return cmd
 }
 
-// healthState is the current state, as health --json prints it.
-type healthState struct {
-	Backends []health.BackendEvent `json:"backends"`
-	Workers  []health.WorkerEvent  `json:"workers"`
-	Alerts   []health.AlertEvent   `json:"alerts"` // firing only
-	// backendMore and workerMore hold, index for index, the fields of
-	// Backends and Workers that only newer workers send (--json prints
-	// the events as decoded).
-	backendMore []backendMore
-	workerMore  []workerMore
-}
-
-// backendMore are the fields of a backend event beyond health.BackendEvent
-// that the table needs to read the success rate right. A nil field was not
-// sent (a worker of an older version): the table then shows what the event
-// has rather than zeros that would read as facts.
-type backendMore struct {
-	Calls    *int `json:"calls"`    // in the window the success rate is over
-	Rejected *int `json:"rejected"` // of those, refused as the task's fault
-}
-
-// workerMore are the fields of a worker heartbeat beyond
-// health.WorkerEvent: its paused routes (nil: not reported).
-type workerMore struct {
-	PausedRoutes *[]string `json:"paused_routes"`
-}
-
-// decodeMore reads the optional fields of an event's body into v; a body
-// without them leaves v zero.
-func decodeMore[T any](data []byte) T {
-	var v T
-	_ = json.Unmarshal(data, &v) // the event itself decoded: only absent fields can remain
-	return v
-}
-
 func (a *app) showHealth(ctx context.Context, asJSON bool) error {
-	topo, err := a.topology()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, js, err := a.connectJS(ctx, "health")
+	c, closeConn, err := a.client(ctx, "health", nil)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	s, err := js.Stream(ctx, topo.HealthStream())
+	defer closeConn()
+	snap, err := c.Health(ctx)
 	if err != nil {
-		return streamHint(err, topo.HealthStream())
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(topo.HealthFilter()))
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", topo.HealthStream(), err)
-	}
-	// Empty lists, not nulls: scripts index them.
-	st := healthState{Backends: []health.BackendEvent{}, Workers: []health.WorkerEvent{}, Alerts: []health.AlertEvent{}}
-	for _, subj := range slices.Sorted(maps.Keys(info.State.Subjects)) {
-		m, err := s.GetLastMsgForSubject(ctx, subj)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // aged out meanwhile
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", subj, err)
-		}
-		switch ev := decodeHealth(topo, subj, m.Data).(type) {
-		case health.BackendEvent:
-			st.Backends, st.backendMore = append(st.Backends, ev), append(st.backendMore, decodeMore[backendMore](m.Data))
-		case health.WorkerEvent:
-			st.Workers, st.workerMore = append(st.Workers, ev), append(st.workerMore, decodeMore[workerMore](m.Data))
-		case health.AlertEvent:
-			if ev.Status == health.Firing {
-				st.Alerts = append(st.Alerts, ev)
-			}
-		}
+		return err
 	}
 	if asJSON {
-		b, err := json.MarshalIndent(st, "", "  ")
+		// The events as decoded; empty lists, not nulls: scripts index them.
+		b, err := json.MarshalIndent(snap, "", "  ")
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 		return err
 	}
-	return a.printHealth(st, time.Now())
+	return a.printHealth(snap, time.Now())
 }
 
 // printHealth prints the tables, each column as docs/health.md explains
 // it, with footnotes saying what the figures are over: the success rate
 // and the availability differ in their windows, and a worker's counts are
 // as of its last heartbeat.
-func (a *app) printHealth(st healthState, now time.Time) error {
+func (a *app) printHealth(st *client.HealthSnapshot, now time.Time) error {
 	ago := func(t time.Time) string {
 		if t.IsZero() {
 			return "-"
@@ -143,14 +78,10 @@ func (a *app) printHealth(st healthState, now time.Time) error {
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tSTATE\tBREAKER\tSUCCESS\tREJECTED\tP50\tP95\tP99\tAVAILABILITY\tIN-FLIGHT\tREASON\tREPORTED")
-	for i, b := range st.Backends {
-		var more backendMore
-		if i < len(st.backendMore) {
-			more = st.backendMore[i]
-		}
-		success, rejected := successCells(b, more)
+	for _, b := range st.Backends {
+		success, rejected := successCells(b)
 		p50, p95, p99 := latencyCell(b.LatencyMS.P50), latencyCell(b.LatencyMS.P95), latencyCell(b.LatencyMS.P99)
-		if more.Calls != nil && *more.Calls == 0 {
+		if b.HasCalls && b.Calls == 0 {
 			p50, p95, p99 = "-", "-", "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f%%\t%d\t%s\t%s by %s\n",
@@ -173,12 +104,9 @@ AVAILABILITY: successful calls and probes over the last hour (the SLA window), s
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "WORKER\tSTATUS\tUPTIME\tDONE\tFAILED\tDEAD-LETTERED\tIN-FLIGHT\tCACHE-HITS\tVERSION\tLAST-HEARTBEAT")
 	var paused [][2]string // route, worker
-	for i, w := range st.Workers {
-		status := w.Status
-		if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
-			status = "silent"
-		}
-		if status == health.WorkerRunning && firstHeartbeat(w) {
+	for _, w := range st.Workers {
+		status := w.Liveness(now)
+		if status == client.WorkerStarting {
 			// Only the heartbeat sent at start: its zeros are not counts
 			// yet, and the next comes an interval later.
 			fmt.Fprintf(tw, "%s\tstarting\t-\t-\t-\t-\t-\t-\t%s\t%s\n", w.Worker, w.Version, ago(w.At))
@@ -187,8 +115,8 @@ AVAILABILITY: successful calls and probes over the last hour (the SLA window), s
 				(time.Duration(w.UptimeSeconds) * time.Second).String(), w.Tasks.Done, w.Tasks.Failed, w.Tasks.DeadLettered,
 				w.InFlight, 100*w.CacheHitRatio, w.Version, ago(w.At))
 		}
-		if i < len(st.workerMore) && st.workerMore[i].PausedRoutes != nil && w.Status == health.WorkerRunning {
-			for _, r := range *st.workerMore[i].PausedRoutes {
+		if w.HasPausedRoutes && w.Status == health.WorkerRunning {
+			for _, r := range w.PausedRoutes {
 				paused = append(paused, [2]string{r, w.Worker})
 			}
 		}
@@ -220,32 +148,22 @@ AVAILABILITY: successful calls and probes over the last hour (the SLA window), s
 	return tw.Flush()
 }
 
-// firstHeartbeat reports whether w is the heartbeat a worker sends as it
-// starts, before it has counted anything: its uptime is under one interval
-// (the next heartbeat comes an interval after it), or under a second when
-// the interval is unknown.
-func firstHeartbeat(w health.WorkerEvent) bool {
-	young := w.UptimeSeconds < 1 || (w.Interval > 0 && w.UptimeSeconds < w.Interval)
-	return young && w.Tasks == (health.Tasks{}) && w.InFlight == 0
-}
-
 // successCells are the SUCCESS and REJECTED cells of a backend: "n/a (N
 // calls)" while the calls are too few to judge by, and the rejections as a
 // count and a share of the calls. An event without the call counts (an
 // older worker) shows its success rate as it is and no rejections.
-func successCells(b health.BackendEvent, more backendMore) (success, rejected string) {
+func successCells(b client.Backend) (success, rejected string) {
 	success, rejected = fmt.Sprintf("%.1f%%", 100*b.SuccessRate), "-"
-	if more.Calls == nil {
+	if !b.HasCalls {
 		return success, rejected
 	}
-	calls := *more.Calls
-	if calls < health.MinCalls {
-		success = fmt.Sprintf("n/a (%d calls)", calls)
+	if b.Calls < health.MinCalls {
+		success = fmt.Sprintf("n/a (%d calls)", b.Calls)
 	}
-	if more.Rejected != nil {
-		rejected = strconv.Itoa(*more.Rejected)
-		if *more.Rejected > 0 && calls > 0 {
-			rejected += fmt.Sprintf(" (%.0f%%)", 100*float64(*more.Rejected)/float64(calls))
+	if b.HasRejected {
+		rejected = strconv.Itoa(b.Rejected)
+		if b.Rejected > 0 && b.Calls > 0 {
+			rejected += fmt.Sprintf(" (%.0f%%)", 100*float64(b.Rejected)/float64(b.Calls))
 		}
 	}
 	return success, rejected
@@ -260,22 +178,10 @@ func orDash(s string) string {
 	return s
 }
 
-// decodeHealth decodes a health event by its subject's kind; nil when it
-// is none of ours (health.DecodeEvent refuses it: oversized, malformed,
-// lacking a field or naming another subject's backend, worker or alert).
-func decodeHealth(topo bus.Topology, subject string, data []byte) any {
-	ev, err := health.DecodeEvent(topo, subject, data)
-	if err != nil {
-		return nil
-	}
-	return ev
-}
-
-// healthLine is one watched event for people: its time, what and state;
-// "" for an event decodeHealth drops.
-func healthLine(topo bus.Topology, subject string, data []byte) string {
+// healthLine is one watched event for people: its time, what and state.
+func healthLine(ev any) string {
 	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-	switch ev := decodeHealth(topo, subject, data).(type) {
+	switch ev := ev.(type) {
 	case health.BackendEvent:
 		return fmt.Sprintf("%s backend %s %s breaker=%s success=%.1f%% p50=%.1fms p95=%.1fms p99=%.1fms availability=%.3f%% in_flight=%d %s by %s%s",
 			stamp(ev.At), ev.Backend, ev.State, ev.Breaker, 100*ev.SuccessRate, ev.LatencyMS.P50, ev.LatencyMS.P95,
@@ -300,48 +206,29 @@ func suffix(s string) string {
 
 // watchHealth prints events as they are stored until ctx ends.
 func (a *app) watchHealth(ctx context.Context, asJSON bool) error {
-	topo, err := a.topology()
-	if err != nil {
-		return err
-	}
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, js, err := a.connectJS(cctx, "health")
+	c, closeConn, err := a.client(cctx, "health", nil)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	cons, err := js.OrderedConsumer(cctx, topo.HealthStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{topo.HealthFilter()}, DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("watch health: %w", streamHint(err, topo.HealthStream()))
-	}
-	werr := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		line := healthLine(topo, m.Subject(), m.Data())
-		if line == "" {
-			return // not one of ours: dropped, in --json too
+	defer closeConn()
+	var pending error
+	for ev, err := range c.WatchHealth(ctx) {
+		if ctx.Err() != nil {
+			return nil
 		}
-		line += "\n"
+		a.reportFollowError(pending)
+		if pending = err; err != nil {
+			continue
+		}
+		line := healthLine(ev.Event) + "\n"
 		if asJSON {
-			line = string(m.Data()) + "\n"
+			line = string(ev.Data) + "\n"
 		}
-		if _, err := a.stdout.Write([]byte(line)); err != nil {
-			select {
-			case werr <- err:
-			default:
-			}
+		if _, err := io.WriteString(a.stdout, line); err != nil {
+			return err
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("watch health: %w", err)
 	}
-	defer cc.Stop()
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-werr:
-		return err
-	}
+	return pending
 }

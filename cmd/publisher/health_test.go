@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/health"
 )
 
@@ -52,7 +53,7 @@ func TestHealthShowsLastState(t *testing.T) {
 
 	r = runCmd(t, "", "health", "--json", "--nats-url", e.url)
 	wantOK(t, r)
-	var st healthState
+	var st client.HealthSnapshot
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestHealthFromMonitor(t *testing.T) {
 
 	r := runCmd(t, "", "health", "--json", "--prefix", "acme", "--nats-url", e.url)
 	wantOK(t, r)
-	var st healthState
+	var st client.HealthSnapshot
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("%v:\n%s", err, r.stdout)
 	}
@@ -221,7 +222,7 @@ func TestHealthDropsMalformedEvents(t *testing.T) {
 	publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "healthy", Breaker: "closed", At: now})
 	r := runCmd(t, "", "health", "--json", "--nats-url", e.url)
 	wantOK(t, r)
-	var st healthState
+	var st client.HealthSnapshot
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/spf13/cobra"
 
-	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
+	"github.com/breakwater/breakwater/schedule"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -114,7 +114,7 @@ func parseHeaders(kvs []string) (nats.Header, error) {
 // checkHeader validates a user-supplied header and refuses the ones the
 // publisher sets itself (task ids), so a task never carries two ids.
 func checkHeader(k, v string) error {
-	if err := validHeader(k, v); err != nil {
+	if err := client.ValidHeader(k, v); err != nil {
 		return err
 	}
 	if why, ok := reservedHeaders[k]; ok {
@@ -148,7 +148,7 @@ func (a *app) readData(args []string) ([]byte, error) {
 
 func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) error {
 	typ := args[0]
-	if err := validType(typ); err != nil {
+	if err := client.ValidType(typ); err != nil {
 		return usageError{msg: err.Error()}
 	}
 	id := pf.id
@@ -164,8 +164,7 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	if pf.wait && hdr.Get(task.HeaderReplyTo) != "" {
 		return usagef("--wait sets %s itself; drop the --header", task.HeaderReplyTo)
 	}
-	topo, err := a.topology()
-	if err != nil {
+	if _, err := a.topology(); err != nil {
 		return err
 	}
 	due, err := pf.due(time.Now())
@@ -193,99 +192,55 @@ func (a *app) publishOne(ctx context.Context, args []string, pf publishFlags) er
 	// --timeout is the longest they are prepared to wait, publish included.
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-
-	nc, js, err := a.connectJS(wctx, "publish")
+	c, closeConn, err := a.client(wctx, "publish", traces)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer closeConn()
 
-	hdr.Set(task.HeaderID, id)
-	hdr.Set(task.HeaderMsgID, id)
-	msg := &nats.Msg{Subject: topo.TaskSubject(typ), Header: hdr, Data: data}
-	if err := a.delayTask(topo, msg, typ, id, due); err != nil {
-		return err
-	}
-
-	var replies chan *nats.Msg
-	if pf.wait {
-		// Subscribe before publishing: the reply can only come after the
-		// task is stored, and the server handles our SUB before our PUB.
-		inbox := nc.NewInbox()
-		replies = make(chan *nats.Msg, 8)
-		sub, err := nc.ChanSubscribe(inbox, replies)
-		if err != nil {
-			return fmt.Errorf("subscribe to reply inbox: %w", err)
+	opts := []client.PublishOption{client.WithID(id)}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			opts = append(opts, client.WithHeader(k, v))
 		}
-		defer sub.Unsubscribe() //nolint:errcheck // the connection closes next
-		hdr.Set(task.HeaderReplyTo, inbox)
 	}
-
-	// The span covers the publish up to its ack, not the wait for the
-	// result. A traceparent given with --header is the caller's trace,
-	// which the span joins.
-	pctx := wctx
-	if traces.Enabled() {
-		pctx = tracing.Extract(wctx, traces.Propagator(), hdr)
-	}
-	pctx, span := tracing.StartPublish(pctx, traces.Tracer(), traces.Propagator(), msg.Subject, id, hdr, len(data))
-	ack, err := js.PublishMsg(pctx, msg)
-	tracing.End(span, err)
-	if err != nil {
-		if ctx.Err() != nil {
-			return errors.New("interrupted")
-		}
-		if errors.Is(err, nats.ErrMaxPayload) {
-			return fmt.Errorf("publish to %s: %w", msg.Subject, tooLarge(msg, nc.MaxPayload(), err))
-		}
-		return fmt.Errorf("publish to %s: %w", msg.Subject, streamHint(err, topo.TasksStream()))
+	if !due.IsZero() {
+		opts = append(opts, client.WithAt(due))
 	}
 	if !pf.wait {
-		if ack.Duplicate {
+		_, err := c.Publish(wctx, typ, data, opts...)
+		if errors.Is(err, client.ErrDuplicate) {
 			fmt.Fprintf(a.stderr, "publisher: task %s was already published within the duplicate window; not stored again\n", id)
+			err = nil
 		}
-		_, err := fmt.Fprintln(a.stdout, id)
+		if err != nil {
+			return a.failed(ctx, err)
+		}
+		_, err = fmt.Fprintln(a.stdout, id)
 		return err
 	}
-	return a.awaitResult(ctx, wctx, js, topo, typ, id, replies, ack.Duplicate, timeout)
-}
-
-// tooLarge says why the server refused msg for its size (err, wrapping
-// nats.ErrMaxPayload): its limit, which the bare error leaves out and which
-// differs between servers, and the task's size.
-func tooLarge(msg *nats.Msg, limit int64, err error) error {
-	hdr := headerSize(msg.Header)
-	size := len(msg.Data) + hdr
-	return fmt.Errorf("task of %s (%d bytes: payload %d, headers %d) is over the server's max_payload of %s (%d bytes); "+
-		"a default nats-server allows 1 MiB, worker --embedded 8 MiB, set by max_payload in the server's config: %w",
-		sizeText(int64(size)), size, len(msg.Data), hdr, sizeText(limit), limit, err)
-}
-
-// headerSize is the size of h on the wire: "NATS/1.0\r\n", a "K: V\r\n"
-// line per value and a closing "\r\n", what the client counts against
-// the server's limit with the payload.
-func headerSize(h nats.Header) int {
-	if len(h) == 0 {
-		return 0
-	}
-	n := len("NATS/1.0\r\n") + len("\r\n")
-	for k, vs := range h {
-		for _, v := range vs {
-			n += len(k) + len(": ") + len(v) + len("\r\n")
-		}
-	}
-	return n
-}
-
-// sizeText is n bytes for people: "2.0 MiB", "512.0 KiB", "300 bytes".
-func sizeText(n int64) string {
+	res, err := c.PublishAndWait(wctx, typ, data, opts...)
 	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case err == nil:
+		return writeBody(a.stdout, res.Body)
+	case ctx.Err() == nil && errors.Is(err, client.ErrNoResult) && errors.Is(err, client.ErrDuplicate):
+		return fmt.Errorf("no result for task %s within %s (a duplicate of an earlier publish: it may still be running, may have failed, or its result may have expired)", id, timeout)
+	case ctx.Err() == nil && errors.Is(err, client.ErrNoResult):
+		return fmt.Errorf("no result for task %s within %s", id, timeout)
 	}
-	return fmt.Sprintf("%d bytes", n)
+	return a.failed(ctx, err)
+}
+
+// failed is the error a command reports for err: "interrupted" when the
+// user interrupted it (ctx ended), a usage error for bad input.
+func (a *app) failed(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return errors.New("interrupted")
+	case errors.Is(err, client.ErrInvalid), errors.Is(err, schedule.ErrInvalid):
+		return usageError{msg: err.Error()}
+	}
+	return err
 }
 
 // setupTracing sets tracing up from a.traceOpts and the OTEL_* environment,
@@ -312,88 +267,6 @@ func (a *app) setupTracing(ctx context.Context) (*tracing.Tracing, func(), error
 			fmt.Fprintf(a.stderr, "publisher: %v\n", err)
 		}
 	}, nil
-}
-
-// awaitResult waits for the reply to a published task and prints it. When
-// the publish was a duplicate, the first publish carried another reply
-// subject, so the result can only be found in RESULTS: it is polled there
-// too (the original may still be running, hence polling, not one look).
-func (a *app) awaitResult(ctx, wctx context.Context, js jetstream.JetStream, topo bus.Topology, typ, id string,
-	replies <-chan *nats.Msg, duplicate bool, timeout time.Duration) error {
-	var (
-		results jetstream.Stream
-		poll    <-chan time.Time
-		every   = 100 * time.Millisecond
-	)
-	if duplicate {
-		poll = time.After(0)
-	}
-	for {
-		select {
-		case m := <-replies:
-			return a.printReply(id, m)
-		case <-poll:
-			m, err := lastResult(wctx, js, &results, topo, typ, id)
-			switch {
-			case err == nil:
-				return a.printReply(id, &nats.Msg{Header: m.Header, Data: m.Data})
-			case !errors.Is(err, jetstream.ErrMsgNotFound) && wctx.Err() == nil:
-				return err
-			}
-			every = min(2*every, 2*time.Second)
-			poll = time.After(every)
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return errors.New("interrupted")
-			}
-			if duplicate {
-				return fmt.Errorf("no result for task %s within %s (a duplicate of an earlier publish: it may still be running, may have failed, or its result may have expired)", id, timeout)
-			}
-			return fmt.Errorf("no result for task %s within %s", id, timeout)
-		}
-	}
-}
-
-// lastResult fetches the stored result of task id, looking the RESULTS
-// stream up once (*s caches it between polls). A missing result is
-// jetstream.ErrMsgNotFound.
-func lastResult(ctx context.Context, js jetstream.JetStream, s *jetstream.Stream, topo bus.Topology, typ, id string) (*jetstream.RawStreamMsg, error) {
-	if *s == nil {
-		st, err := js.Stream(ctx, topo.ResultsStream())
-		if err != nil {
-			return nil, fmt.Errorf("look up results: %w", streamHint(err, topo.ResultsStream()))
-		}
-		*s = st
-	}
-	// Direct get when the stream allows it (the contract's RESULTS does):
-	// any replica answers, and it does not go through the stream leader.
-	m, err := (*s).GetLastMsgForSubject(ctx, topo.ResultSubject(typ, id))
-	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, fmt.Errorf("get result %s %s: %w", typ, id, err)
-	}
-	return m, err
-}
-
-// printReply prints the body of an ok result, or reports a failed task.
-func (a *app) printReply(id string, m *nats.Msg) error {
-	status := m.Header.Get(task.HeaderStatus)
-	if status == task.StatusOK {
-		return writeBody(a.stdout, m.Data)
-	}
-	reason := m.Header.Get(task.HeaderDLQReason)
-	msg := m.Header.Get(task.HeaderDLQError)
-	var why string
-	switch {
-	case reason != "" && msg != "":
-		why = reason + ": " + msg
-	case reason != "" || msg != "":
-		why = reason + msg
-	case status != "":
-		why = "status " + status
-	default:
-		why = "reply without " + task.HeaderStatus
-	}
-	return fmt.Errorf("task %s failed: %s", id, why)
 }
 
 // writeBody prints a result body as is, ending it with a newline when it

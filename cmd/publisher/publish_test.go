@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -177,11 +178,11 @@ func TestPublishTooLarge(t *testing.T) {
 	// the task is stored.
 	h := nats.Header{task.HeaderID: {"fits"}, task.HeaderMsgID: {"fits"}}
 	fits := filepath.Join(t.TempDir(), "fits")
-	if err := os.WriteFile(fits, bytes.Repeat([]byte("x"), int(e.nc.MaxPayload())-headerSize(h)), 0o600); err != nil {
+	if err := os.WriteFile(fits, bytes.Repeat([]byte("x"), int(e.nc.MaxPayload())-client.HeaderSize(h)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	wantOK(t, runCmd(t, "", "--nats-url", e.url, "publish", "echo", "@"+fits, "--id", "fits"))
-	if err := os.WriteFile(fits, bytes.Repeat([]byte("x"), int(e.nc.MaxPayload())-headerSize(h)+1), 0o600); err != nil {
+	if err := os.WriteFile(fits, bytes.Repeat([]byte("x"), int(e.nc.MaxPayload())-client.HeaderSize(h)+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r = runCmd(t, "", "--nats-url", e.url, "publish", "echo", "@"+fits, "--id", "fits")

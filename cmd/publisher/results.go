@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -13,10 +12,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/task"
 )
 
@@ -44,7 +42,7 @@ the results already stored.`,
 			typ := ""
 			if len(args) == 1 {
 				typ = args[0]
-				if err := validType(typ); err != nil {
+				if err := client.ValidType(typ); err != nil {
 					return usageError{msg: err.Error()}
 				}
 			}
@@ -68,7 +66,7 @@ line. Exits 1 when there is no such result (not done yet, failed, or expired).`,
 		Args:    argsRange(2, 2, "TYPE ID"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
 			typ, id := args[0], args[1]
-			if err := validType(typ); err != nil {
+			if err := client.ValidType(typ); err != nil {
 				return usageError{msg: err.Error()}
 			}
 			if err := task.ValidID(id); err != nil {
@@ -82,50 +80,23 @@ line. Exits 1 when there is no such result (not done yet, failed, or expired).`,
 }
 
 func (a *app) fetchResult(ctx context.Context, typ, id string, withHeaders bool) error {
-	topo, err := a.topology()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, js, err := a.connectJS(ctx, "result")
+	c, closeConn, err := a.client(ctx, "result", nil)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	var s jetstream.Stream
-	m, err := lastResult(ctx, js, &s, topo, typ, id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("no result for %s %s", typ, id)
-	}
+	defer closeConn()
+	r, err := c.Result(ctx, typ, id)
 	if err != nil {
 		return err
 	}
 	if withHeaders {
-		if err := writeHeaders(a.stdout, storedHeaders(m.Header)); err != nil {
+		if err := writeHeaders(a.stdout, r.Header); err != nil {
 			return err
 		}
 	}
-	return writeBody(a.stdout, m.Data)
-}
-
-// directGetHeaders are added by a direct get to describe where the message
-// was stored; they are not part of the result.
-var directGetHeaders = []string{
-	jetstream.StreamHeader, jetstream.SequenceHeader, jetstream.TimeStampHeaer,
-	jetstream.SubjectHeader, "Nats-Last-Sequence", "Nats-Num-Pending",
-}
-
-// storedHeaders is h without the headers a direct get adds, so `result
-// --headers` shows the same whether or not the stream allows direct gets.
-func storedHeaders(h nats.Header) nats.Header {
-	out := make(nats.Header, len(h))
-	for k, v := range h {
-		if !slices.Contains(directGetHeaders, k) {
-			out[k] = v
-		}
-	}
-	return out
+	return writeBody(a.stdout, r.Body)
 }
 
 // writeHeaders prints h sorted by name, one "Name: value" a line, and the
@@ -142,64 +113,38 @@ func writeHeaders(w io.Writer, h nats.Header) error {
 	return err
 }
 
-// streamResults prints results as they are stored until ctx ends. An
-// ordered consumer needs no state on the server beyond this run (it is
-// ephemeral) and recovers by itself from gaps and reconnects.
+// streamResults prints results as they are stored until ctx ends.
 func (a *app) streamResults(ctx context.Context, typ string, all, asJSON bool) error {
-	topo, err := a.topology()
-	if err != nil {
-		return err
-	}
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, js, err := a.connectJS(cctx, "results")
+	c, closeConn, err := a.client(cctx, "results", nil)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	policy := jetstream.DeliverNewPolicy
-	if all {
-		policy = jetstream.DeliverAllPolicy
+	defer closeConn()
+	var pending error
+	for r, err := range c.Results(ctx, client.ResultsFilter{Type: typ, All: all}) {
+		if ctx.Err() != nil {
+			// Interrupted by the user: the normal way to end a stream.
+			return nil
+		}
+		a.reportFollowError(pending)
+		if pending = err; err != nil {
+			continue
+		}
+		if _, err := a.stdout.Write(formatResult(r, asJSON)); err != nil {
+			return fmt.Errorf("write result: %w", err)
+		}
 	}
-	cons, err := js.OrderedConsumer(cctx, topo.ResultsStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{topo.ResultsFilter(typ)},
-		DeliverPolicy:  policy,
-	})
-	if err != nil {
-		return fmt.Errorf("follow results: %w", streamHint(err, topo.ResultsStream()))
-	}
+	return pending
+}
 
-	// The handler runs on one goroutine, in stream order; a write error
-	// (closed pipe) ends the command through werr.
-	werr := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		line, err := formatResult(topo, m, asJSON)
-		if err == nil {
-			_, err = a.stdout.Write(line)
-		}
-		if err != nil {
-			select {
-			case werr <- err:
-			default:
-			}
-		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// The ordered consumer recreates itself after missed heartbeats
-		// and reconnects; only say something about what it cannot fix.
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			fmt.Fprintf(a.stderr, "publisher: follow results: %v\n", err)
-		}
-	}))
+// reportFollowError prints an error a followed stream recovered from (the
+// iteration went on after it); nil prints nothing. The error that ends an
+// iteration is the command's.
+func (a *app) reportFollowError(err error) {
 	if err != nil {
-		return fmt.Errorf("follow results: %w", err)
-	}
-	defer cc.Stop()
-	select {
-	case <-ctx.Done():
-		// Interrupted by the user: the normal way to end a stream.
-		return nil
-	case err := <-werr:
-		return fmt.Errorf("write result: %w", err)
+		fmt.Fprintf(a.stderr, "publisher: %v\n", oneLine(err.Error()))
 	}
 }
 
@@ -217,63 +162,34 @@ type resultJSON struct {
 }
 
 // formatResult renders one result as a line of text or JSON.
-func formatResult(topo bus.Topology, m jetstream.Msg, asJSON bool) ([]byte, error) {
-	h := m.Headers()
-	typ, id := resultKey(topo, m.Subject(), h)
+func formatResult(r *client.Result, asJSON bool) []byte {
+	h := r.Header
 	if asJSON {
-		r := resultJSON{Subject: m.Subject(), Type: typ, ID: id, Status: h.Get(task.HeaderStatus), Headers: h}
-		if r.Headers == nil {
-			r.Headers = nats.Header{}
-		}
-		if md, err := m.Metadata(); err == nil {
-			r.Seq = md.Sequence.Stream
-			t := md.Timestamp
-			r.Time = &t
+		out := resultJSON{Subject: r.Subject, Seq: r.Seq, Type: r.Type, ID: r.ID, Status: r.Status, Headers: h}
+		if !r.Stored.IsZero() {
+			out.Time = &r.Stored
 		}
 		// A body that is not text would be mangled in a JSON string:
 		// it goes as base64 instead, in a field of its own.
-		if body := m.Data(); utf8.Valid(body) {
-			s := string(body)
-			r.Body = &s
+		if utf8.Valid(r.Body) {
+			s := string(r.Body)
+			out.Body = &s
 		} else {
-			r.BodyBase64 = body
+			out.BodyBase64 = r.Body
 		}
-		b, err := json.Marshal(r)
-		if err != nil {
-			return nil, err
-		}
-		return append(b, '\n'), nil
+		b, _ := json.Marshal(out) // strings, bytes and a header: always encodable
+		return append(b, '\n')
 	}
 	var b []byte
-	for _, f := range []string{typ, id, h.Get(task.HeaderStatus), h.Get(task.HeaderBackend), h.Get(task.HeaderDuration)} {
+	for _, f := range []string{r.Type, r.ID, h.Get(task.HeaderStatus), h.Get(task.HeaderBackend), h.Get(task.HeaderDuration)} {
 		if f == "" {
 			f = "-"
 		}
 		b = append(b, f...)
 		b = append(b, ' ')
 	}
-	b = appendEscaped(b, m.Data(), maxBodyInLine)
-	return append(b, '\n'), nil
-}
-
-// resultKey returns the type and id of a result, from its headers or, for
-// a result written by another tool, from its subject
-// (results.<type>.<id>, the type possibly of several tokens).
-func resultKey(topo bus.Topology, subject string, h nats.Header) (typ, id string) {
-	typ, id = h.Get(task.HeaderType), h.Get(task.HeaderID)
-	rest, ok := strings.CutPrefix(subject, strings.TrimSuffix(topo.ResultsFilter(""), ">"))
-	if !ok {
-		return typ, id
-	}
-	if i := strings.LastIndexByte(rest, '.'); i > 0 {
-		if typ == "" {
-			typ = rest[:i]
-		}
-		if id == "" {
-			id = rest[i+1:]
-		}
-	}
-	return typ, id
+	b = appendEscaped(b, r.Body, maxBodyInLine)
+	return append(b, '\n')
 }
 
 // appendEscaped appends at most limit bytes of body to b on one line:

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/breakwater/breakwater/bus"
 )
 
 func TestResult(t *testing.T) {
@@ -133,27 +131,6 @@ func TestResultsAllJSON(t *testing.T) {
 		}
 		if tt.status != "" && got.Headers["Task-Backend"][0] != "fake" {
 			t.Errorf("line %d: headers %v, want Task-Backend fake", i, got.Headers)
-		}
-	}
-}
-
-func TestResultKey(t *testing.T) {
-	tests := []struct {
-		prefix, subject string
-		hdr             nats.Header
-		wantType        string
-		wantID          string
-	}{
-		{"", "results.echo.a1", nil, "echo", "a1"},
-		{"", "results.code.generate.a2", nil, "code.generate", "a2"},
-		{"acme", "acme.results.x.y.z.a3", nil, "x.y.z", "a3"},
-		{"", "results.echo.a4", nats.Header{"Task-Type": {"hdr"}, "Task-Id": {"hid"}}, "hdr", "hid"},
-		{"", "elsewhere", nil, "", ""},
-	}
-	for _, tt := range tests {
-		typ, id := resultKey(bus.Topology{Prefix: tt.prefix}, tt.subject, tt.hdr)
-		if typ != tt.wantType || id != tt.wantID {
-			t.Errorf("resultKey(%q, %q) = %q, %q; want %q, %q", tt.prefix, tt.subject, typ, id, tt.wantType, tt.wantID)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,24 +10,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/internal/version"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
-)
-
-// Defaults of --timeout, which means "how long to wait" for every command
-// but waits for different things.
-const (
-	// defaultRequestTimeout bounds JetStream API requests and publish acks.
-	defaultRequestTimeout = 10 * time.Second
-	// defaultResultTimeout bounds the wait for results (publish --wait,
-	// bench): a task may legitimately take seconds.
-	defaultResultTimeout = 30 * time.Second
 )
 
 // app holds what every command shares: the streams of the process and the
@@ -147,18 +136,21 @@ func (a *app) topology() (bus.Topology, error) {
 	return bus.Topology{Prefix: p}, nil
 }
 
+// requestTimeout and resultTimeout are --timeout, which means "how long
+// to wait" for every command but waits for different things, else the
+// client's default for a request or a result.
 func (a *app) requestTimeout() time.Duration {
 	if a.g.timeout > 0 {
 		return a.g.timeout
 	}
-	return defaultRequestTimeout
+	return client.DefaultRequestTimeout
 }
 
 func (a *app) resultTimeout() time.Duration {
 	if a.g.timeout > 0 {
 		return a.g.timeout
 	}
-	return defaultResultTimeout
+	return client.DefaultResultTimeout
 }
 
 // connectOptions are the connection settings: each global flag, else its
@@ -196,75 +188,36 @@ func inboxPrefix(name string) string {
 	return ""
 }
 
-// connectJS connects like connect and opens the JetStream context every
-// subcommand needs; the caller closes the connection.
-func (a *app) connectJS(ctx context.Context, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+// client connects like connect and opens a Breakwater client on the
+// connection with the topology, timeouts and tracing of the command line,
+// then extra; the caller calls closeConn when done.
+func (a *app) client(ctx context.Context, name string, traces *tracing.Tracing, extra ...client.Option) (c *client.Client, closeConn func(), err error) {
+	topo, err := a.topology()
+	if err != nil {
+		return nil, nil, err
+	}
 	nc, err := a.connect(ctx, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc, opts...)
+	opts := []client.Option{
+		client.WithTopology(topo),
+		client.WithRequestTimeout(a.requestTimeout()),
+		client.WithResultTimeout(a.resultTimeout()),
+	}
+	if traces != nil && traces.Enabled() {
+		opts = append(opts, client.WithTracing(traces.Tracer(), traces.Propagator()))
+	}
+	c, err = client.New(nc, append(opts, extra...)...)
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
+		return nil, nil, err
 	}
-	return nc, js, nil
-}
-
-// streamHint explains the usual reason behind a JetStream error a user
-// sees: no stream, so no worker has ever started on this server.
-func streamHint(err error, stream string) error {
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return fmt.Errorf("stream %s not found (has a worker started on this server, with the same prefix?)", stream)
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("%w (no stream %s stores this subject: has a worker started on this server, with the same prefix?)", err, stream)
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
-		return fmt.Errorf("%w: the server does not run JetStream", err)
-	}
-	return err
+	return c, nc.Close, nil
 }
 
 // flagChanged reports whether the named local flag was given.
 func flagChanged(fs *pflag.FlagSet, name string) bool {
 	f := fs.Lookup(name)
 	return f != nil && f.Changed
-}
-
-// validType checks that typ can stand in a subject as tasks.<typ> and
-// results.<typ>.<id>: dot-separated non-empty tokens without wildcards,
-// whitespace or control characters.
-func validType(typ string) error {
-	if typ == "" {
-		return errors.New("empty task type")
-	}
-	for tok := range strings.SplitSeq(typ, ".") {
-		if tok == "" {
-			return fmt.Errorf("task type %q has an empty token", typ)
-		}
-		for _, c := range tok {
-			if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
-				return fmt.Errorf("task type %q has %q; wildcards, spaces and control characters are not allowed", typ, c)
-			}
-		}
-	}
-	return nil
-}
-
-// validHeader checks a header name and value the way the NATS wire format
-// needs them: a name of visible ASCII without ':', a value without CR or LF
-// (which would end the header early).
-func validHeader(k, v string) error {
-	if k == "" {
-		return errors.New("empty header name")
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return fmt.Errorf("header name %q has %q", k, c)
-		}
-	}
-	if strings.ContainsAny(v, "\r\n") {
-		return fmt.Errorf("header %s: value has a line break", k)
-	}
-	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/schedule"
 )
 
@@ -40,18 +40,6 @@ func (pf *publishFlags) due(now time.Time) (time.Time, error) {
 	return time.Time{}, nil
 }
 
-// delayTask turns the task message into its delayed form when due is
-// set (see schedule.DelayMsg).
-func (a *app) delayTask(topo bus.Topology, msg *nats.Msg, typ, id string, due time.Time) error {
-	if due.IsZero() {
-		return nil
-	}
-	if err := schedule.DelayMsg(topo, msg, typ, id, due, time.Now()); err != nil {
-		return usageError{msg: err.Error()}
-	}
-	return nil
-}
-
 // delayWait is how much longer --wait (without --timeout) waits for a
 // delayed task: until it is due, then the usual result timeout.
 func (a *app) delayWait(due time.Time, wait bool) time.Duration {
@@ -61,30 +49,20 @@ func (a *app) delayWait(due time.Time, wait bool) time.Duration {
 	return max(time.Until(due), 0)
 }
 
-// schedules connects and runs fn with a schedule client; the whole command
-// runs within --timeout (default 10s).
-func (a *app) schedules(ctx context.Context, name string, fn func(context.Context, *schedule.Client, bus.Topology) error) error {
-	topo, err := a.topology()
-	if err != nil {
-		return err
-	}
+// schedules connects and runs fn with a client; the whole command runs
+// within --timeout (default 10s).
+func (a *app) schedules(ctx context.Context, name string, fn func(context.Context, *client.Client) error) error {
 	cctx, cancel := context.WithTimeout(ctx, a.requestTimeout())
 	defer cancel()
-	nc, js, err := a.connectJS(cctx, name)
+	c, closeConn, err := a.client(cctx, name, nil)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	err = fn(cctx, schedule.New(js, schedule.Options{Topology: topo}), topo)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, schedule.ErrInvalid):
-		return usageError{msg: err.Error()}
-	case ctx.Err() != nil:
-		return errors.New("interrupted")
+	defer closeConn()
+	if err := fn(cctx, c); err != nil {
+		return a.failed(ctx, err)
 	}
-	return streamHint(err, topo.TasksStream())
+	return nil
 }
 
 func (a *app) scheduleCmd() *cobra.Command {
@@ -148,7 +126,7 @@ duration, zone or name) exits 2 and stores nothing.`,
 				if !ok {
 					return usagef("--header %q: want K=V", kv)
 				}
-				if err := validHeader(k, v); err != nil {
+				if err := client.ValidHeader(k, v); err != nil {
 					return usagef("--header: %v", err)
 				}
 				h.Add(k, v)
@@ -162,16 +140,14 @@ duration, zone or name) exits 2 and stores nothing.`,
 				return err
 			}
 			p.Data = data
-			return a.schedules(cmd.Context(), "schedule add", func(ctx context.Context, c *schedule.Client, _ bus.Topology) error {
-				verb := "added"
-				if _, err := c.Get(ctx, p.Name); err == nil {
-					verb = "replaced"
-				} else if !errors.Is(err, schedule.ErrNotFound) {
-					return err
-				}
-				sc, err := c.Add(ctx, p)
+			return a.schedules(cmd.Context(), "schedule add", func(ctx context.Context, c *client.Client) error {
+				sc, replaced, err := c.AddSchedule(ctx, p)
 				if err != nil {
 					return err
+				}
+				verb := "added"
+				if replaced {
+					verb = "replaced"
 				}
 				_, err = fmt.Fprintf(a.stdout, "%s schedule %s: %s %s, next run %s\n", verb, sc.Name, sc.Type, sc.Spec, nextRun(sc, time.Now()))
 				return err
@@ -237,10 +213,10 @@ it comes back. --delayed lists the delayed tasks still waiting instead:
 ID TYPE RUNS-AT. --json prints one JSON object a line.`,
 		Args: argsRange(0, 0, ""),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			return a.schedules(cmd.Context(), "schedule list", func(ctx context.Context, c *schedule.Client, _ bus.Topology) error {
-				list, err := c.List(ctx)
+			return a.schedules(cmd.Context(), "schedule list", func(ctx context.Context, c *client.Client) error {
+				list, err := c.Schedules(ctx)
 				if delayed {
-					list, err = c.ListDelayed(ctx)
+					list, err = c.DelayedTasks(ctx)
 				}
 				if err != nil {
 					return err
@@ -299,8 +275,8 @@ func (a *app) scheduleShowCmd() *cobra.Command {
 			if err := schedule.ValidName(args[0]); err != nil {
 				return usageError{msg: err.Error()}
 			}
-			return a.schedules(cmd.Context(), "schedule show", func(ctx context.Context, c *schedule.Client, topo bus.Topology) error {
-				sc, err := c.Get(ctx, args[0])
+			return a.schedules(cmd.Context(), "schedule show", func(ctx context.Context, c *client.Client) error {
+				sc, err := c.Schedule(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -323,9 +299,9 @@ func (a *app) scheduleShowCmd() *cobra.Command {
 				}
 				w := a.stdout
 				fmt.Fprintf(w, "Name:       %s\nType:       %s\nPattern:    %s\nNext run:   %s\nLast fired: %s\nAdded:      %s\nSubject:    %s\n\n",
-					sc.Name, sc.Type, sc.Spec, nextRun(sc, now), lastText, sc.Created.UTC().Format(time.RFC3339), schedule.EverySubject(topo, sc.Name))
+					sc.Name, sc.Type, sc.Spec, nextRun(sc, now), lastText, sc.Created.UTC().Format(time.RFC3339), schedule.EverySubject(c.Topology(), sc.Name))
 				fmt.Fprintln(w, "Headers:")
-				if err := writeHeaders(w, storedHeaders(sc.Header)); err != nil {
+				if err := writeHeaders(w, client.StoredHeaders(sc.Header)); err != nil {
 					return err
 				}
 				fmt.Fprintln(w, "Payload:")
@@ -346,8 +322,8 @@ func (a *app) scheduleRmCmd() *cobra.Command {
 			if err := schedule.ValidName(args[0]); err != nil {
 				return usageError{msg: err.Error()}
 			}
-			return a.schedules(cmd.Context(), "schedule rm", func(ctx context.Context, c *schedule.Client, _ bus.Topology) error {
-				if err := c.Remove(ctx, args[0]); err != nil {
+			return a.schedules(cmd.Context(), "schedule rm", func(ctx context.Context, c *client.Client) error {
+				if err := c.RemoveSchedule(ctx, args[0]); err != nil {
 					return err
 				}
 				_, err := fmt.Fprintf(a.stdout, "removed schedule %s\n", args[0])
@@ -379,7 +355,7 @@ task moves, so a task moving meanwhile is found at its later place.`,
   publisher status reports.daily morning-report-1796169600 --json`,
 		Args: argsRange(2, 2, "TYPE ID"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.schedules(cmd.Context(), "status", func(ctx context.Context, c *schedule.Client, topo bus.Topology) error {
+			return a.schedules(cmd.Context(), "status", func(ctx context.Context, c *client.Client) error {
 				st, err := c.Status(ctx, args[0], args[1])
 				if err != nil {
 					return err
@@ -400,7 +376,7 @@ task moves, so a task moving meanwhile is found at its later place.`,
 					_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 					return err
 				}
-				_, err = fmt.Fprintln(a.stdout, describe(st, topo, time.Now()))
+				_, err = fmt.Fprintln(a.stdout, describe(st, c.Topology(), time.Now()))
 				return err
 			})
 		}),
@@ -447,7 +423,7 @@ all (at once). A task that is done, dead-lettered or unknown is not cancelled
 (exit 1).`,
 		Args: argsRange(2, 2, "TYPE ID"),
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
-			return a.schedules(cmd.Context(), "cancel", func(ctx context.Context, c *schedule.Client, _ bus.Topology) error {
+			return a.schedules(cmd.Context(), "cancel", func(ctx context.Context, c *client.Client) error {
 				res, err := c.Cancel(ctx, args[0], args[1])
 				if err != nil {
 					return err
