@@ -84,8 +84,9 @@ type Console struct {
 	runOnce sync.Once
 }
 
-// New checks o and opens the DLQ admin. It starts nothing: Run follows the
-// HEALTH stream.
+// New checks o, opens the DLQ admin and reads the current health (the
+// last event of every HEALTH subject), so that pages are whole from the
+// first request. It starts nothing: Run follows the HEALTH stream.
 func New(ctx context.Context, o Options) (*Console, error) {
 	if o.Conn == nil {
 		return nil, fmt.Errorf("%w: Conn is required", ErrInvalidOptions)
@@ -129,11 +130,14 @@ func New(ctx context.Context, o Options) (*Console, error) {
 		pages:  pg,
 	}
 	c.csrf = hex.EncodeToString(c.mac("csrf"))
+	if err := c.loadCurrent(ctx); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// Run follows the HEALTH stream (the last event of every subject, then
-// the last 15 minutes for the charts, then new events as they are stored)
+// Run follows the HEALTH stream (the last 15 minutes for the charts, then
+// new events as they are stored)
 // and sends the stream figures to live pages, until ctx ends; it returns
 // nil then. Call it once.
 func (c *Console) Run(ctx context.Context) error {
@@ -141,9 +145,6 @@ func (c *Console) Run(ctx context.Context) error {
 	c.runOnce.Do(func() { started = true })
 	if !started {
 		return errors.New("console: Run called twice")
-	}
-	if err := c.loadCurrent(ctx); err != nil {
-		return err
 	}
 	from := c.o.Now().Add(-window)
 	cons, err := c.js.OrderedConsumer(ctx, c.o.Topology.HealthStream(), jetstream.OrderedConsumerConfig{
