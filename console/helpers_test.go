@@ -220,4 +220,3 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, stri
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
-
