@@ -13,7 +13,11 @@ import (
 // of a filter the server cannot apply (reason, backend): a page of a rare
 // match over a large DLQ then ends early, with a cursor to go on from,
 // instead of reading the whole stream in one request.
-const MaxPageScan = 20000
+const MaxPageScan = 10000
+
+// scanBatch is how many entries' headers one fetch of a filtered Page
+// asks for (a few hundred bytes each).
+const scanBatch = 2048
 
 // Page is one page of DLQ entries.
 type Page struct {
@@ -63,10 +67,20 @@ func (a *Admin) Page(ctx context.Context, f Filter, after uint64, limit int) (Pa
 	}
 	var p Page
 	last := info.State.LastSeq
+	// Without a filter to apply here every entry read is one of the
+	// page: ask for a little more than the page needs (the next entry
+	// tells whether there is a next page). With one, large fetches of
+	// headers: a round trip per 256 entries is what makes a rare match
+	// slow to find.
+	batch := scanPage
+	if len(f.Reasons) > 0 || len(f.Backends) > 0 {
+		batch = scanBatch
+	}
 	for p.Scanned < MaxPageScan {
-		// Ask for a little more than the page needs: the next entry
-		// that matches tells whether there is a next page.
-		want := min(max(limit+1-len(p.Items), 64), scanPage, MaxPageScan-p.Scanned)
+		want := min(max(limit+1-len(p.Items), 64), batch, MaxPageScan-p.Scanned)
+		if batch == scanBatch {
+			want = min(batch, MaxPageScan-p.Scanned)
+		}
 		batch, err := cons.FetchNoWait(want)
 		if err != nil {
 			return Page{}, fmt.Errorf("read %s: %w", a.topo.DLQStream(), err)
