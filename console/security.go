@@ -113,7 +113,7 @@ func (c *Console) validCSRF(r *http.Request) bool {
 // login checks the token of the login form and sets the session cookie.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
-		c.render(w, r, "login", map[string]any{"Title": "Log in", "Token": c.o.Token != ""})
+		c.render(w, r, "login", map[string]any{"Title": "Log in", "Token": c.o.Token != "", "NoLive": true})
 		return
 	}
 	if c.o.Token == "" {
@@ -122,7 +122,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if subtle.ConstantTimeCompare([]byte(r.PostFormValue("token")), []byte(c.o.Token)) != 1 {
 		w.WriteHeader(http.StatusUnauthorized)
-		c.render(w, r, "login", map[string]any{"Title": "Log in", "Token": true, "Failed": true})
+		c.render(w, r, "login", map[string]any{"Title": "Log in", "Token": true, "Failed": true, "NoLive": true})
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: c.session(), Path: "/", HttpOnly: true,

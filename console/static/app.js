@@ -3,7 +3,8 @@
 // current. No framework, no build step.
 (function () {
   'use strict';
-  if (!window.EventSource) { return; }
+  // Pages without live tables (the login page) do not subscribe.
+  if (!window.EventSource || document.body.getAttribute('data-live') !== '1') { return; }
   var live = document.getElementById('live');
   var es = new EventSource('/api/events');
   es.onopen = function () { if (live) { live.textContent = 'live'; live.className = 'on'; } };
