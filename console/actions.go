@@ -199,8 +199,21 @@ func (c *Console) control(w http.ResponseWriter, r *http.Request, ops map[string
 	if len(refused) > 0 {
 		res.Message += "; refused by " + strings.Join(refused, "; ")
 	}
+	status := http.StatusOK
+	if len(refused) > 0 {
+		status = http.StatusUnprocessableEntity
+	}
 	if len(replies) == 0 {
 		res.Message = fmt.Sprintf("%s %s: no worker answered within %s", op, req.Route+req.Backend, c.o.AskWait)
+		status = http.StatusGatewayTimeout
+	}
+	if wantsJSON(r) && status != http.StatusOK {
+		// A script learns from the status that it was not done
+		// everywhere; the body says where and why.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(res)
+		return
 	}
 	c.done(w, r, res, nil)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/health"
 )
 
@@ -143,20 +144,20 @@ func (c *Console) streams(ctx context.Context) ([]StreamInfo, error) {
 		}
 		info := st.CachedInfo()
 		si := StreamInfo{Name: s.name, Role: s.role, Messages: info.State.Msgs, Bytes: info.State.Bytes}
-		// Only durable consumers (the workers'): the ephemeral ordered
-		// ones of tools and of this console say nothing of the backlog.
-		lister := st.ListConsumers(ctx)
-		for ci := range lister.Info() {
-			if ci.Config.Durable == "" {
-				continue
+		if s.role == "tasks" {
+			// The workers' shared durable consumer is the only one the
+			// contract has: asked by name, which the operator user may
+			// (listing consumers it may not). The others are read by
+			// ephemeral ordered consumers, which say nothing of a backlog.
+			cons, err := st.Consumer(ctx, bus.DefaultConsumer)
+			switch {
+			case err == nil:
+				ci := cons.CachedInfo()
+				si.Consumers, si.Pending, si.AckPending, si.Redelivered = 1, ci.NumPending, ci.NumAckPending, ci.NumRedelivered
+			case errors.Is(err, jetstream.ErrConsumerNotFound):
+			default:
+				return nil, fmt.Errorf("consumer %s on %s: %w", bus.DefaultConsumer, s.name, err)
 			}
-			si.Consumers++
-			si.Pending += ci.NumPending
-			si.AckPending += ci.NumAckPending
-			si.Redelivered += ci.NumRedelivered
-		}
-		if err := lister.Err(); err != nil {
-			return nil, fmt.Errorf("consumers of %s: %w", s.name, err)
 		}
 		out = append(out, si)
 	}

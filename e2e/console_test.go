@@ -350,3 +350,90 @@ routes:
 	}
 	t.Logf("screenshots in %s", shots)
 }
+
+// The console needs no more than deploy/nats/auth.conf gives the operator:
+// every page and API answer, and every action works, with the server
+// logging no refusal for that user.
+func TestConsoleAsOperator(t *testing.T) {
+	t.Parallel()
+	s := startNATSAuth(t)
+	cfg := writeFile(t, "worker.yaml", `health: {interval: 300ms}
+backends:
+  echoer: {builtin: echo, breaker: {failure_threshold: 3, delay: 1m}}
+  nope: {builtin: fail}
+routes:
+  echo: {backends: [echoer]}
+  nope: {backends: [nope]}
+`)
+	startWorker(t, s.natsServer, "--config", cfg, "--id", "w1", "--user", workerUser, "--password", s.password[workerUser])
+	if r := s.publisher(t, clientUser, "publish", "nope", `{"n":1}`, "--id", "n1"); r.code != 0 {
+		t.Fatalf("publish: exit %d", r.code)
+	}
+	if r := s.publisher(t, operatorUser, "schedule", "add", "hourly", "echo", "--every", "1h"); r.code != 0 {
+		t.Fatalf("schedule add: exit %d", r.code)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startProcess(t, "publisher ui", bin.publisher, nil, append(s.as(operatorUser), "ui", "--http", addr, "--allow-actions", "--config", cfg)...)
+	base := "http://" + addr
+	waitHTTP(t, p, base+"/static/style.css", "publisher ui")
+	client := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	getBody := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, 30*time.Second, "the DLQ entry and the worker in the console", func() (bool, string) {
+		_, dlq := getBody("/api/dlq")
+		_, workers := getBody("/api/workers")
+		return strings.Contains(dlq, `"n1"`) && strings.Contains(workers, `"w1"`), dlq + workers
+	})
+	for _, path := range []string{"/", "/backends", "/workers", "/alerts", "/dlq", "/dlq?reason=rejected", "/schedules",
+		"/api/backends", "/api/workers", "/api/alerts", "/api/streams", "/api/dlq?type=nope", "/api/schedules"} {
+		if code, body := getBody(path); code != http.StatusOK {
+			t.Errorf("GET %s as the operator: %d %.300s", path, code, body)
+		}
+	}
+	_, sess := getBody("/api/session")
+	var session struct{ CSRF string }
+	if err := json.Unmarshal([]byte(sess), &session); err != nil {
+		t.Fatal(err)
+	}
+	var entries struct{ Entries []struct{ Seq uint64 } }
+	_, list := getBody("/api/dlq?type=nope")
+	if err := json.Unmarshal([]byte(list), &entries); err != nil || len(entries.Entries) != 1 {
+		t.Fatalf("DLQ of nope: %v %s", err, list)
+	}
+	code, body := getBody(fmt.Sprintf("/api/dlq/%d", entries.Entries[0].Seq))
+	if code != http.StatusOK || !strings.Contains(body, `"payload_kind": "json"`) {
+		t.Errorf("entry as the operator: %d %.300s", code, body)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{"/api/routes/echo/pause", `"ok": true`},
+		{"/api/routes/echo/resume", `"ok": true`},
+		{"/api/backends/echoer/trip", `"ok": true`},
+		{"/api/backends/echoer/reset", `"ok": true`},
+		{"/api/dlq/replay?type=nope&dry_run=1", `"selected": 1`},
+		{fmt.Sprintf("/api/dlq/%d/replay", entries.Entries[0].Seq), "replayed"},
+		{"/api/schedules/hourly/remove", "removed"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, base+tt.path, nil)
+		req.Header.Set("X-CSRF-Token", session.CSRF)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), tt.want) {
+			t.Errorf("POST %s as the operator: %d %s, want 200 with %s", tt.path, resp.StatusCode, b, tt.want)
+		}
+	}
+	if v := s.violations(operatorUser); len(v) > 0 {
+		t.Errorf("the server refused the console:\n%s", strings.Join(v, "\n"))
+	}
+}
