@@ -54,8 +54,7 @@ func httpError(w http.ResponseWriter, r *http.Request, status int, msg string) {
 
 // fail answers an error of the work: 404 for what does not exist, 504
 // for a timeout, 502 otherwise (the server failed us). The error is
-// logged; the answer names its kind only, so nothing of the server's
-// reaches the page that is not already there.
+// logged; the answer names its kind only.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, dlq.ErrNotFound), errors.Is(err, schedule.ErrNotFound), errors.Is(err, jetstream.ErrMsgNotFound):
@@ -67,7 +66,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httpError(w, r, http.StatusGatewayTimeout, "the NATS server did not answer in time")
 	default:
 		c.o.Logger.Warn("console: request failed", "path", r.URL.Path, "err", err)
-		httpError(w, r, http.StatusBadGateway, err.Error())
+		httpError(w, r, http.StatusBadGateway, "the NATS server failed the request (the console's log says why)")
 	}
 }
 
