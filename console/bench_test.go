@@ -71,6 +71,30 @@ func BenchmarkDLQPage100k(b *testing.B) {
 	e.fillDLQ(n)
 	b.Logf("filled %d DLQ entries in %s", n, time.Since(start).Round(time.Millisecond))
 	srv := e.console(console.Options{})
+	// The anchor: the least a page can cost, an ordered consumer from
+	// the middle of the stream and one fetch of 51 entries' headers,
+	// without HTTP, filters or rendering.
+	b.Run("anchor_fetch", func(b *testing.B) {
+		start := uint64(50_000)
+		for b.Loop() {
+			cons, err := e.js.OrderedConsumer(ctx(b), "DLQ", jetstream.OrderedConsumerConfig{
+				DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start, HeadersOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			batch, err := cons.FetchNoWait(51)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for range batch.Messages() {
+				n++
+			}
+			if n != 51 {
+				b.Fatalf("fetched %d, want 51", n)
+			}
+		}
+	})
 	for _, bc := range []struct{ name, query string }{
 		{"first", "limit=50"},
 		{"middle", "limit=50&after=50000"},

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -342,4 +344,41 @@ func TestEvents(t *testing.T) {
 		return ev.Kind == "backend" && ev.Key == "flow" && ev.Cells["breaker"] == "open" && ev.Cells["state"] == "unhealthy"
 	})
 	next("with the stream figures", func(ev console.Event) bool { return ev.Kind == "stream" && ev.Key == "DLQ" })
+}
+
+// A filter the server cannot apply (reason) over more entries than one
+// page reads: pages end early with a cursor, and following the cursors
+// finds every match, in order, none twice.
+func TestDLQPagesRareMatches(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.fillDLQ(12_000) // every thousandth is poison: 12
+	srv := e.console(console.Options{})
+	var ids []string
+	after, pages := uint64(0), 0
+	for {
+		code, body, _ := get(t, nil, srv.URL+"/api/dlq?reason=poison&limit=5&after="+itoa(after))
+		var p console.DLQPage
+		if err := json.Unmarshal([]byte(body), &p); code != http.StatusOK || err != nil {
+			t.Fatalf("page after %d: %d %v %s", after, code, err, body)
+		}
+		pages++
+		for _, en := range p.Entries {
+			ids = append(ids, en.ID)
+		}
+		if p.Next == 0 {
+			break
+		}
+		if p.Next <= after || pages > 100 {
+			t.Fatalf("cursor %d after %d (page %d)", p.Next, after, pages)
+		}
+		after = p.Next
+	}
+	var want []string
+	for i := 999; i < 12_000; i += 1000 {
+		want = append(want, "t"+strconv.Itoa(i))
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("found %v in %d pages, want %v", ids, pages, want)
+	}
 }

@@ -13,7 +13,7 @@ import (
 // of a filter the server cannot apply (reason, backend): a page of a rare
 // match over a large DLQ then ends early, with a cursor to go on from,
 // instead of reading the whole stream in one request.
-const MaxPageScan = 10000
+const MaxPageScan = 5000
 
 // scanBatch is how many entries' headers one fetch of a filtered Page
 // asks for (a few hundred bytes each).
