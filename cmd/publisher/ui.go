@@ -42,7 +42,7 @@ or the cookie of the login page). --config names the worker's config file, to
 list its routes (optional).`,
 		Example: `  publisher ui
   publisher ui --http 0.0.0.0:8080 --allow-actions --auth-token-file /etc/breakwater/console.token`,
-		Args: argsRange(0, 0, ""),
+		Args: argsRange(0, 0, "no arguments"),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			loopback, err := loopbackAddr(addr)
 			if err != nil {
