@@ -37,6 +37,7 @@ func (c *Console) secure(next http.Handler) http.Handler {
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, r, http.StatusForbidden, "cross-origin request refused")
 	}))
+	protected := cop.Handler(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", csp)
@@ -76,7 +77,7 @@ func (c *Console) secure(next http.Handler) http.Handler {
 				httpError(w, r, http.StatusForbidden, "missing or wrong CSRF token")
 				return
 			}
-			cop.Handler(next).ServeHTTP(w, r)
+			protected.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)
