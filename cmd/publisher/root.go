@@ -95,7 +95,7 @@ Global flags may stand before or after the command.`,
 	f.DurationVar(&a.g.timeout, "timeout", 0, "how long to wait for the server (default 10s; publish and bench name their own default)")
 
 	root.AddCommand(a.publishCmd(), a.resultsCmd(), a.resultCmd(), a.benchCmd(), a.dlqCmd(), a.healthCmd())
-	root.AddCommand(a.scheduleCmd(), a.statusCmd(), a.cancelCmd())
+	root.AddCommand(a.scheduleCmd(), a.statusCmd(), a.cancelCmd(), a.uiCmd())
 	return root
 }
 
