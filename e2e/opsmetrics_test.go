@@ -162,8 +162,9 @@ func TestMetricsOfDashboardAndAlerts(t *testing.T) {
   flow:
     http: {url: %q}
     timeout: 5s
-    retry: {max_attempts: 2, backoff: 10ms}
+    retry: {max_attempts: 2, backoff: 10ms, budget: 0.5}  # retry_budget_remaining exists for backends with one
     breaker: {failure_threshold: 3, delay: 10s}  # breaker_state exists for backends with one
+    max_concurrency: 20                          # concurrency_limit exists for bounded backends
 routes:
   ops: {backends: [flow], cache: {ttl: 1m}}
 `, srv.URL+"/run"))

@@ -238,6 +238,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		metrics.PrimeSchedules(si, knownLabels(cfg).Types)
 		fired = func(typ string, periodic bool, late time.Duration) {
 			si.Fired(context.Background(), typ, periodic, late)
 		}

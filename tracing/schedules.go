@@ -48,7 +48,7 @@ func NewScheduleInstruments(m metric.Meter, o ScheduleOptions) (*ScheduleInstrum
 	}
 	if in.lateness, err = m.Float64Histogram("breakwater.schedule.lateness", metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-		metric.WithDescription("Time from a fired task's due time to the start of its processing, by kind.")); err != nil {
+		metric.WithDescription(scheduleLatenessHelp)); err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	count, err := m.Int64ObservableUpDownCounter("breakwater.schedules", metric.WithUnit("{schedule}"),
@@ -99,4 +99,30 @@ func (in *ScheduleInstruments) Fired(ctx context.Context, typ string, periodic b
 	}
 	in.firings.Add(ctx, 1, in.attrs.get(typeKey, typ, kindKey, kind))
 	in.lateness.Record(ctx, max(late, 0).Seconds(), in.attrs.get(kindKey, kind, "", ""))
+}
+
+// scheduleLatenessHelp is the lateness histogram's description, for its
+// primed series.
+const scheduleLatenessHelp = "Time from a fired task's due time to the start of its processing, by kind."
+
+// PrimeSchedules exports the schedule instruments from the first scrape,
+// as Prime does the worker's: firings at 0 for each of types and kind, and
+// an empty lateness histogram per kind until its first recording. Call it
+// after Prime.
+func (m *Metrics) PrimeSchedules(in *ScheduleInstruments, types []string) {
+	ctx := context.Background()
+	kinds := []string{KindPeriodic, KindDelayed}
+	for _, t := range types {
+		for _, k := range kinds {
+			in.firings.Add(ctx, 0, in.attrs.get(typeKey, t, kindKey, k))
+		}
+	}
+	var zs []zeroSeries
+	if old := m.primed.Load(); old != nil {
+		zs = append(zs, *old...)
+	}
+	for _, k := range kinds {
+		zs = append(zs, zeroSeries{"breakwater_schedule_lateness_seconds", scheduleLatenessHelp, labels(kindKey, k, "", "")})
+	}
+	m.primed.Store(&zs)
 }
