@@ -152,23 +152,9 @@ type DLQPage struct {
 }
 
 func (c *Console) apiDLQ(w http.ResponseWriter, r *http.Request) {
-	q, err := parseDLQQuery(r.URL.Query(), c.o.Now())
-	if err != nil {
-		httpError(w, r, http.StatusBadRequest, err.Error())
-		return
+	if _, page, ok := c.dlqEntries(w, r); ok {
+		writeJSON(w, page)
 	}
-	ctx, cancel := c.reqContext(r)
-	defer cancel()
-	page, err := c.admin.Page(ctx, q.filter, q.after, q.limit)
-	if err != nil {
-		c.fail(w, r, err)
-		return
-	}
-	out := DLQPage{Entries: make([]Entry, 0, len(page.Items)), Next: page.Next, Scanned: page.Scanned}
-	for _, i := range page.Items {
-		out.Entries = append(out.Entries, c.entry(i))
-	}
-	writeJSON(w, out)
 }
 
 func (c *Console) apiEntry(w http.ResponseWriter, r *http.Request) {

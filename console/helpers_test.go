@@ -18,6 +18,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/console"
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // env is a real embedded server with Breakwater's streams.
@@ -206,17 +207,7 @@ func csrf(t testing.TB, base string, hdr ...string) string {
 // waitFor polls cond until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", d, what, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, what, cond)
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

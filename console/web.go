@@ -341,23 +341,35 @@ func pointInTime(v string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func (c *Console) dlqPage(w http.ResponseWriter, r *http.Request) {
+// dlqEntries reads the page of the DLQ that r's query asks for, as the
+// pages and the API show its entries; on a bad query or a failed read it
+// has answered r and returns false.
+func (c *Console) dlqEntries(w http.ResponseWriter, r *http.Request) (dlqQuery, DLQPage, bool) {
 	q, err := parseDLQQuery(r.URL.Query(), c.o.Now())
 	if err != nil {
 		httpError(w, r, http.StatusBadRequest, err.Error())
-		return
+		return q, DLQPage{}, false
 	}
 	ctx, cancel := c.reqContext(r)
 	defer cancel()
 	page, err := c.admin.Page(ctx, q.filter, q.after, q.limit)
 	if err != nil {
 		c.fail(w, r, err)
+		return q, DLQPage{}, false
+	}
+	out := DLQPage{Entries: make([]Entry, 0, len(page.Items)), Next: page.Next, Scanned: page.Scanned}
+	for _, i := range page.Items {
+		out.Entries = append(out.Entries, c.entry(i))
+	}
+	return q, out, true
+}
+
+func (c *Console) dlqPage(w http.ResponseWriter, r *http.Request) {
+	q, page, ok := c.dlqEntries(w, r)
+	if !ok {
 		return
 	}
-	entries := make([]Entry, 0, len(page.Items))
-	for _, i := range page.Items {
-		entries = append(entries, c.entry(i))
-	}
+	entries := page.Entries
 	data := map[string]any{
 		"Title": "DLQ", "Entries": entries, "Reasons": dlq.Reasons(),
 		"Type": q.values.Get("type"), "Reason": q.values.Get("reason"), "Backend": q.values.Get("backend"),

@@ -3,12 +3,14 @@ package health_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // Reconfigure on a running monitor starts probes it did not have, stops
@@ -30,13 +32,9 @@ func TestReconfigure(t *testing.T) {
 	if want := []string{"kept", "new"}; !slices.Equal(names, want) {
 		t.Errorf("tracked %q, want %q", names, want)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for m.Usable("new") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if m.Usable("new") || probed.Load() < 2 {
-		t.Errorf("after %d probes of a failing backend added by Reconfigure: usable %v, want false", probed.Load(), m.Usable("new"))
-	}
+	testkit.Eventually(t, 10*time.Second, "a failing backend added by Reconfigure probed twice and unusable", func() (bool, string) {
+		return !m.Usable("new") && probed.Load() >= 2, fmt.Sprintf("%d probes, usable %v", probed.Load(), m.Usable("new"))
+	})
 	if err := m.Reconfigure(health.Settings{SLATarget: 101}); !errors.Is(err, health.ErrInvalidOptions) {
 		t.Errorf("SLATarget 101: got %v, want ErrInvalidOptions", err)
 	}

@@ -368,18 +368,28 @@ func (c *Client) List(ctx context.Context) ([]*Schedule, error) { return c.list(
 // ListDelayed returns the delayed tasks still waiting, by id.
 func (c *Client) ListDelayed(ctx context.Context) ([]*Schedule, error) { return c.list(ctx, Once) }
 
-func (c *Client) list(ctx context.Context, kind Kind) ([]*Schedule, error) {
+// subjects returns the subjects of the schedules of kind stored, and
+// their common prefix, with one stream request.
+func (c *Client) subjects(ctx context.Context, kind Kind) (map[string]uint64, string, error) {
 	s, err := c.tasksStream(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	prefix := schedulesPrefix(c.o.Topology) + string(kind) + "."
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", c.o.Topology.TasksStream(), err)
+		return nil, "", fmt.Errorf("stream %s: %w", c.o.Topology.TasksStream(), err)
 	}
-	names := make([]string, 0, len(info.State.Subjects))
-	for subj := range info.State.Subjects {
+	return info.State.Subjects, prefix, nil
+}
+
+func (c *Client) list(ctx context.Context, kind Kind) ([]*Schedule, error) {
+	subjects, prefix, err := c.subjects(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(subjects))
+	for subj := range subjects {
 		names = append(names, strings.TrimPrefix(subj, prefix))
 	}
 	slices.Sort(names)
@@ -458,14 +468,7 @@ func (c *Client) LastFired(ctx context.Context, sc *Schedule) (*Firing, error) {
 // for Every, delayed tasks not yet fired for Once) with one stream request,
 // without reading them.
 func (c *Client) Count(ctx context.Context, kind Kind) (uint64, error) {
-	s, err := c.tasksStream(ctx)
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(schedulesPrefix(c.o.Topology)+string(kind)+".*"))
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", c.o.Topology.TasksStream(), err)
-	}
+	subjects, _, err := c.subjects(ctx, kind)
 	// One message a subject: a schedule is replaced by a roll-up.
-	return uint64(len(info.State.Subjects)), nil
+	return uint64(len(subjects)), err
 }

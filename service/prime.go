@@ -29,7 +29,7 @@ func knownLabels(cfg *config.Config) tracing.Known {
 		Types:        types,
 		TaskOutcomes: []string{pipeline.OutcomeDone, pipeline.OutcomeDeadLettered, pipeline.OutcomeRedelivered, pipeline.OutcomeDuplicate},
 		Backends:     slices.Sorted(maps.Keys(cfg.Backends)),
-		CallOutcomes: []string{"ok", "transient", "permanent", "invalid"}, // errorClass's values
+		CallOutcomes: []string{dlq.ClassOK, dlq.ClassTransient, dlq.ClassPermanent, dlq.ClassInvalid}, // dlq.ClassOf
 		Reasons:      reasons,
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func parse(t *testing.T, yaml string) *config.Config {
@@ -124,10 +125,9 @@ routes:
 	}
 
 	bk1.Release(bk2)
-	deadline := time.Now().Add(10 * time.Second)
-	for closedB.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "the replaced b's connections closed", func() (bool, string) {
+		return closedB.Load() > 0, "none closed"
+	})
 	if closedB.Load() != 1 {
 		t.Errorf("the replaced b closed %d connections, want 1", closedB.Load())
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/config"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // syncBuffer is a log sink the worker and the test share.
@@ -91,34 +92,23 @@ func TestRunReloadsUnderTraffic(t *testing.T) {
 	}
 	waitResult := func(id string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testkit.Eventually(t, 20*time.Second, "the result of a/"+id, func() (bool, string) {
 			s, err := js.Stream(context.Background(), "RESULTS")
 			if err == nil {
 				if _, err = s.GetLastMsgForSubject(context.Background(), "results.a."+id); err == nil {
-					return
+					return true, ""
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no result for a/%s within 20s: %v\n%s", id, err, logs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return false, fmt.Sprintf("%v\n%s", err, logs.String())
+		})
 	}
 	publish := func(id string) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			// The streams exist once the worker has started.
+		// The streams exist once the worker has started.
+		testkit.Eventually(t, 20*time.Second, "publish "+id, func() (bool, string) {
 			_, err := js.Publish(context.Background(), "tasks.a", []byte("x"), jetstream.WithMsgID(id))
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("publish %s: %v", id, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err == nil, fmt.Sprint(err)
+		})
 	}
 	publish("t-0")
 	waitResult("t-0")
@@ -136,13 +126,9 @@ func TestRunReloadsUnderTraffic(t *testing.T) {
 	}
 	// The reloads are serialised behind the channel: after the last
 	// send, the ninth is at least under way; wait for its log line.
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(logs.String(), "config reloaded")+strings.Count(logs.String(), "config reload refused") < 9 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 9 reloads logged:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 20*time.Second, "9 reloads logged", func() (bool, string) {
+		return strings.Count(logs.String(), "config reloaded")+strings.Count(logs.String(), "config reload refused") >= 9, logs.String()
+	})
 	if got := strings.Count(logs.String(), "config reload refused"); got != 3 {
 		t.Errorf("%d reloads refused, want 3 (the bad file)", got)
 	}

@@ -1,0 +1,41 @@
+package testkit_test
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
+)
+
+// recorder is a testing.TB whose Fatalf records and ends its goroutine.
+type recorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestEventually(t *testing.T) {
+	n := 0
+	testkit.Eventually(t, 5*time.Second, "the third ask", func() (bool, string) { n++; return n == 3, "" })
+	if n != 3 {
+		t.Errorf("asked %d times, want 3", n)
+	}
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		testkit.Eventually(r, 50*time.Millisecond, "never", func() (bool, string) { return false, "still no" })
+	}()
+	<-done
+	if !strings.Contains(r.msg, "waiting for never: still no") {
+		t.Errorf("failure %q, want what and the last detail", r.msg)
+	}
+}
