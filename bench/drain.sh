@@ -12,6 +12,8 @@
 #   STALLCHECK=N          instead: N worker drains in a row, reporting stalls
 #   NATS=path             natscli v0.3.0 (default: `nats` in PATH)
 #   PORT=14334            server port
+#   PERF=dir              record each drain with `perf record -g` into
+#                         dir/IMPL-N.data (`perf report -i ...` reads it)
 #
 # A round is flagged as a stall when its rate is under 30% of the median of
 # its implementation, when the result count did not move for more than 5 s,
@@ -77,6 +79,13 @@ impl_cmd() {
 	esac
 }
 
+# cputime PID: user+system CPU seconds the process has used so far. A round
+# prints the program's (its drain, plus its start) and the server's during
+# the drain: what each costs per task, which a noisy machine's rate hides.
+cputime() {
+	awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo "?"
+}
+
 # round IMPL N: one drain on a fresh server; prints the round's line and
 # appends "impl rate max_gap timeout heartbeat" to $TMP/rounds.
 round() {
@@ -110,13 +119,23 @@ round() {
 		echo "round $n: TASKS holds $have messages, want $TASKS" >&2
 		exit 1
 	fi
+	local srv0
+	srv0=$(cputime "$srv")
 	start "$impl" $(impl_cmd "$impl")
-	local proc=$LAST
+	local proc=$LAST perf=
+	if [ -n "${PERF:-}" ]; then
+		mkdir -p "$PERF"
+		start "perf-$impl" perf record -q -F 499 -g -p "$proc" -o "$PERF/$impl-$n.data"
+		perf=$LAST
+	fi
 	line=$(drain watch --count "$TASKS" --timeout "${WATCH_TIMEOUT:-5m}")
+	local cpu srvcpu
+	cpu=$(cputime "$proc") srvcpu=$(awk -v a="$(cputime "$srv")" -v b="$srv0" 'BEGIN { printf "%.2f", a - b }')
+	[ -z "$perf" ] || { kill -INT "$perf" 2>/dev/null || true; forget "$perf"; }
 	forget "$proc"
 	forget "$srv"
 	hb=$(grep -c 'no heartbeat received' "$TMP/$impl.log" || true)
-	printf 'round=%s impl=%-7s fsync=%s %s heartbeat_lost=%s\n' "$n" "$impl" "$FSYNC" "$line" "$hb"
+	printf 'round=%s impl=%-7s fsync=%s %s heartbeat_lost=%s cpu=%ss server_cpu=%ss\n' "$n" "$impl" "$FSYNC" "$line" "$hb" "$cpu" "$srvcpu"
 	local rate gap to
 	rate=$(sed -E 's/.* rate=([0-9.]+).*/\1/' <<<"$line")
 	gap=$(sed -E 's/.* max_gap=([0-9.]+)s.*/\1/' <<<"$line")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,19 +26,27 @@ import (
 // them, and keeps every held message alive with InProgress. Decide, inside
 // it, is the one place that picks a failed task's fate.
 //
-// settle runs on the pool goroutine that processed the task, so the waits
-// for the server's acknowledgements (the result's, the DLQ copy's) happen
-// concurrently, one per goroutine, and a slow one holds up no other task.
+// settle runs on the pool goroutine that processed the task. A result's
+// store is not waited for there: the server's acknowledgement completes it
+// through the result publisher's callbacks (stored, storeFailed), so the
+// waits of all results overlap, none holds up another, and no goroutine
+// waits per task.
 type settler struct {
 	w        *Worker
 	progress *progress
 	parking  *parking
 	pull     *puller // set by Run
-	// acks hands stored results to the waiters, goroutines (as many as
-	// the concurrency, started and stopped by Run) that each await one
-	// acknowledgement at a time: waits overlap, and no goroutine is made
-	// per task.
-	acks chan pendingAck
+	// results publishes results only; its ack and error callbacks settle
+	// the task whose result the server has (or has refused).
+	results jetstream.JetStream
+
+	mu sync.Mutex
+	// storing are the results published and not yet acknowledged, by
+	// their message (the callbacks are given it back).
+	storing map[*nats.Msg]pendingAck
+	// stores counts the results in storing and the failed stores being
+	// settled; a drain waits for it.
+	stores sync.WaitGroup
 }
 
 // pendingAck is a result published and not yet acknowledged.
@@ -45,24 +54,36 @@ type pendingAck struct {
 	ctx context.Context
 	d   *delivery
 	o   outcome
-	msg *nats.Msg
-	fut jetstream.PubAckFuture
 }
 
-// wait awaits acknowledgements until acks is closed and drained.
-func (s *settler) wait() {
-	for p := range s.acks {
-		s.awaitResult(p.ctx, p.d, p.o, p.msg, p.fut)
-	}
-}
+// resultWindow bounds the results awaiting the server's acknowledgement
+// beyond the concurrency (the client's async publish window), and
+// resultAckTimeout how long one may wait for it before its store counts as
+// failed (redelivered) instead of holding the task forever.
+const (
+	resultWindowPerSlot = 4
+	resultWindowExtra   = 256
+	resultAckTimeout    = 30 * time.Second
+)
 
-func newSettler(w *Worker) *settler {
-	s := &settler{w: w, parking: newParking(w.o.MaxParked)}
+func newSettler(w *Worker) (*settler, error) {
+	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]pendingAck{}}
 	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
 			"subject", d.msg.Subject())
 	}, s.failed)
-	return s
+	// A publisher of its own, on the worker's connection: the callbacks
+	// are per publisher, and results are all this one publishes.
+	js, err := jetstream.New(w.o.Conn,
+		jetstream.WithPublishAsyncAckHandler(s.stored),
+		jetstream.WithPublishAsyncErrHandler(s.storeFailed),
+		jetstream.WithPublishAsyncMaxPending(resultWindowPerSlot*w.o.Concurrency+resultWindowExtra),
+		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: result publisher: %w", err)
+	}
+	s.results = js
+	return s, nil
 }
 
 // track starts keeping d alive and counts it as held, from its arrival.
@@ -149,13 +170,23 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		o.err = o.holdErr
 	case o.err == nil:
 		msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
-		fut, err := s.publishResult(ctx, msg)
+		// The task's room goes to the next one now (its work is done)
+		// and not again when it is settled; set before the publish, as
+		// the acknowledgement may settle it before the publish returns.
+		d.roomFreed = true
+		s.mu.Lock()
+		s.storing[msg] = pendingAck{ctx: ctx, d: d, o: o}
+		s.mu.Unlock()
+		s.stores.Add(1)
+		err := s.publishResult(ctx, msg)
+		s.pull.free()
 		if err == nil {
-			d.roomFreed = true
-			s.pull.free()
-			s.acks <- pendingAck{ctx: ctx, d: d, o: o, msg: msg, fut: fut}
-			return
+			return // stored or storeFailed settles it
 		}
+		if _, ok := s.take(msg); !ok {
+			return // settled by a callback after all
+		}
+		s.stores.Done()
 		o.err = err
 	}
 	s.fail(ctx, d, o)
@@ -181,15 +212,15 @@ func endSpan(o outcome) {
 // publishResult starts storing the result in RESULTS. A full publish
 // window is waited out, not reported: the backend call has succeeded and
 // must not be made again.
-func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
-	js := s.w.o.JS
+func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) error {
+	js := s.results
 	for {
-		fut, err := js.PublishMsgAsync(msg)
+		_, err := js.PublishMsgAsync(msg)
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || ctx.Err() != nil {
 			if err != nil {
-				return nil, s.w.resultErr(err)
+				return s.w.resultErr(err)
 			}
-			return fut, nil
+			return nil
 		}
 		select {
 		case <-js.PublishAsyncComplete():
@@ -199,25 +230,51 @@ func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) (jetstream.P
 	}
 }
 
-// awaitResult waits for the result's acknowledgement, then acks the task
-// and answers Task-Reply-To: a task leaves TASKS only once its result is
-// stored. A failed store is settled like any failure.
-func (s *settler) awaitResult(ctx context.Context, d *delivery, o outcome, msg *nats.Msg, fut jetstream.PubAckFuture) {
-	w := s.w
-	select {
-	case <-fut.Ok():
-		s.ack(d)
-		w.stats.done.Add(1)
-		w.observe(o.t.Type, OutcomeDone, "", time.Since(o.start))
-		s.reply(ctx, o.t, msg.Header, msg.Data)
-	case err := <-fut.Err():
-		o.err = w.resultErr(err)
-		s.fail(ctx, d, o)
-	case <-ctx.Done():
-		o.err = fmt.Errorf("%w: result not acknowledged", ErrShutdown)
-		s.fail(ctx, d, o)
+// take removes and returns the pending store of msg, if it is still
+// pending (each result is settled once: by a callback or by its publish
+// failing).
+func (s *settler) take(msg *nats.Msg) (pendingAck, bool) {
+	s.mu.Lock()
+	p, ok := s.storing[msg]
+	delete(s.storing, msg)
+	s.mu.Unlock()
+	return p, ok
+}
+
+// stored is the result publisher's ack callback: the result is in
+// RESULTS, so the task is acked and the Task-Reply-To caller answered. A
+// task leaves TASKS only once its result is stored. It runs on the
+// client's acknowledgement goroutine and does not block (Ack and the reply
+// are buffered publishes).
+func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	p, ok := s.take(msg)
+	if !ok {
+		return
 	}
-	s.done(d, o)
+	defer s.stores.Done()
+	w := s.w
+	s.ack(p.d)
+	w.stats.done.Add(1)
+	w.observe(p.o.t.Type, OutcomeDone, "", time.Since(p.o.start))
+	s.reply(p.ctx, p.o.t, msg.Header, msg.Data)
+	s.done(p.d, p.o)
+}
+
+// storeFailed is the result publisher's error callback (refused, timed
+// out, or the connection lost): the failure is settled like any other, on
+// a goroutine of its own, as a dead-letter waits for the DLQ's
+// acknowledgement and the callback must not block.
+func (s *settler) storeFailed(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	p, ok := s.take(msg)
+	if !ok {
+		return
+	}
+	go func() {
+		defer s.stores.Done()
+		p.o.err = s.w.resultErr(err)
+		s.fail(p.ctx, p.d, p.o)
+		s.done(p.d, p.o)
+	}()
 }
 
 // reply answers a Task-Reply-To caller (core NATS, best effort: the result

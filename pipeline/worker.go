@@ -214,7 +214,9 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	}
 	w := &Worker{o: o, log: o.Logger, results: results, traced: traced,
 		everyPrefix: strings.TrimSuffix(o.Topology.TaskSubject("x"), "tasks.x") + "schedules.every."}
-	w.settler = newSettler(w)
+	if w.settler, err = newSettler(w); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -311,11 +313,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		s.release(queue, parkerStop)
 	}()
 
-	s.acks = make(chan pendingAck, w.o.Concurrency)
-	var waiters sync.WaitGroup
-	for range w.o.Concurrency {
-		waiters.Go(s.wait)
-	}
 	var pool sync.WaitGroup
 	for range w.o.Concurrency {
 		pool.Go(func() {
@@ -337,8 +334,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		pool.Wait()
-		close(s.acks)
-		waiters.Wait()
+		s.stores.Wait() // results awaiting the server's acknowledgement
 		// Tasks the pool parked after the parker stopped.
 		for _, d := range s.parking.takeAll() {
 			s.handBack(d)
