@@ -316,8 +316,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	var pool sync.WaitGroup
 	for range w.o.Concurrency {
 		pool.Go(func() {
+			slot := newRunSlot(workCtx)
+			defer slot.cancel(nil)
 			for d := range queue {
-				s.settle(workCtx, d, w.process(workCtx, d))
+				s.settle(workCtx, d, w.process(workCtx, slot, d))
 			}
 		})
 	}
