@@ -43,13 +43,14 @@ type settler struct {
 	mu sync.Mutex
 	// storing are the results published and not yet acknowledged, by
 	// their message (the callbacks are given it back).
-	storing map[*nats.Msg]pendingAck
+	storing map[*nats.Msg]*delivery
 	// stores counts the results in storing and the failed stores being
 	// settled; a drain waits for it.
 	stores sync.WaitGroup
 }
 
-// pendingAck is a result published and not yet acknowledged.
+// pendingAck is what settling a published result needs once the server
+// has answered; it lives in the delivery (no allocation per result).
 type pendingAck struct {
 	ctx context.Context
 	d   *delivery
@@ -67,7 +68,7 @@ const (
 )
 
 func newSettler(w *Worker) (*settler, error) {
-	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]pendingAck{}}
+	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]*delivery{}}
 	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
 			"subject", d.msg.Subject())
@@ -175,7 +176,8 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		// the acknowledgement may settle it before the publish returns.
 		d.roomFreed = true
 		s.mu.Lock()
-		s.storing[msg] = pendingAck{ctx: ctx, d: d, o: o}
+		d.store = pendingAck{ctx: ctx, d: d, o: o}
+		s.storing[msg] = d
 		s.mu.Unlock()
 		s.stores.Add(1)
 		err := s.publishResult(ctx, msg)
@@ -235,10 +237,13 @@ func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) error {
 // failing).
 func (s *settler) take(msg *nats.Msg) (pendingAck, bool) {
 	s.mu.Lock()
-	p, ok := s.storing[msg]
+	d, ok := s.storing[msg]
 	delete(s.storing, msg)
 	s.mu.Unlock()
-	return p, ok
+	if !ok {
+		return pendingAck{}, false
+	}
+	return d.store, true
 }
 
 // stored is the result publisher's ack callback: the result is in
@@ -423,7 +428,20 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	// canonicalise each one again on the hot path. The values share one
 	// backing array: one allocation instead of seven.
 	v := [...]string{t.ID, t.Type, task.StatusOK, ans.backend, strconv.Itoa(len(ans.attempts)), ans.cache, took.String()}
-	h := make(nats.Header, len(v)+2)
+	recording := trace.SpanFromContext(ctx).IsRecording()
+	// Sized exactly: a map hinted for up to 8 entries is one group (2
+	// allocations), beyond that 4 and twice the bytes.
+	n := len(v)
+	if recording {
+		n += len(traceHeaders)
+	} else {
+		for _, k := range traceHeaders {
+			if _, ok := t.Header[k]; ok {
+				n++
+			}
+		}
+	}
+	h := make(nats.Header, n)
 	h[task.HeaderID] = v[0:1:1]
 	h[task.HeaderType] = v[1:2:2]
 	h[task.HeaderStatus] = v[2:3:3]
@@ -432,13 +450,13 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	h[task.HeaderCache] = v[5:6:6]
 	h[task.HeaderDuration] = v[6:7:7]
 	subject := w.o.Topology.ResultSubject(t.Type, t.ID)
-	if trace.SpanFromContext(ctx).IsRecording() {
+	if recording {
 		// The result's own publish span; its context goes with the result.
 		_, span := tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, subject, "", h, len(ans.body))
 		span.End()
 	} else {
 		// No span of ours: the task's trace context is passed on as it came.
-		for _, k := range []string{"traceparent", "tracestate", "baggage"} {
+		for _, k := range traceHeaders {
 			if v, ok := t.Header[k]; ok {
 				h[k] = v
 			}
@@ -449,6 +467,10 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	// the first instead of adding one, without the dedupe table's cost.
 	return &nats.Msg{Subject: subject, Header: h, Data: ans.body}
 }
+
+// traceHeaders are the W3C trace context and baggage headers, passed from
+// a task to its result as they came when the worker makes no spans.
+var traceHeaders = [...]string{"traceparent", "tracestate", "baggage"}
 
 // resultErr classifies a failed result store: a result too large for the
 // server can never be stored (invalid_result), anything else is transient.

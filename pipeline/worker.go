@@ -173,6 +173,8 @@ type delivery struct {
 	// roomFreed: its room in the puller was given back before it was
 	// settled (its result awaiting the server's acknowledgement).
 	roomFreed bool
+	// store is set while its result awaits the server's acknowledgement.
+	store pendingAck
 }
 
 // New checks o and returns a Worker; it does not start anything.
