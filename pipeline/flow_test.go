@@ -145,12 +145,8 @@ func TestDrainBoundedWithBackendIgnoringContext(t *testing.T) {
 // being redelivered and called again.
 func TestFullPublishWindowDoesNotCallTwice(t *testing.T) {
 	e := newEnv(t, bus.ConsumerOptions{})
-	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
-	w := e.start(t, pipeline.Options{JS: js, Concurrency: 64}, echoRoute("echo", &calls))
+	w := e.start(t, pipeline.Options{ResultWindow: 4, Concurrency: 64}, echoRoute("echo", &calls))
 	const n = 300
 	for i := range n {
 		if _, err := e.js.PublishAsync("tasks.echo", []byte("x"), jetstream.WithMsgID(fmt.Sprintf("w%d", i))); err != nil {

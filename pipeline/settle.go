@@ -57,15 +57,10 @@ type pendingAck struct {
 	o   outcome
 }
 
-// resultWindow bounds the results awaiting the server's acknowledgement
-// beyond the concurrency (the client's async publish window), and
-// resultAckTimeout how long one may wait for it before its store counts as
-// failed (redelivered) instead of holding the task forever.
-const (
-	resultWindowPerSlot = 4
-	resultWindowExtra   = 256
-	resultAckTimeout    = 30 * time.Second
-)
+// resultAckTimeout is how long a result may wait for the server's
+// acknowledgement before its store counts as failed (the task is
+// redelivered) instead of holding the task forever.
+const resultAckTimeout = 30 * time.Second
 
 func newSettler(w *Worker) (*settler, error) {
 	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]*delivery{}}
@@ -78,7 +73,7 @@ func newSettler(w *Worker) (*settler, error) {
 	js, err := jetstream.New(w.o.Conn,
 		jetstream.WithPublishAsyncAckHandler(s.stored),
 		jetstream.WithPublishAsyncErrHandler(s.storeFailed),
-		jetstream.WithPublishAsyncMaxPending(resultWindowPerSlot*w.o.Concurrency+resultWindowExtra),
+		jetstream.WithPublishAsyncMaxPending(w.o.ResultWindow),
 		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: result publisher: %w", err)

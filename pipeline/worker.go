@@ -65,6 +65,11 @@ type Options struct {
 	// awaits the server's acknowledgement hold no room (their work is
 	// done); the async publish window bounds those.
 	Prefetch int
+	// ResultWindow bounds the results published and awaiting the
+	// server's acknowledgement (the result publisher's async window);
+	// past it a finished task waits for room, it is not redelivered.
+	// Default 4×Concurrency+256.
+	ResultWindow int
 	// MaxPayload makes larger payloads poison; 0: no limit of ours.
 	MaxPayload int
 	// Reply decides which Task-Reply-To subjects are answered (see
@@ -190,6 +195,9 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
+	}
+	if o.ResultWindow <= 0 {
+		o.ResultWindow = 4*o.Concurrency + 256
 	}
 	if o.MaxDeliver == 0 {
 		o.MaxDeliver = 5
