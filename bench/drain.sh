@@ -12,6 +12,8 @@
 #   STALLCHECK=N          instead: N worker drains in a row, reporting stalls
 #   NATS=path             natscli v0.3.0 (default: `nats` in PATH)
 #   PORT=14334            server port
+#   BASE=rev              also drain with the worker built at git revision
+#                         rev (interleaved, third in each round): before/after
 #   PERF=dir              record each drain with `perf record -g` into
 #                         dir/IMPL-N.data (`perf report -i ...` reads it)
 #
@@ -57,6 +59,13 @@ go build -o "$TMP/nats-server" github.com/nats-io/nats-server/v2
 go build -o "$TMP/worker" ./cmd/worker
 go build -o "$TMP/minimal" ./bench/minimal
 go build -o "$TMP/drain" ./bench/drain
+if [ -n "${BASE:-}" ]; then
+	# The worker as of another commit, built from a copy of that tree (no
+	# checkout, no worktree): before/after in the same run.
+	mkdir "$TMP/base"
+	git archive "$BASE" | tar -x -C "$TMP/base"
+	(cd "$TMP/base" && go build -o "$TMP/base-worker" ./cmd/worker)
+fi
 drain() { "$TMP/drain" "$1" --nats-url "$URL" "${@:2}"; }
 
 start() { # start NAME CMD...: run in the background, stderr+stdout to $TMP/NAME.log; sets LAST
@@ -76,6 +85,7 @@ impl_cmd() {
 	case $1 in
 	worker) echo "$TMP/worker --nats-url $URL --log-level warn" ;;
 	minimal) echo "$TMP/minimal --nats-url $URL" ;;
+	base) echo "$TMP/base-worker --nats-url $URL --log-level warn" ;;
 	esac
 }
 
@@ -171,8 +181,14 @@ fi
 for n in $(seq "$ROUNDS"); do
 	round minimal "$n"
 	round worker "$n"
+	[ -z "${BASE:-}" ] || round base "$n"
 done
 mm=$(median minimal) mw=$(median worker)
 printf 'median minimal=%.0f worker=%.0f tasks/s ratio worker/minimal=%.2f\n' "$mm" "$mw" "$(awk -v a="$mw" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
+if [ -n "${BASE:-}" ]; then
+	mb=$(median base)
+	printf 'median base (%s)=%.0f tasks/s ratio base/minimal=%.2f\n' "$BASE" "$mb" "$(awk -v a="$mb" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
+fi
 stalls minimal
 stalls worker
+[ -z "${BASE:-}" ] || stalls base
