@@ -169,9 +169,9 @@ func (w *Worker) process(ctx context.Context, slot *runSlot, d *delivery) outcom
 		tctx, cancel = context.WithDeadline(tctx, t.Deadline)
 		defer cancel()
 	}
-	w.running.start(t.Type, t.ID, cancelTask)
+	w.running.start(t.Type, t.ID, o.start, cancelTask)
 	defer w.running.stop(slot, t.Type, t.ID)
-	w.settler.progress.calling(d.pid, route.Budget())
+	w.settler.progress.calling(d.pid, o.start, route.Budget())
 	req := &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header}
 	var ans answer
 	switch {

@@ -86,7 +86,8 @@ func (p *puller) run(ctx context.Context, c jetstream.Consumer) error {
 	}
 	var retryAt time.Time // after a failed fetch, no new one before then
 	for {
-		for time.Now().After(retryAt) {
+		for retryAt.IsZero() || time.Now().After(retryAt) {
+			retryAt = time.Time{} // passed: no clock read until the next failure
 			free := p.capacity - int(p.held.Load()) - int(p.fetching.Load())
 			if free < p.minBatch && (free <= 0 || p.open.Load() > 0) {
 				break
@@ -114,8 +115,8 @@ func (p *puller) run(ctx context.Context, c jetstream.Consumer) error {
 			})
 		}
 		var retry <-chan time.Time
-		if d := time.Until(retryAt); d > 0 {
-			retry = time.After(d)
+		if !retryAt.IsZero() {
+			retry = time.After(max(time.Until(retryAt), 0))
 		}
 		select {
 		case <-ctx.Done():

@@ -62,14 +62,14 @@ func newRunSlot(parent context.Context) *runSlot {
 	return s
 }
 
-// start registers a running task; Worker.Cancel calls cancel with
-// ErrCancelled until stop unregisters it.
-func (r *running) start(typ, id string, cancel context.CancelCauseFunc) {
+// start registers a task running since then; Worker.Cancel calls cancel
+// with ErrCancelled until stop unregisters it.
+func (r *running) start(typ, id string, since time.Time, cancel context.CancelCauseFunc) {
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = map[runKey]runEntry{}
 	}
-	r.m[runKey{typ, id}] = runEntry{since: time.Now(), cancel: cancel}
+	r.m[runKey{typ, id}] = runEntry{since: since, cancel: cancel}
 	r.mu.Unlock()
 }
 

@@ -149,7 +149,7 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 	switch {
 	case o.stored != nil:
 		w.stats.duplicates.Add(1)
-		w.observe(o.t.Type, OutcomeDuplicate, "", time.Since(o.start))
+		w.observe(o.t.Type, OutcomeDuplicate, "", o.start)
 		s.reply(ctx, o.t, o.stored.Header, o.stored.Data)
 		s.ack(d)
 		s.done(d, o)
@@ -255,7 +255,7 @@ func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubA
 	w := s.w
 	s.ack(p.d)
 	w.stats.done.Add(1)
-	w.observe(p.o.t.Type, OutcomeDone, "", time.Since(p.o.start))
+	w.observe(p.o.t.Type, OutcomeDone, "", p.o.start)
 	s.reply(p.ctx, p.o.t, msg.Header, msg.Data)
 	s.done(p.d, p.o)
 }
@@ -303,7 +303,7 @@ func (s *settler) fail(ctx context.Context, d *delivery, o outcome) {
 		s.ack(d)
 	case Redeliver:
 		w.stats.redelivered.Add(1)
-		w.observe(t.Type, OutcomeRedelivered, "", time.Since(o.start))
+		w.observe(t.Type, OutcomeRedelivered, "", o.start)
 		if w.o.History != nil && len(o.attempts) > 0 && !errors.Is(cause, ErrShutdown) {
 			if err := w.o.History.Append(ctx, t.Seq, w.records(o.attempts, delivered)); err != nil {
 				log.Warn("attempt history not kept", "err", err)
@@ -363,7 +363,7 @@ func (s *settler) deadLetter(ctx context.Context, d *delivery, o outcome, fate F
 		return
 	}
 	w.stats.dead.Add(1)
-	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, time.Since(o.start))
+	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, o.start)
 	log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
 	if t.ReplyTo != "" {
 		h := w.o.DLQ.Header(e)
@@ -488,9 +488,11 @@ func isMaxPayload(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMessageTooLarge
 }
 
-func (w *Worker) observe(typ, outcome string, reason dlq.Reason, took time.Duration) {
+// observe tells Options.Observe how a delivery that started at start
+// ended (the clock is read only when someone is told).
+func (w *Worker) observe(typ, outcome string, reason dlq.Reason, start time.Time) {
 	if w.o.Observe != nil {
-		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: took})
+		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: time.Since(start)})
 	}
 }
 
