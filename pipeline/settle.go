@@ -47,6 +47,8 @@ type settler struct {
 	// stores counts the results in storing and the failed stores being
 	// settled; a drain waits for it.
 	stores sync.WaitGroup
+	// bufs are result messages to reuse (resultBuf).
+	bufs sync.Pool
 }
 
 // pendingAck is what settling a published result needs once the server
@@ -55,6 +57,7 @@ type pendingAck struct {
 	ctx context.Context
 	d   *delivery
 	o   outcome
+	buf *resultBuf // the result's message
 }
 
 // resultAckTimeout is how long a result may wait for the server's
@@ -165,13 +168,14 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		}
 		o.err = o.holdErr
 	case o.err == nil:
-		msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
+		buf := s.getBuf()
+		msg := w.resultMsg(ctx, buf, o.t, o.ans, time.Since(o.start))
 		// The task's room goes to the next one now (its work is done)
 		// and not again when it is settled; set before the publish, as
 		// the acknowledgement may settle it before the publish returns.
 		d.roomFreed = true
 		s.mu.Lock()
-		d.store = pendingAck{ctx: ctx, d: d, o: o}
+		d.store = pendingAck{ctx: ctx, d: d, o: o, buf: buf}
 		s.storing[msg] = d
 		s.mu.Unlock()
 		s.stores.Add(1)
@@ -258,6 +262,7 @@ func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubA
 	w.observe(p.o.t.Type, OutcomeDone, "", p.o.start)
 	s.reply(p.ctx, p.o.t, msg.Header, msg.Data)
 	s.done(p.d, p.o)
+	s.putBuf(p.buf)
 }
 
 // storeFailed is the result publisher's error callback (refused, timed
@@ -418,25 +423,30 @@ func (s *settler) release(queue chan<- *delivery, stop <-chan struct{}) {
 }
 
 // resultMsg is the result message of the contract for t's answer.
-func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took time.Duration) *nats.Msg {
+// It is built in buf, whose message it returns.
+func (w *Worker) resultMsg(ctx context.Context, buf *resultBuf, t *task.Task, ans answer, took time.Duration) *nats.Msg {
 	// Direct assignment: the names are canonical already, and Set would
 	// canonicalise each one again on the hot path. The values share one
-	// backing array: one allocation instead of seven.
-	v := [...]string{t.ID, t.Type, task.StatusOK, ans.backend, strconv.Itoa(len(ans.attempts)), ans.cache, took.String()}
+	// backing array, the buf's.
+	buf.v = [...]string{t.ID, t.Type, task.StatusOK, ans.backend, strconv.Itoa(len(ans.attempts)), ans.cache, took.String()}
+	v := &buf.v
 	recording := trace.SpanFromContext(ctx).IsRecording()
-	// Sized exactly: a map hinted for up to 8 entries is one group (2
-	// allocations), beyond that 4 and twice the bytes.
-	n := len(v)
-	if recording {
-		n += len(traceHeaders)
-	} else {
-		for _, k := range traceHeaders {
-			if _, ok := t.Header[k]; ok {
-				n++
+	h := buf.msg.Header
+	if h == nil {
+		// Sized exactly: a map hinted for up to 8 entries is one group
+		// (2 allocations), beyond that 4 and twice the bytes.
+		n := len(v)
+		if recording {
+			n += len(traceHeaders)
+		} else {
+			for _, k := range traceHeaders {
+				if _, ok := t.Header[k]; ok {
+					n++
+				}
 			}
 		}
+		h = make(nats.Header, n)
 	}
-	h := make(nats.Header, n)
 	h[task.HeaderID] = v[0:1:1]
 	h[task.HeaderType] = v[1:2:2]
 	h[task.HeaderStatus] = v[2:3:3]
@@ -460,7 +470,34 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
 	// store of the same result (a redelivery racing a slow ack) replaces
 	// the first instead of adding one, without the dedupe table's cost.
-	return &nats.Msg{Subject: subject, Header: h, Data: ans.body}
+	buf.msg = nats.Msg{Subject: subject, Header: h, Data: ans.body}
+	return &buf.msg
+}
+
+// resultBuf is a result message and its header values, reused from one
+// task to the next once the server has acknowledged the result (the
+// client is done with the message then, and the Task-Reply-To answer,
+// written synchronously, too): a result costs no message, header map or
+// value array of its own.
+type resultBuf struct {
+	msg nats.Msg
+	v   [7]string
+}
+
+func (s *settler) getBuf() *resultBuf {
+	if b, ok := s.bufs.Get().(*resultBuf); ok {
+		return b
+	}
+	return &resultBuf{}
+}
+
+// putBuf gives b back for another result; nothing may use its message
+// afterwards.
+func (s *settler) putBuf(b *resultBuf) {
+	clear(b.msg.Header)
+	b.msg = nats.Msg{Header: b.msg.Header}
+	b.v = [7]string{}
+	s.bufs.Put(b)
 }
 
 // traceHeaders are the W3C trace context and baggage headers, passed from
