@@ -14,6 +14,9 @@
 #   PORT=14334            server port
 #   BASE=rev              also drain with the worker built at git revision
 #                         rev (interleaved, third in each round): before/after
+#   POLICIES=1            also drain with the echo route on a backend with
+#                         every policy (timeout, retry, breaker,
+#                         max_concurrency, rate_limit that never binds)
 #   PERF=dir              record each drain with `perf record -g` into
 #                         dir/IMPL-N.data (`perf report -i ...` reads it)
 #
@@ -59,6 +62,22 @@ go build -o "$TMP/nats-server" github.com/nats-io/nats-server/v2
 go build -o "$TMP/worker" ./cmd/worker
 go build -o "$TMP/minimal" ./bench/minimal
 go build -o "$TMP/drain" ./bench/drain
+if [ "${POLICIES:-0}" = 1 ]; then
+	# The echo route on a backend with every policy (issue 13: the full
+	# stack within 0.9x of the bare route); the limits never bind here.
+	cat >"$TMP/policies.yaml" <<-'EOF'
+		backends:
+		  echoer:
+		    builtin: echo
+		    timeout: 2s
+		    retry: {max_attempts: 3, backoff: 100ms, max_backoff: 30s, jitter: 0.2}
+		    breaker: {failure_threshold: 3, delay: 10s, success_threshold: 3}
+		    max_concurrency: 1000
+		    rate_limit: 1000000/s
+		routes:
+		  echo: {backends: [echoer]}
+	EOF
+fi
 if [ -n "${BASE:-}" ]; then
 	# The worker as of another commit, built from a copy of that tree (no
 	# checkout, no worktree): before/after in the same run.
@@ -86,6 +105,7 @@ impl_cmd() {
 	worker) echo "$TMP/worker --nats-url $URL --log-level warn" ;;
 	minimal) echo "$TMP/minimal --nats-url $URL" ;;
 	base) echo "$TMP/base-worker --nats-url $URL --log-level warn" ;;
+	policies) echo "$TMP/worker --nats-url $URL --log-level warn --config $TMP/policies.yaml" ;;
 	esac
 }
 
@@ -182,6 +202,7 @@ for n in $(seq "$ROUNDS"); do
 	round minimal "$n"
 	round worker "$n"
 	[ -z "${BASE:-}" ] || round base "$n"
+	[ "${POLICIES:-0}" != 1 ] || round policies "$n"
 done
 mm=$(median minimal) mw=$(median worker)
 printf 'median minimal=%.0f worker=%.0f tasks/s ratio worker/minimal=%.2f\n' "$mm" "$mw" "$(awk -v a="$mw" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
@@ -189,6 +210,11 @@ if [ -n "${BASE:-}" ]; then
 	mb=$(median base)
 	printf 'median base (%s)=%.0f tasks/s ratio base/minimal=%.2f\n' "$BASE" "$mb" "$(awk -v a="$mb" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
 fi
+if [ "${POLICIES:-0}" = 1 ]; then
+	mp=$(median policies)
+	printf 'median policies=%.0f tasks/s ratio policies/worker=%.2f\n' "$mp" "$(awk -v a="$mp" -v b="$mw" 'BEGIN {print (b>0) ? a/b : 0}')"
+fi
 stalls minimal
 stalls worker
 [ -z "${BASE:-}" ] || stalls base
+[ "${POLICIES:-0}" != 1 ] || stalls policies
