@@ -25,9 +25,11 @@ import (
 
 // Options configure a Worker. JS, Consumer, Router and DLQ are required.
 type Options struct {
-	// JS publishes results and reads stored ones.
+	// JS reads stored results (a redelivered task's, for dedupe).
 	JS jetstream.JetStream
-	// Conn publishes replies to Task-Reply-To (core NATS).
+	// Conn publishes replies to Task-Reply-To (core NATS), and results
+	// through a JetStream publisher of the worker's own (its completion
+	// callbacks settle the tasks; ResultWindow bounds it).
 	Conn *nats.Conn
 	// Consumer is the shared durable pull consumer on TASKS.
 	Consumer jetstream.Consumer
