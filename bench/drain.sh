@@ -12,6 +12,13 @@
 #   STALLCHECK=N          instead: N worker drains in a row, reporting stalls
 #   NATS=path             natscli v0.3.0 (default: `nats` in PATH)
 #   PORT=14334            server port
+#   BASE=rev              also drain with the worker built at git revision
+#                         rev (interleaved, third in each round): before/after
+#   POLICIES=1            also drain with the echo route on a backend with
+#                         every policy (timeout, retry, breaker,
+#                         max_concurrency, rate_limit that never binds)
+#   PERF=dir              record each drain with `perf record -g` into
+#                         dir/IMPL-N.data (`perf report -i ...` reads it)
 #
 # A round is flagged as a stall when its rate is under 30% of the median of
 # its implementation, when the result count did not move for more than 5 s,
@@ -55,6 +62,29 @@ go build -o "$TMP/nats-server" github.com/nats-io/nats-server/v2
 go build -o "$TMP/worker" ./cmd/worker
 go build -o "$TMP/minimal" ./bench/minimal
 go build -o "$TMP/drain" ./bench/drain
+if [ "${POLICIES:-0}" = 1 ]; then
+	# The echo route on a backend with every policy (issue 13: the full
+	# stack within 0.9x of the bare route); the limits never bind here.
+	cat >"$TMP/policies.yaml" <<-'EOF'
+		backends:
+		  echoer:
+		    builtin: echo
+		    timeout: 2s
+		    retry: {max_attempts: 3, backoff: 100ms, max_backoff: 30s, jitter: 0.2}
+		    breaker: {failure_threshold: 3, delay: 10s, success_threshold: 3}
+		    max_concurrency: 1000
+		    rate_limit: 1000000/s
+		routes:
+		  echo: {backends: [echoer]}
+	EOF
+fi
+if [ -n "${BASE:-}" ]; then
+	# The worker as of another commit, built from a copy of that tree (no
+	# checkout, no worktree): before/after in the same run.
+	mkdir "$TMP/base"
+	git archive "$BASE" | tar -x -C "$TMP/base"
+	(cd "$TMP/base" && go build -o "$TMP/base-worker" ./cmd/worker)
+fi
 drain() { "$TMP/drain" "$1" --nats-url "$URL" "${@:2}"; }
 
 start() { # start NAME CMD...: run in the background, stderr+stdout to $TMP/NAME.log; sets LAST
@@ -74,7 +104,16 @@ impl_cmd() {
 	case $1 in
 	worker) echo "$TMP/worker --nats-url $URL --log-level warn" ;;
 	minimal) echo "$TMP/minimal --nats-url $URL" ;;
+	base) echo "$TMP/base-worker --nats-url $URL --log-level warn" ;;
+	policies) echo "$TMP/worker --nats-url $URL --log-level warn --config $TMP/policies.yaml" ;;
 	esac
+}
+
+# cputime PID: user+system CPU seconds the process has used so far. A round
+# prints the program's (its drain, plus its start) and the server's during
+# the drain: what each costs per task, which a noisy machine's rate hides.
+cputime() {
+	awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo "?"
 }
 
 # round IMPL N: one drain on a fresh server; prints the round's line and
@@ -110,13 +149,23 @@ round() {
 		echo "round $n: TASKS holds $have messages, want $TASKS" >&2
 		exit 1
 	fi
+	local srv0
+	srv0=$(cputime "$srv")
 	start "$impl" $(impl_cmd "$impl")
-	local proc=$LAST
+	local proc=$LAST perf=
+	if [ -n "${PERF:-}" ]; then
+		mkdir -p "$PERF"
+		start "perf-$impl" perf record -q -F 499 -g -p "$proc" -o "$PERF/$impl-$n.data"
+		perf=$LAST
+	fi
 	line=$(drain watch --count "$TASKS" --timeout "${WATCH_TIMEOUT:-5m}")
+	local cpu srvcpu
+	cpu=$(cputime "$proc") srvcpu=$(awk -v a="$(cputime "$srv")" -v b="$srv0" 'BEGIN { printf "%.2f", a - b }')
+	[ -z "$perf" ] || { kill -INT "$perf" 2>/dev/null || true; forget "$perf"; }
 	forget "$proc"
 	forget "$srv"
 	hb=$(grep -c 'no heartbeat received' "$TMP/$impl.log" || true)
-	printf 'round=%s impl=%-7s fsync=%s %s heartbeat_lost=%s\n' "$n" "$impl" "$FSYNC" "$line" "$hb"
+	printf 'round=%s impl=%-7s fsync=%s %s heartbeat_lost=%s cpu=%ss server_cpu=%ss\n' "$n" "$impl" "$FSYNC" "$line" "$hb" "$cpu" "$srvcpu"
 	local rate gap to
 	rate=$(sed -E 's/.* rate=([0-9.]+).*/\1/' <<<"$line")
 	gap=$(sed -E 's/.* max_gap=([0-9.]+)s.*/\1/' <<<"$line")
@@ -152,8 +201,20 @@ fi
 for n in $(seq "$ROUNDS"); do
 	round minimal "$n"
 	round worker "$n"
+	[ -z "${BASE:-}" ] || round base "$n"
+	[ "${POLICIES:-0}" != 1 ] || round policies "$n"
 done
 mm=$(median minimal) mw=$(median worker)
 printf 'median minimal=%.0f worker=%.0f tasks/s ratio worker/minimal=%.2f\n' "$mm" "$mw" "$(awk -v a="$mw" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
+if [ -n "${BASE:-}" ]; then
+	mb=$(median base)
+	printf 'median base (%s)=%.0f tasks/s ratio base/minimal=%.2f\n' "$BASE" "$mb" "$(awk -v a="$mb" -v b="$mm" 'BEGIN {print (b>0) ? a/b : 0}')"
+fi
+if [ "${POLICIES:-0}" = 1 ]; then
+	mp=$(median policies)
+	printf 'median policies=%.0f tasks/s ratio policies/worker=%.2f\n' "$mp" "$(awk -v a="$mp" -v b="$mw" 'BEGIN {print (b>0) ? a/b : 0}')"
+fi
 stalls minimal
 stalls worker
+[ -z "${BASE:-}" ] || stalls base
+[ "${POLICIES:-0}" != 1 ] || stalls policies

@@ -145,12 +145,8 @@ func TestDrainBoundedWithBackendIgnoringContext(t *testing.T) {
 // being redelivered and called again.
 func TestFullPublishWindowDoesNotCallTwice(t *testing.T) {
 	e := newEnv(t, bus.ConsumerOptions{})
-	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
-	w := e.start(t, pipeline.Options{JS: js, Concurrency: 64}, echoRoute("echo", &calls))
+	w := e.start(t, pipeline.Options{ResultWindow: 4, Concurrency: 64}, echoRoute("echo", &calls))
 	const n = 300
 	for i := range n {
 		if _, err := e.js.PublishAsync("tasks.echo", []byte("x"), jetstream.WithMsgID(fmt.Sprintf("w%d", i))); err != nil {
@@ -257,11 +253,12 @@ func TestReplyToRules(t *testing.T) {
 
 // A running task can be found by type and id and cancelled: its backend
 // call's context ends and the task is dead-lettered as cancelled, without
-// waiting for the backend.
+// waiting for the backend. The goroutine that ran it (the only one here)
+// runs the next task with a live context: the cancel reached one task.
 func TestCancelRunningTask(t *testing.T) {
 	e := newEnv(t, bus.ConsumerOptions{})
-	var calls atomic.Int64
-	w := e.start(t, pipeline.Options{}, blockingRoute("slow", &calls, make(chan struct{})))
+	var calls, echoCalls atomic.Int64
+	w := e.start(t, pipeline.Options{Concurrency: 1}, blockingRoute("slow", &calls, make(chan struct{})), echoRoute("echo", &echoCalls))
 	e.publish(t, "slow", "c1", "x")
 	waitFor(t, func() bool { _, ok := w.Running("slow", "c1"); return ok }, "the task running")
 	if _, ok := w.Running("slow", "other"); ok {
@@ -278,6 +275,10 @@ func TestCancelRunningTask(t *testing.T) {
 	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed from TASKS")
 	if w.Cancel("slow", "c1") {
 		t.Error("Cancel of a finished task reports it running")
+	}
+	e.publish(t, "echo", "after", "y")
+	if m := e.waitMsg(t, "RESULTS", "results.echo.after"); m.Header.Get("Task-Status") != "ok" {
+		t.Errorf("next task on the same goroutine: Task-Status %q, want ok", m.Header.Get("Task-Status"))
 	}
 }
 

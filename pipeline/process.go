@@ -60,7 +60,9 @@ const unavailableRecheck = 100 * time.Millisecond
 
 // process takes one delivery from parsing to the backend's answer. It
 // settles nothing itself.
-func (w *Worker) process(ctx context.Context, d *delivery) outcome {
+//
+// ctx is the worker's; slot is the calling goroutine's (see runSlot).
+func (w *Worker) process(ctx context.Context, slot *runSlot, d *delivery) outcome {
 	w.stats.inFlight.Add(1)
 	msg := d.msg
 	o := outcome{start: time.Now(), delivered: 1}
@@ -159,15 +161,25 @@ func (w *Worker) process(ctx context.Context, d *delivery) outcome {
 	}
 
 	// Task-Deadline bounds the whole task; the route may bound it further.
-	tctx := ctx
+	// Worker.Cancel cancels the task's context (cause ErrCancelled).
+	// Untraced, ctx is the worker's, and the goroutine's slot serves;
+	// traced, ctx carries the task's span and baggage, so it gets a
+	// context of its own.
+	tctx, cancelTask := slot.ctx, slot.cancel
+	if w.traced {
+		var cancel context.CancelCauseFunc
+		tctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		cancelTask = cancel
+	}
 	if !t.Deadline.IsZero() {
 		var cancel context.CancelFunc
-		tctx, cancel = context.WithDeadline(ctx, t.Deadline)
+		tctx, cancel = context.WithDeadline(tctx, t.Deadline)
 		defer cancel()
 	}
-	tctx, stop := w.running.start(tctx, t.Type, t.ID)
-	defer stop()
-	w.settler.progress.calling(d.pid, route.Budget())
+	w.running.start(t.Type, t.ID, o.start, cancelTask)
+	defer w.running.stop(slot, t.Type, t.ID)
+	w.settler.progress.calling(d.pid, o.start, route.Budget())
 	req := &handlers.Request{TaskID: t.ID, Type: t.Type, Payload: t.Payload, Header: t.Header}
 	var ans answer
 	switch {

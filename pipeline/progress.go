@@ -24,6 +24,10 @@ type progress struct {
 	mu      sync.Mutex
 	nextID  uint64
 	running map[uint64]tracked
+	// lastTick is when the ticker last ran (or started): a task that
+	// arrives is counted as touched then, not read from the clock per
+	// task. It can only make an InProgress come a tick early, never late.
+	lastTick time.Time
 }
 
 type tracked struct {
@@ -33,19 +37,19 @@ type tracked struct {
 }
 
 func newProgress(ackWait time.Duration, stuck func(*delivery), failed func(*delivery, string, error)) *progress {
-	return &progress{ackWait: ackWait, stuck: stuck, failed: failed, running: make(map[uint64]tracked)}
+	return &progress{ackWait: ackWait, stuck: stuck, failed: failed, running: make(map[uint64]tracked), lastTick: time.Now()}
 }
 
-// calling marks the task as calling its route, which can take budget at
-// most (0: unbounded).
-func (p *progress) calling(id uint64, budget time.Duration) {
+// calling marks the task as calling its route from about since (its
+// processing's start), which can take budget at most (0: unbounded).
+func (p *progress) calling(id uint64, since time.Time, budget time.Duration) {
 	if budget <= 0 {
 		return
 	}
 	p.mu.Lock()
 	if tr, ok := p.running[id]; ok {
 		// A margin of one ack wait for the result's store and settling.
-		tr.giveUp = time.Now().Add(budget + p.ackWait)
+		tr.giveUp = since.Add(budget + p.ackWait)
 		p.running[id] = tr
 	}
 	p.mu.Unlock()
@@ -63,11 +67,10 @@ func (p *progress) waiting(id uint64) {
 
 // add starts tracking d from the moment it arrived and sets its id.
 func (p *progress) add(d *delivery) {
-	now := time.Now()
 	p.mu.Lock()
 	p.nextID++
 	d.pid = p.nextID
-	p.running[d.pid] = tracked{d: d, touched: now}
+	p.running[d.pid] = tracked{d: d, touched: p.lastTick}
 	p.mu.Unlock()
 }
 
@@ -94,6 +97,9 @@ func (p *progress) done(id uint64) {
 func (p *progress) run(ctx context.Context) {
 	t := time.NewTicker(max(p.ackWait/4, 50*time.Millisecond))
 	defer t.Stop()
+	p.mu.Lock()
+	p.lastTick = time.Now()
+	p.mu.Unlock()
 	var due, stuck []*delivery
 	for {
 		select {
@@ -102,6 +108,7 @@ func (p *progress) run(ctx context.Context) {
 		case now := <-t.C:
 			due, stuck = due[:0], stuck[:0]
 			p.mu.Lock()
+			p.lastTick = now
 			for id, tr := range p.running {
 				if !tr.giveUp.IsZero() && now.After(tr.giveUp) {
 					delete(p.running, id)

@@ -36,6 +36,7 @@ type puller struct {
 
 	held     atomic.Int64 // delivered, not yet settled or parked
 	fetching atomic.Int64 // asked for, not yet arrived
+	open     atomic.Int64 // fetches not yet ended
 	room     chan struct{}
 }
 
@@ -49,9 +50,15 @@ func newPuller(capacity int, expires time.Duration, log *slog.Logger, deliver fu
 // take counts a message as held; free gives its room back.
 func (p *puller) take() { p.held.Add(1) }
 
-// free gives the room of one held message back and wakes the puller.
+// free gives the room of one held message back, and wakes the puller
+// when that lets it fetch: a batch's worth of room, or any room with no
+// fetch open (a fetch's end wakes it too). Waking it for every message
+// would cost a goroutine switch per task for nothing.
 func (p *puller) free() {
-	p.held.Add(-1)
+	room := p.capacity - int(p.held.Add(-1)) - int(p.fetching.Load())
+	if room < p.minBatch && p.open.Load() > 0 {
+		return
+	}
 	select {
 	case p.room <- struct{}{}:
 	default:
@@ -69,20 +76,20 @@ func (p *puller) run(ctx context.Context, c jetstream.Consumer) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	done := make(chan error) // a fetch ended with this error (nil: fine)
-	open := 0
 	// closeAll waits for the open fetches: their messages are delivered
 	// (and, when draining, handed back) before run returns.
 	closeAll := func(err error) error {
-		for ; open > 0; open-- {
+		for ; p.open.Load() > 0; p.open.Add(-1) {
 			<-done
 		}
 		return err
 	}
 	var retryAt time.Time // after a failed fetch, no new one before then
 	for {
-		for time.Now().After(retryAt) {
+		for retryAt.IsZero() || time.Now().After(retryAt) {
+			retryAt = time.Time{} // passed: no clock read until the next failure
 			free := p.capacity - int(p.held.Load()) - int(p.fetching.Load())
-			if free < p.minBatch && (free <= 0 || open > 0) {
+			if free < p.minBatch && (free <= 0 || p.open.Load() > 0) {
 				break
 			}
 			batch, err := c.Fetch(free, jetstream.FetchMaxWait(p.expires))
@@ -95,7 +102,7 @@ func (p *puller) run(ctx context.Context, c jetstream.Consumer) error {
 				break
 			}
 			p.fetching.Add(int64(free))
-			open++
+			p.open.Add(1)
 			wg.Go(func() {
 				n := 0
 				for m := range batch.Messages() {
@@ -108,14 +115,14 @@ func (p *puller) run(ctx context.Context, c jetstream.Consumer) error {
 			})
 		}
 		var retry <-chan time.Time
-		if d := time.Until(retryAt); d > 0 {
-			retry = time.After(d)
+		if !retryAt.IsZero() {
+			retry = time.After(max(time.Until(retryAt), 0))
 		}
 		select {
 		case <-ctx.Done():
 			return closeAll(nil)
 		case err := <-done:
-			open--
+			p.open.Add(-1)
 			switch {
 			case err == nil:
 			case gone(err):

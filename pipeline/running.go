@@ -47,22 +47,43 @@ type runEntry struct {
 	cancel context.CancelCauseFunc
 }
 
-// start registers a task; the returned context is cancelled (cause
-// ErrCancelled) by cancel, and stop unregisters it.
-func (r *running) start(ctx context.Context, typ, id string) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	k := runKey{typ, id}
+// runSlot is a pool goroutine's cancellable context, reused by its tasks
+// one after another until one of them is cancelled: a task costs a map
+// entry, not a context of its own registered with the worker's.
+type runSlot struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+func newRunSlot(parent context.Context) *runSlot {
+	s := &runSlot{parent: parent}
+	s.ctx, s.cancel = context.WithCancelCause(parent)
+	return s
+}
+
+// start registers a task running since then; Worker.Cancel calls cancel
+// with ErrCancelled until stop unregisters it.
+func (r *running) start(typ, id string, since time.Time, cancel context.CancelCauseFunc) {
 	r.mu.Lock()
 	if r.m == nil {
 		r.m = map[runKey]runEntry{}
 	}
-	r.m[k] = runEntry{since: time.Now(), cancel: cancel}
+	r.m[runKey{typ, id}] = runEntry{since: since, cancel: cancel}
 	r.mu.Unlock()
-	return ctx, func() {
-		r.mu.Lock()
-		delete(r.m, k)
-		r.mu.Unlock()
-		cancel(nil)
+}
+
+// stop unregisters the task typ/id; slot, whose context a cancel may
+// have reached, gets a fresh one for its next task.
+func (r *running) stop(slot *runSlot, typ, id string) {
+	r.mu.Lock()
+	delete(r.m, runKey{typ, id})
+	r.mu.Unlock()
+	// Cancels happen under r.mu while the task is registered, so none
+	// reaches the slot after this point for this task.
+	if slot.ctx.Err() != nil {
+		slot.cancel(nil)
+		slot.ctx, slot.cancel = context.WithCancelCause(slot.parent)
 	}
 }
 
@@ -94,9 +115,13 @@ func (w *Worker) Cancel(typ, id string) bool {
 		}
 		w.running.cancelled[k] = time.Now()
 	}
+	if ok {
+		// Under the lock: the slot runs this task until stop, which
+		// takes the lock, so the cancel cannot reach its next task.
+		e.cancel(ErrCancelled)
+	}
 	w.running.mu.Unlock()
 	if ok {
-		e.cancel(ErrCancelled)
 		w.log.Warn("task cancelled by an operator", "task_id", id, "type", typ)
 	}
 	return ok

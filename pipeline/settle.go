@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,44 +26,63 @@ import (
 // them, and keeps every held message alive with InProgress. Decide, inside
 // it, is the one place that picks a failed task's fate.
 //
-// settle runs on the pool goroutine that processed the task, so the waits
-// for the server's acknowledgements (the result's, the DLQ copy's) happen
-// concurrently, one per goroutine, and a slow one holds up no other task.
+// settle runs on the pool goroutine that processed the task. A result's
+// store is not waited for there: the server's acknowledgement completes it
+// through the result publisher's callbacks (stored, storeFailed), so the
+// waits of all results overlap, none holds up another, and no goroutine
+// waits per task.
 type settler struct {
 	w        *Worker
 	progress *progress
 	parking  *parking
 	pull     *puller // set by Run
-	// acks hands stored results to the waiters, goroutines (as many as
-	// the concurrency, started and stopped by Run) that each await one
-	// acknowledgement at a time: waits overlap, and no goroutine is made
-	// per task.
-	acks chan pendingAck
+	// results publishes results only; its ack and error callbacks settle
+	// the task whose result the server has (or has refused).
+	results jetstream.JetStream
+
+	mu sync.Mutex
+	// storing are the results published and not yet acknowledged, by
+	// their message (the callbacks are given it back).
+	storing map[*nats.Msg]*delivery
+	// stores counts the results in storing and the failed stores being
+	// settled; a drain waits for it.
+	stores sync.WaitGroup
+	// bufs are result messages to reuse (resultBuf).
+	bufs sync.Pool
 }
 
-// pendingAck is a result published and not yet acknowledged.
+// pendingAck is what settling a published result needs once the server
+// has answered; it lives in the delivery (no allocation per result).
 type pendingAck struct {
 	ctx context.Context
 	d   *delivery
 	o   outcome
-	msg *nats.Msg
-	fut jetstream.PubAckFuture
+	buf *resultBuf // the result's message
 }
 
-// wait awaits acknowledgements until acks is closed and drained.
-func (s *settler) wait() {
-	for p := range s.acks {
-		s.awaitResult(p.ctx, p.d, p.o, p.msg, p.fut)
-	}
-}
+// resultAckTimeout is how long a result may wait for the server's
+// acknowledgement before its store counts as failed (the task is
+// redelivered) instead of holding the task forever.
+const resultAckTimeout = 30 * time.Second
 
-func newSettler(w *Worker) *settler {
-	s := &settler{w: w, parking: newParking(w.o.MaxParked)}
+func newSettler(w *Worker) (*settler, error) {
+	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]*delivery{}}
 	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
 			"subject", d.msg.Subject())
 	}, s.failed)
-	return s
+	// A publisher of its own, on the worker's connection: the callbacks
+	// are per publisher, and results are all this one publishes.
+	js, err := jetstream.New(w.o.Conn,
+		jetstream.WithPublishAsyncAckHandler(s.stored),
+		jetstream.WithPublishAsyncErrHandler(s.storeFailed),
+		jetstream.WithPublishAsyncMaxPending(w.o.ResultWindow),
+		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: result publisher: %w", err)
+	}
+	s.results = js
+	return s, nil
 }
 
 // track starts keeping d alive and counts it as held, from its arrival.
@@ -132,7 +152,7 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 	switch {
 	case o.stored != nil:
 		w.stats.duplicates.Add(1)
-		w.observe(o.t.Type, OutcomeDuplicate, "", time.Since(o.start))
+		w.observe(o.t.Type, OutcomeDuplicate, "", o.start)
 		s.reply(ctx, o.t, o.stored.Header, o.stored.Data)
 		s.ack(d)
 		s.done(d, o)
@@ -148,14 +168,26 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		}
 		o.err = o.holdErr
 	case o.err == nil:
-		msg := w.resultMsg(ctx, o.t, o.ans, time.Since(o.start))
-		fut, err := s.publishResult(ctx, msg)
+		buf := s.getBuf()
+		msg := w.resultMsg(ctx, buf, o.t, o.ans, time.Since(o.start))
+		// The task's room goes to the next one now (its work is done)
+		// and not again when it is settled; set before the publish, as
+		// the acknowledgement may settle it before the publish returns.
+		d.roomFreed = true
+		s.mu.Lock()
+		d.store = pendingAck{ctx: ctx, d: d, o: o, buf: buf}
+		s.storing[msg] = d
+		s.mu.Unlock()
+		s.stores.Add(1)
+		err := s.publishResult(ctx, msg)
+		s.pull.free()
 		if err == nil {
-			d.roomFreed = true
-			s.pull.free()
-			s.acks <- pendingAck{ctx: ctx, d: d, o: o, msg: msg, fut: fut}
-			return
+			return // stored or storeFailed settles it
 		}
+		if _, ok := s.take(msg); !ok {
+			return // settled by a callback after all
+		}
+		s.stores.Done()
 		o.err = err
 	}
 	s.fail(ctx, d, o)
@@ -181,15 +213,15 @@ func endSpan(o outcome) {
 // publishResult starts storing the result in RESULTS. A full publish
 // window is waited out, not reported: the backend call has succeeded and
 // must not be made again.
-func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
-	js := s.w.o.JS
+func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) error {
+	js := s.results
 	for {
-		fut, err := js.PublishMsgAsync(msg)
+		_, err := js.PublishMsgAsync(msg)
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || ctx.Err() != nil {
 			if err != nil {
-				return nil, s.w.resultErr(err)
+				return s.w.resultErr(err)
 			}
-			return fut, nil
+			return nil
 		}
 		select {
 		case <-js.PublishAsyncComplete():
@@ -199,25 +231,55 @@ func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) (jetstream.P
 	}
 }
 
-// awaitResult waits for the result's acknowledgement, then acks the task
-// and answers Task-Reply-To: a task leaves TASKS only once its result is
-// stored. A failed store is settled like any failure.
-func (s *settler) awaitResult(ctx context.Context, d *delivery, o outcome, msg *nats.Msg, fut jetstream.PubAckFuture) {
-	w := s.w
-	select {
-	case <-fut.Ok():
-		s.ack(d)
-		w.stats.done.Add(1)
-		w.observe(o.t.Type, OutcomeDone, "", time.Since(o.start))
-		s.reply(ctx, o.t, msg.Header, msg.Data)
-	case err := <-fut.Err():
-		o.err = w.resultErr(err)
-		s.fail(ctx, d, o)
-	case <-ctx.Done():
-		o.err = fmt.Errorf("%w: result not acknowledged", ErrShutdown)
-		s.fail(ctx, d, o)
+// take removes and returns the pending store of msg, if it is still
+// pending (each result is settled once: by a callback or by its publish
+// failing).
+func (s *settler) take(msg *nats.Msg) (pendingAck, bool) {
+	s.mu.Lock()
+	d, ok := s.storing[msg]
+	delete(s.storing, msg)
+	s.mu.Unlock()
+	if !ok {
+		return pendingAck{}, false
 	}
-	s.done(d, o)
+	return d.store, true
+}
+
+// stored is the result publisher's ack callback: the result is in
+// RESULTS, so the task is acked and the Task-Reply-To caller answered. A
+// task leaves TASKS only once its result is stored. It runs on the
+// client's acknowledgement goroutine and does not block (Ack and the reply
+// are buffered publishes).
+func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	p, ok := s.take(msg)
+	if !ok {
+		return
+	}
+	defer s.stores.Done()
+	w := s.w
+	s.ack(p.d)
+	w.stats.done.Add(1)
+	w.observe(p.o.t.Type, OutcomeDone, "", p.o.start)
+	s.reply(p.ctx, p.o.t, msg.Header, msg.Data)
+	s.done(p.d, p.o)
+	s.putBuf(p.buf)
+}
+
+// storeFailed is the result publisher's error callback (refused, timed
+// out, or the connection lost): the failure is settled like any other, on
+// a goroutine of its own, as a dead-letter waits for the DLQ's
+// acknowledgement and the callback must not block.
+func (s *settler) storeFailed(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	p, ok := s.take(msg)
+	if !ok {
+		return
+	}
+	go func() {
+		defer s.stores.Done()
+		p.o.err = s.w.resultErr(err)
+		s.fail(p.ctx, p.d, p.o)
+		s.done(p.d, p.o)
+	}()
 }
 
 // reply answers a Task-Reply-To caller (core NATS, best effort: the result
@@ -246,7 +308,7 @@ func (s *settler) fail(ctx context.Context, d *delivery, o outcome) {
 		s.ack(d)
 	case Redeliver:
 		w.stats.redelivered.Add(1)
-		w.observe(t.Type, OutcomeRedelivered, "", time.Since(o.start))
+		w.observe(t.Type, OutcomeRedelivered, "", o.start)
 		if w.o.History != nil && len(o.attempts) > 0 && !errors.Is(cause, ErrShutdown) {
 			if err := w.o.History.Append(ctx, t.Seq, w.records(o.attempts, delivered)); err != nil {
 				log.Warn("attempt history not kept", "err", err)
@@ -306,7 +368,7 @@ func (s *settler) deadLetter(ctx context.Context, d *delivery, o outcome, fate F
 		return
 	}
 	w.stats.dead.Add(1)
-	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, time.Since(o.start))
+	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, o.start)
 	log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
 	if t.ReplyTo != "" {
 		h := w.o.DLQ.Header(e)
@@ -361,12 +423,30 @@ func (s *settler) release(queue chan<- *delivery, stop <-chan struct{}) {
 }
 
 // resultMsg is the result message of the contract for t's answer.
-func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took time.Duration) *nats.Msg {
+// It is built in buf, whose message it returns.
+func (w *Worker) resultMsg(ctx context.Context, buf *resultBuf, t *task.Task, ans answer, took time.Duration) *nats.Msg {
 	// Direct assignment: the names are canonical already, and Set would
 	// canonicalise each one again on the hot path. The values share one
-	// backing array: one allocation instead of seven.
-	v := [...]string{t.ID, t.Type, task.StatusOK, ans.backend, strconv.Itoa(len(ans.attempts)), ans.cache, took.String()}
-	h := make(nats.Header, len(v)+2)
+	// backing array, the buf's.
+	buf.v = [...]string{t.ID, t.Type, task.StatusOK, ans.backend, strconv.Itoa(len(ans.attempts)), ans.cache, took.String()}
+	v := &buf.v
+	recording := trace.SpanFromContext(ctx).IsRecording()
+	h := buf.msg.Header
+	if h == nil {
+		// Sized exactly: a map hinted for up to 8 entries is one group
+		// (2 allocations), beyond that 4 and twice the bytes.
+		n := len(v)
+		if recording {
+			n += len(traceHeaders)
+		} else {
+			for _, k := range traceHeaders {
+				if _, ok := t.Header[k]; ok {
+					n++
+				}
+			}
+		}
+		h = make(nats.Header, n)
+	}
 	h[task.HeaderID] = v[0:1:1]
 	h[task.HeaderType] = v[1:2:2]
 	h[task.HeaderStatus] = v[2:3:3]
@@ -375,13 +455,13 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	h[task.HeaderCache] = v[5:6:6]
 	h[task.HeaderDuration] = v[6:7:7]
 	subject := w.o.Topology.ResultSubject(t.Type, t.ID)
-	if trace.SpanFromContext(ctx).IsRecording() {
+	if recording {
 		// The result's own publish span; its context goes with the result.
 		_, span := tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, subject, "", h, len(ans.body))
 		span.End()
 	} else {
 		// No span of ours: the task's trace context is passed on as it came.
-		for _, k := range []string{"traceparent", "tracestate", "baggage"} {
+		for _, k := range traceHeaders {
 			if v, ok := t.Header[k]; ok {
 				h[k] = v
 			}
@@ -390,8 +470,39 @@ func (w *Worker) resultMsg(ctx context.Context, t *task.Task, ans answer, took t
 	// No Nats-Msg-Id: RESULTS keeps one message per subject, so a second
 	// store of the same result (a redelivery racing a slow ack) replaces
 	// the first instead of adding one, without the dedupe table's cost.
-	return &nats.Msg{Subject: subject, Header: h, Data: ans.body}
+	buf.msg = nats.Msg{Subject: subject, Header: h, Data: ans.body}
+	return &buf.msg
 }
+
+// resultBuf is a result message and its header values, reused from one
+// task to the next once the server has acknowledged the result (the
+// client is done with the message then, and the Task-Reply-To answer,
+// written synchronously, too): a result costs no message, header map or
+// value array of its own.
+type resultBuf struct {
+	msg nats.Msg
+	v   [7]string
+}
+
+func (s *settler) getBuf() *resultBuf {
+	if b, ok := s.bufs.Get().(*resultBuf); ok {
+		return b
+	}
+	return &resultBuf{}
+}
+
+// putBuf gives b back for another result; nothing may use its message
+// afterwards.
+func (s *settler) putBuf(b *resultBuf) {
+	clear(b.msg.Header)
+	b.msg = nats.Msg{Header: b.msg.Header}
+	b.v = [7]string{}
+	s.bufs.Put(b)
+}
+
+// traceHeaders are the W3C trace context and baggage headers, passed from
+// a task to its result as they came when the worker makes no spans.
+var traceHeaders = [...]string{"traceparent", "tracestate", "baggage"}
 
 // resultErr classifies a failed result store: a result too large for the
 // server can never be stored (invalid_result), anything else is transient.
@@ -414,9 +525,11 @@ func isMaxPayload(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMessageTooLarge
 }
 
-func (w *Worker) observe(typ, outcome string, reason dlq.Reason, took time.Duration) {
+// observe tells Options.Observe how a delivery that started at start
+// ended (the clock is read only when someone is told).
+func (w *Worker) observe(typ, outcome string, reason dlq.Reason, start time.Time) {
 	if w.o.Observe != nil {
-		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: took})
+		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: time.Since(start)})
 	}
 }
 

@@ -25,9 +25,11 @@ import (
 
 // Options configure a Worker. JS, Consumer, Router and DLQ are required.
 type Options struct {
-	// JS publishes results and reads stored ones.
+	// JS reads stored results (a redelivered task's, for dedupe).
 	JS jetstream.JetStream
-	// Conn publishes replies to Task-Reply-To (core NATS).
+	// Conn publishes replies to Task-Reply-To (core NATS), and results
+	// through a JetStream publisher of the worker's own (its completion
+	// callbacks settle the tasks; ResultWindow bounds it).
 	Conn *nats.Conn
 	// Consumer is the shared durable pull consumer on TASKS.
 	Consumer jetstream.Consumer
@@ -65,6 +67,11 @@ type Options struct {
 	// awaits the server's acknowledgement hold no room (their work is
 	// done); the async publish window bounds those.
 	Prefetch int
+	// ResultWindow bounds the results published and awaiting the
+	// server's acknowledgement (the result publisher's async window);
+	// past it a finished task waits for room, it is not redelivered.
+	// Default 4×Concurrency+256.
+	ResultWindow int
 	// MaxPayload makes larger payloads poison; 0: no limit of ours.
 	MaxPayload int
 	// Reply decides which Task-Reply-To subjects are answered (see
@@ -180,6 +187,8 @@ type delivery struct {
 	// roomFreed: its room in the puller was given back before it was
 	// settled (its result awaiting the server's acknowledgement).
 	roomFreed bool
+	// store is set while its result awaits the server's acknowledgement.
+	store pendingAck
 }
 
 // New checks o and returns a Worker; it does not start anything.
@@ -195,6 +204,9 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = 30 * time.Second
+	}
+	if o.ResultWindow <= 0 {
+		o.ResultWindow = 4*o.Concurrency + 256
 	}
 	if o.MaxDeliver == 0 {
 		o.MaxDeliver = 5
@@ -221,7 +233,9 @@ func New(ctx context.Context, o Options) (*Worker, error) {
 	}
 	w := &Worker{o: o, log: o.Logger, results: results, traced: traced,
 		everyPrefix: strings.TrimSuffix(o.Topology.TaskSubject("x"), "tasks.x") + "schedules.every."}
-	w.settler = newSettler(w)
+	if w.settler, err = newSettler(w); err != nil {
+		return nil, err
+	}
 	w.live.Store(&generation{Live: Live{Router: o.Router, Reply: o.Reply, Cache: o.Cache, CachePolicies: o.CachePolicies}})
 	return w, nil
 }
@@ -319,16 +333,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		s.release(queue, parkerStop)
 	}()
 
-	s.acks = make(chan pendingAck, w.o.Concurrency)
-	var waiters sync.WaitGroup
-	for range w.o.Concurrency {
-		waiters.Go(s.wait)
-	}
 	var pool sync.WaitGroup
 	for range w.o.Concurrency {
 		pool.Go(func() {
+			slot := newRunSlot(workCtx)
+			defer slot.cancel(nil)
 			for d := range queue {
-				s.settle(workCtx, d, w.process(workCtx, d))
+				s.settle(workCtx, d, w.process(workCtx, slot, d))
 			}
 		})
 	}
@@ -345,8 +356,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	finished := make(chan struct{})
 	go func() {
 		pool.Wait()
-		close(s.acks)
-		waiters.Wait()
+		s.stores.Wait() // results awaiting the server's acknowledgement
 		// Tasks the pool parked after the parker stopped.
 		for _, d := range s.parking.takeAll() {
 			s.handBack(d)

@@ -161,9 +161,12 @@ func fixed(name string, err error) resilience.Target {
 	})}
 }
 
+// A result carries the contract's headers and the task's trace context.
+// Result messages are reused from task to task: the next result, made
+// with the same message, carries its own values and none of the first's.
 func TestResultStoredWithHeaders(t *testing.T) {
 	e := newEnv(t, bus.ConsumerOptions{})
-	e.start(t, pipeline.Options{}, echoRoute("code.generate", nil))
+	e.start(t, pipeline.Options{Concurrency: 1}, echoRoute("code.generate", nil))
 	e.publish(t, "code.generate", "t1", "hello", "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 
 	m := e.waitMsg(t, "RESULTS", "results.code.generate.t1")
@@ -184,6 +187,26 @@ func TestResultStoredWithHeaders(t *testing.T) {
 		t.Errorf("Task-Duration %q: %v", m.Header.Get("Task-Duration"), err)
 	}
 	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task acked and removed from TASKS")
+
+	for i, id := range []string{"t2", "t3"} {
+		e.publish(t, "code.generate", id, "next"+id)
+		m = e.waitMsg(t, "RESULTS", "results.code.generate."+id)
+		if string(m.Data) != "next"+id || m.Header.Get("Task-Id") != id {
+			t.Errorf("result %d: body %q, Task-Id %q; want %q, %q", i+2, m.Data, m.Header.Get("Task-Id"), "next"+id, id)
+		}
+		if got := m.Header.Get("traceparent"); got != "" {
+			t.Errorf("result %d: traceparent %q from an earlier task, want none", i+2, got)
+		}
+		ours := 0 // the server's own Nats-* headers aside
+		for k := range m.Header {
+			if !strings.HasPrefix(k, "Nats-") {
+				ours++
+			}
+		}
+		if ours != 7 {
+			t.Errorf("result %d: %d headers, want 7: %v", i+2, ours, m.Header)
+		}
+	}
 }
 
 func TestReplyTo(t *testing.T) {
