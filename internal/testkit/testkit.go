@@ -1,5 +1,12 @@
 // Package testkit holds what Breakwater's tests share, so that no test file
-// writes it again: for now the one poll-with-deadline helper.
+// writes it again: an embedded NATS server per test (StartServer) and the
+// connections to it (Connect, JetStream), nats-server processes and a
+// cluster of them for the end-to-end tests (StartNATS, StartNATSCluster,
+// over StartProcess), and the one poll-with-deadline helper (Eventually).
+//
+// It imports no Breakwater package, so that the tests of every package,
+// internal ones included, can import it without a cycle. Everything it
+// starts ends with the test (t.Cleanup).
 package testkit
 
 import (
