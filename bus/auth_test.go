@@ -17,27 +17,14 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/bus/bustest"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // runServer starts a plain (no JetStream) server with the auth settings of
-// opts on a free port of 127.0.0.1.
-func runServer(t *testing.T, opts *server.Options) *server.Server {
+// opts on 127.0.0.1 (on a free port unless opts has one).
+func runServer(t *testing.T, opts *server.Options) *testkit.Server {
 	t.Helper()
-	opts.Host = "127.0.0.1"
-	if opts.Port == 0 {
-		opts.Port = server.RANDOM_PORT
-	}
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	return s
+	return testkit.StartServer(t, testkit.Base(opts), testkit.NoJetStream())
 }
 
 // logBuffer is a slog destination the connection's callbacks and the test
@@ -61,18 +48,6 @@ func (b *logBuffer) String() string {
 
 func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// poll waits until cond holds or timeout passes.
-func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // authCase is one auth method: a server that requires it, options that
@@ -218,8 +193,8 @@ func TestConnectAuthMethods(t *testing.T) {
 						t.Errorf("bad[%d] retry: got %v, want nats.ErrAuthorization", i, err)
 					}
 				} else {
-					poll(t, 20*time.Second, "a log line saying why", func() bool {
-						return strings.Contains(logs.String(), "nats connect failed; retrying")
+					testkit.Eventually(t, 20*time.Second, "a log line saying why", func() (bool, string) {
+						return strings.Contains(logs.String(), "nats connect failed; retrying"), logs.String()
 					})
 					cancel()
 					if err = <-done; !errors.Is(err, context.Canceled) {
@@ -251,7 +226,7 @@ func noSecrets(t *testing.T, where, text string, secrets []string) {
 func TestConnectCredentialsInURL(t *testing.T) {
 	users := runServer(t, &server.Options{Users: []*server.User{{Username: "alice", Password: "urlpw-Hh27"}}})
 	tokens := runServer(t, &server.Options{Authorization: "urltok-Jj38"})
-	hostOf := func(s *server.Server) string { return strings.TrimPrefix(s.ClientURL(), "nats://") }
+	hostOf := func(s *testkit.Server) string { return strings.TrimPrefix(s.ClientURL(), "nats://") }
 	tests := []struct {
 		name string
 		url  string
@@ -303,10 +278,9 @@ func TestDisconnectLogsLastURL(t *testing.T) {
 	}
 	defer nc.Close()
 	s.Shutdown()
-	s.WaitForShutdown()
-	poll(t, 20*time.Second, "the disconnect line", func() bool { return strings.Contains(logs.String(), "nats disconnected") })
+	testkit.Eventually(t, 20*time.Second, "the disconnect line", func() (bool, string) { return strings.Contains(logs.String(), "nats disconnected"), logs.String() })
 	runServer(t, opts(port))
-	poll(t, 20*time.Second, "the reconnect line", func() bool { return strings.Contains(logs.String(), "nats reconnected") })
+	testkit.Eventually(t, 20*time.Second, "the reconnect line", func() (bool, string) { return strings.Contains(logs.String(), "nats reconnected"), logs.String() })
 	want := `"url":"nats://` + host + `"`
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		if (strings.Contains(line, "nats disconnected") || strings.Contains(line, "nats reconnected")) && !strings.Contains(line, want) {

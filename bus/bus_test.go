@@ -10,32 +10,20 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
-func startServer(t *testing.T) (*bus.Embedded, jetstream.JetStream) {
+// startServer starts a server for one test (fsync on every write, as the
+// worker's embedded server) and connects to it with bus.Connect.
+func startServer(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := bus.Connect(context.Background(), bus.ConnectOptions{URL: srv.ClientURL()})
+	srv := testkit.StartServer(t, testkit.SyncAlways())
+	nc, err := bus.Connect(context.Background(), bus.ConnectOptions{URL: srv.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, js
-}
-
-func TestEmbeddedSyncsAlways(t *testing.T) {
-	srv, _ := startServer(t)
-	if !srv.Server().JetStreamConfig().SyncAlways {
-		t.Error("embedded server does not fsync every write")
-	}
+	return testkit.JetStream(t, nc)
 }
 
 func TestTopologySubjects(t *testing.T) {
@@ -70,7 +58,7 @@ func TestTopologySubjects(t *testing.T) {
 }
 
 func TestEnsureStreamsIdempotent(t *testing.T) {
-	_, js := startServer(t)
+	js := startServer(t)
 	ctx := context.Background()
 	topo := bus.Topology{ResultsMaxAge: 2 * time.Hour}
 	for i := range 2 {
@@ -127,7 +115,7 @@ func (c *countingStreams) UpdateStream(ctx context.Context, cfg jetstream.Stream
 // Workers start often: an installation already in shape is left alone, the
 // ADVISORIES stream included, with a prefix too.
 func TestEnsureStreamsNoUpdateWhenUnchanged(t *testing.T) {
-	_, js := startServer(t)
+	js := startServer(t)
 	ctx := context.Background()
 	topo := bus.Topology{Prefix: "acme"}
 	if err := bus.EnsureStreams(ctx, js, topo); err != nil {
@@ -169,7 +157,7 @@ func TestAdvisorySubjects(t *testing.T) {
 }
 
 func TestEnsureStreamsMismatch(t *testing.T) {
-	_, js := startServer(t)
+	js := startServer(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "TASKS", Subjects: []string{"tasks.>"}}); err != nil {
 		t.Fatal(err)
@@ -180,7 +168,7 @@ func TestEnsureStreamsMismatch(t *testing.T) {
 }
 
 func TestEnsureConsumer(t *testing.T) {
-	_, js := startServer(t)
+	js := startServer(t)
 	ctx := context.Background()
 	if err := bus.EnsureStreams(ctx, js, bus.Topology{}); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,17 @@ import (
 	"github.com/breakwater/breakwater/bus"
 )
 
+func TestEmbeddedSyncsAlways(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	if !srv.Server().JetStreamConfig().SyncAlways {
+		t.Error("embedded server does not fsync every write")
+	}
+}
+
 // TestEmbeddedPortInUse: a taken port is reported at once, with the address
 // and the reason, before the store directory is touched.
 func TestEmbeddedPortInUse(t *testing.T) {

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // TestTasksAllowsSchedules: a fresh TASKS takes schedules.> and allows
@@ -19,7 +21,7 @@ import (
 func TestTasksAllowsSchedules(t *testing.T) {
 	for _, topo := range []bus.Topology{{}, {Prefix: "acme"}} {
 		t.Run("prefix="+topo.Prefix, func(t *testing.T) {
-			_, js := startServer(t)
+			js := startServer(t)
 			ctx := t.Context()
 			if err := bus.EnsureStreams(ctx, js, topo); err != nil {
 				t.Fatal(err)
@@ -42,16 +44,11 @@ func TestTasksAllowsSchedules(t *testing.T) {
 				t.Fatalf("publish a schedule: %v", err)
 			}
 			var fired *jetstream.RawStreamMsg
-			deadline := time.Now().Add(10 * time.Second)
-			for fired == nil && time.Now().Before(deadline) {
-				fired, _ = s.GetLastMsgForSubject(ctx, topo.TaskSubject("echo"))
-				if fired == nil {
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-			if fired == nil {
-				t.Fatal("the schedule did not fire within 10s")
-			}
+			testkit.Eventually(t, 10*time.Second, "the schedule to fire", func() (bool, string) {
+				var err error
+				fired, err = s.GetLastMsgForSubject(ctx, topo.TaskSubject("echo"))
+				return err == nil, fmt.Sprint(err)
+			})
 			if got := fired.Header.Get("Task-Id"); got != "t1" {
 				t.Errorf("fired Task-Id: got %q, want t1", got)
 			}
@@ -66,7 +63,7 @@ func TestTasksAllowsSchedules(t *testing.T) {
 // TestTasksGainsSchedules: a TASKS made before schedules existed (or by an
 // operator, without the flag) is updated in place and keeps its tasks.
 func TestTasksGainsSchedules(t *testing.T) {
-	_, js := startServer(t)
+	js := startServer(t)
 	ctx := t.Context()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "TASKS", Subjects: []string{"tasks.>"}, Retention: jetstream.WorkQueuePolicy,
@@ -111,7 +108,7 @@ func TestTasksSchedulesRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, js := startServer(t)
+			js := startServer(t)
 			ctx := context.Background()
 			if _, err := js.CreateStream(ctx, tt.give); err != nil {
 				t.Fatal(err)
