@@ -16,6 +16,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/cache"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // clock is a controlled clock.
@@ -186,22 +187,10 @@ func TestErrorsNotCached(t *testing.T) {
 }
 
 // serverKV starts a real server and returns the shared bucket.
-func serverKV(t *testing.T) (*bus.Embedded, jetstream.KeyValue) {
+func serverKV(t *testing.T) (*testkit.Server, jetstream.KeyValue) {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := testkit.StartServer(t)
+	_, js := srv.JetStream(t)
 	kv, err := cache.EnsureBucket(context.Background(), js, bus.Topology{}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -218,10 +207,10 @@ func TestSharedBetweenWorkers(t *testing.T) {
 	a.Set("k", shared, []byte("from a"), "svc")
 	var e cache.Entry
 	var ok bool
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok && time.Now().Before(deadline) { // the L2 write is asynchronous
+	testkit.Eventually(t, 5*time.Second, "a's result in L2", func() (bool, string) { // the L2 write is asynchronous
 		e, ok = b.Get(ctx, "k", shared)
-	}
+		return ok, "a miss"
+	})
 	if !ok || string(e.Body) != "from a" {
 		t.Fatalf("b: %v %q, want a's result from L2", ok, e.Body)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/breakwater/breakwater/console"
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The pages render what the streams hold, with the security headers, and
@@ -97,7 +98,7 @@ func TestAPI(t *testing.T) {
 	}
 	srv := e.console(console.Options{})
 
-	waitFor(t, 10*time.Second, "the backend in /api/backends", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the backend in /api/backends", func() (bool, string) {
 		_, body, _ := get(t, nil, srv.URL+"/api/backends")
 		return strings.Contains(body, `"breaker": "open"`), body
 	})
@@ -289,7 +290,7 @@ func TestEvents(t *testing.T) {
 	e := newEnv(t)
 	e.publishHealth("health.backend.flow", backendEvent("flow", health.BreakerClosed))
 	srv := e.console(console.Options{})
-	waitFor(t, 10*time.Second, "the console to read HEALTH", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the console to read HEALTH", func() (bool, string) {
 		_, body, _ := get(t, nil, srv.URL+"/api/backends")
 		return strings.Contains(body, `"flow"`), body
 	})

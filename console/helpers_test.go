@@ -30,20 +30,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testkit.StartServer(t).JetStream(t)
 	if err := bus.EnsureStreams(ctx(t), js, bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,12 +189,6 @@ func csrf(t testing.TB, base string, hdr ...string) string {
 		t.Fatal(err)
 	}
 	return s.CSRF
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	testkit.Eventually(t, d, what, cond)
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

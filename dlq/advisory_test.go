@@ -14,6 +14,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func TestHistoryAcrossDeliveries(t *testing.T) {
@@ -132,7 +133,7 @@ func TestCrashLoopToDLQ(t *testing.T) {
 			t.Fatalf("delivered beyond max_deliver: %s", m.Subject())
 		}
 	}
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 && e.count(t, "TASKS") == 0 }, "task moved to the DLQ")
+	testkit.Eventually(t, 10*time.Second, "task moved to the DLQ", func() (bool, string) { return e.count(t, "DLQ") == 1 && e.count(t, "TASKS") == 0, "" })
 	s, _ := e.js.Stream(ctx, "DLQ")
 	m, err := s.GetLastMsgForSubject(ctx, "dlq.boom")
 	if err != nil {
@@ -147,10 +148,10 @@ func TestCrashLoopToDLQ(t *testing.T) {
 		t.Fatalf("DLQ copy history %v (%v), backends %q; want the recorded call", recs, err, m.Header.Get("Dlq-Backends"))
 	}
 	// Forgotten last, after the task left TASKS.
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the history forgotten after the move", func() (bool, string) {
 		left, err := hist.Load(ctx, ack.Sequence)
-		return err == nil && len(left) == 0
-	}, "the history forgotten after the move")
+		return err == nil && len(left) == 0, ""
+	})
 	// The same advisory handled again (a redelivered advisory, a second
 	// watcher): the task is gone, nothing more happens.
 	again, err := dlq.NewCrashLoopWatcher(ctx, dlq.CrashLoopOptions{JS: e.js, Topology: e.topo,
@@ -172,11 +173,7 @@ func giveUp(t *testing.T, cons jetstream.Consumer, id string, maxDeliver, others
 	t.Helper()
 	var putOff []jetstream.Msg
 	deliveries := 0
-	deadline := time.Now().Add(15 * time.Second)
-	for deliveries < maxDeliver {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s delivered %d times, want %d", id, deliveries, maxDeliver)
-		}
+	testkit.Eventually(t, 15*time.Second, fmt.Sprintf("%s delivered %d times", id, maxDeliver), func() (bool, string) {
 		batch, err := cons.Fetch(4, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -191,11 +188,12 @@ func giveUp(t *testing.T, cons jetstream.Consumer, id string, maxDeliver, others
 			}
 			putOff = append(putOff, m)
 		}
-	}
-	waitFor(t, 10*time.Second, func() bool {
+		return deliveries >= maxDeliver, fmt.Sprintf("%s delivered %d times, want %d", id, deliveries, maxDeliver)
+	})
+	testkit.Eventually(t, 10*time.Second, id+" given up", func() (bool, string) {
 		info, err := cons.Info(context.Background())
-		return err == nil && info.NumAckPending == others
-	}, id+" given up")
+		return err == nil && info.NumAckPending == others, ""
+	})
 	return putOff
 }
 
@@ -261,35 +259,35 @@ func TestAdvisoryHandledByLaterWatcher(t *testing.T) {
 	publishTask(t, e, "busy", nil)
 	giveUp(t, cons, "lost", 2, 1)
 	adv, _ := e.js.Stream(ctx, "ADVISORIES")
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the advisory stored with no watcher", func() (bool, string) {
 		info, err := adv.Info(ctx)
-		return err == nil && info.State.Msgs == 1
-	}, "the advisory stored with no watcher")
+		return err == nil && info.State.Msgs == 1, ""
+	})
 	if n := e.count(t, "DLQ"); n != 0 {
 		t.Fatalf("DLQ holds %d before any watcher ran", n)
 	}
 	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "late"})
 	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w})
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ")
+	testkit.Eventually(t, 10*time.Second, "the task in the DLQ", func() (bool, string) { return e.count(t, "DLQ") == 1, "" })
 	m := dlqEntry(t, e, "dlq.boom")
 	if m.Header.Get("Task-Id") != "lost" || m.Header.Get("Dlq-Reason") != "max_deliveries" || string(m.Data) != "payload" ||
 		!strings.Contains(m.Header.Get("Dlq-Error"), "delivered 2 times") || m.Header.Get("Dlq-Original-Seq") != fmt.Sprint(seq) {
 		t.Fatalf("DLQ copy %v %q", m.Header, m.Data)
 	}
 	tasks, _ := e.js.Stream(ctx, "TASKS")
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the task gone from TASKS", func() (bool, string) {
 		_, err := tasks.GetMsg(ctx, seq)
-		return errors.Is(err, jetstream.ErrMsgNotFound)
-	}, "the task gone from TASKS")
+		return errors.Is(err, jetstream.ErrMsgNotFound), ""
+	})
 	// The advisory is acknowledged once the move is done.
 	ac, err := e.js.Consumer(ctx, "ADVISORIES", dlq.DefaultCrashLoopConsumer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the advisory acknowledged", func() (bool, string) {
 		info, err := ac.Info(ctx)
-		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0
-	}, "the advisory acknowledged")
+		return err == nil && info.AckFloor.Stream == 1 && info.NumAckPending == 0, ""
+	})
 	if n := e.count(t, "TASKS"); n != 1 {
 		t.Fatalf("TASKS holds %d, want the busy task alone", n)
 	}
@@ -317,17 +315,17 @@ func TestReconcileFindsStrandedTask(t *testing.T) {
 	fresh := publishTask(t, e, "fresh", nil)
 	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
 	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w, ReconcileSettle: 50 * time.Millisecond})
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the stranded task in the DLQ")
+	testkit.Eventually(t, 10*time.Second, "the stranded task in the DLQ", func() (bool, string) { return e.count(t, "DLQ") == 1, "" })
 	m := dlqEntry(t, e, "dlq.boom")
 	if m.Header.Get("Task-Id") != "stranded" || m.Header.Get("Dlq-Reason") != "max_deliveries" ||
 		!strings.Contains(m.Header.Get("Dlq-Error"), "no advisory") || m.Header.Get("Dlq-Attempts") != "2" {
 		t.Fatalf("DLQ copy %v", m.Header)
 	}
 	tasks, _ := e.js.Stream(ctx, "TASKS")
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the stranded task gone from TASKS (deleted after its copy is stored)", func() (bool, string) {
 		_, err := tasks.GetMsg(ctx, seq)
-		return errors.Is(err, jetstream.ErrMsgNotFound)
-	}, "the stranded task gone from TASKS (deleted after its copy is stored)")
+		return errors.Is(err, jetstream.ErrMsgNotFound), ""
+	})
 	if _, err := tasks.GetMsg(ctx, fresh); err != nil {
 		t.Fatalf("the fresh task was taken: %v", err)
 	}
@@ -410,10 +408,10 @@ func TestAdvisoryRetriedAfterFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the advisory tried more than once", func() (bool, string) {
 		info, err := ac.Info(ctx)
-		return err == nil && info.NumRedelivered > 0
-	}, "the advisory tried more than once")
+		return err == nil && info.NumRedelivered > 0, ""
+	})
 	tasks, _ := e.js.Stream(ctx, "TASKS")
 	if _, err := tasks.GetMsg(ctx, seq); err != nil {
 		t.Fatalf("the task left TASKS while its DLQ copy could not be stored: %v", err)
@@ -421,11 +419,11 @@ func TestAdvisoryRetriedAfterFailure(t *testing.T) {
 	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ after the retry")
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the task in the DLQ after the retry", func() (bool, string) { return e.count(t, "DLQ") == 1, "" })
+	testkit.Eventually(t, 10*time.Second, "the task gone from TASKS", func() (bool, string) {
 		_, err := tasks.GetMsg(ctx, seq)
-		return errors.Is(err, jetstream.ErrMsgNotFound)
-	}, "the task gone from TASKS")
+		return errors.Is(err, jetstream.ErrMsgNotFound), ""
+	})
 	if m := dlqEntry(t, e, "dlq.boom"); m.Header.Get("Task-Id") != "retried" || string(m.Data) != "r" {
 		t.Fatalf("DLQ copy %v %q", m.Header, m.Data)
 	}
@@ -456,7 +454,7 @@ func TestCrashLoopNearMaxPayload(t *testing.T) {
 	}
 	runWatcher(t, e, dlq.CrashLoopOptions{Writer: w, History: hist})
 	giveUp(t, cons, "huge", 2, 0)
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "DLQ") == 1 }, "the task in the DLQ")
+	testkit.Eventually(t, 10*time.Second, "the task in the DLQ", func() (bool, string) { return e.count(t, "DLQ") == 1, "" })
 	m := dlqEntry(t, e, "dlq.boom")
 	got, err := dlq.LoadPayload(ctx, e.js, e.topo, m.Header, m.Data)
 	if err != nil || string(got) != string(payload) {
@@ -465,7 +463,7 @@ func TestCrashLoopNearMaxPayload(t *testing.T) {
 	if recs, err := dlq.DecodeHistory(m.Header.Get(dlq.HeaderHistory)); err != nil || len(recs) == 0 {
 		t.Fatalf("history %d records, %v; want the recorded ones", len(recs), err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return e.count(t, "TASKS") == 0 }, "TASKS empty")
+	testkit.Eventually(t, 10*time.Second, "TASKS empty", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 }
 
 // Records appended to the history are redacted with the configured

@@ -8,12 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 const smallMaxPayload = 64 << 10
@@ -21,32 +19,11 @@ const smallMaxPayload = 64 << 10
 // newSmallEnv is newEnv on a server whose max_payload is 64 KiB.
 func newSmallEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-		StoreDir: t.TempDir(), MaxPayload: smallMaxPayload, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
+	e := streams(t, testkit.StartServer(t, testkit.MaxPayload(smallMaxPayload)))
+	if e.nc.MaxPayload() != smallMaxPayload {
+		t.Fatalf("max payload %d", e.nc.MaxPayload())
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if nc.MaxPayload() != smallMaxPayload {
-		t.Fatalf("max payload %d", nc.MaxPayload())
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.EnsureStreams(context.Background(), js, bus.Topology{}); err != nil {
-		t.Fatal(err)
-	}
-	return &env{nc: nc, js: js}
+	return e
 }
 
 // history makes n records, about 230 bytes of JSON each.

@@ -5,12 +5,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // env is a real embedded server with Breakwater's streams.
@@ -22,20 +22,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return streams(t, testkit.StartServer(t))
+}
+
+// streams connects to srv and creates Breakwater's streams there.
+func streams(t testing.TB, srv *testkit.Server) *env {
+	t.Helper()
+	nc, js := srv.JetStream(t)
 	if err := bus.EnsureStreams(context.Background(), js, bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,17 +46,6 @@ func (e *env) count(t testing.TB, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
-}
-
-func waitFor(t testing.TB, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type errString string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The server behaviour (nats-server 2.15.2) the crash-loop watcher and its
@@ -43,8 +45,7 @@ func TestServerMaxDeliverBehaviour(t *testing.T) {
 	}
 	// given-up: delivered twice, never answered. naked: put off for an hour.
 	deliveries := 0
-	deadline := time.Now().Add(10 * time.Second)
-	for deliveries < 2 && time.Now().Before(deadline) {
+	testkit.Eventually(t, 10*time.Second, "given-up delivered twice", func() (bool, string) {
 		batch, err := cons.Fetch(2, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -58,7 +59,8 @@ func TestServerMaxDeliverBehaviour(t *testing.T) {
 			}
 			deliveries++
 		}
-	}
+		return deliveries >= 2, fmt.Sprintf("delivered %d times", deliveries)
+	})
 	if deliveries != 2 {
 		t.Fatalf("given-up delivered %d times, want 2", deliveries)
 	}
@@ -66,10 +68,10 @@ func TestServerMaxDeliverBehaviour(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the advisory in ADVISORIES", func() (bool, string) {
 		info, err := adv.Info(ctx)
-		return err == nil && info.State.Msgs > 0
-	}, "the advisory in ADVISORIES")
+		return err == nil && info.State.Msgs > 0, ""
+	})
 	m, err := adv.GetMsg(ctx, 1)
 	if err != nil {
 		t.Fatal(err)

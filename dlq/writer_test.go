@@ -14,6 +14,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/redact"
 	"github.com/breakwater/breakwater/resilience"
 )
@@ -216,11 +217,11 @@ func TestReusedMsgIDBothDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second *jetstream.PubAck
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "TASKS to take the reused id again", func() (bool, string) {
 		second, err = e.js.PublishMsg(ctx, &nats.Msg{Subject: "tasks.r", Header: nats.Header{"Task-Id": {"two"}}, Data: []byte("2")},
 			jetstream.WithMsgID("reused"))
-		return err == nil && !second.Duplicate
-	}, "TASKS to take the reused id again")
+		return err == nil && !second.Duplicate, ""
+	})
 	w := dlq.NewWriter(e.js, dlq.WriterOptions{Topology: e.topo, Worker: "w"})
 	var stored []dlq.Stored
 	for _, seq := range []uint64{first.Sequence, second.Sequence, first.Sequence} {

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/handlers/handlertest"
-	"github.com/nats-io/nats.go/micro"
 )
 
 func TestConformanceBuiltin(t *testing.T) {
@@ -113,7 +114,7 @@ func TestConformanceHTTP(t *testing.T) {
 
 func TestConformanceNATS(t *testing.T) {
 	s, client := startNATS(t)
-	svcConn := connect(t, s)
+	svcConn := s.Connect(t)
 	var seq atomic.Int64
 	handlertest.Run(t, func(t *testing.T, b handlertest.Behavior) handlers.Backend {
 		subject := fmt.Sprintf("svc.conformance.%d", seq.Add(1))

@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/breakwater/breakwater/handlers"
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func newHTTP(t *testing.T, o handlers.HTTPOptions) *handlers.HTTP {
@@ -224,12 +227,10 @@ func TestHTTPBearerTokenFile(t *testing.T) {
 	}
 
 	writeToken("second-token", t0.Add(time.Minute)) // rotation: new content, new mtime
-	deadline := time.Now().Add(5 * time.Second)
-	for got := authOf(); got != "Bearer second-token"; got = authOf() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Authorization after rotation: got %q, want Bearer second-token", got)
-		}
-	}
+	testkit.Eventually(t, 5*time.Second, "the rotated token sent", func() (bool, string) {
+		got := authOf()
+		return got == "Bearer second-token", fmt.Sprintf("Authorization after rotation: got %q, want Bearer second-token", got)
+	})
 
 	// While the file is gone (mid-rotation), the last good token is used.
 	if err := os.Remove(path); err != nil {

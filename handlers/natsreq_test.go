@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/breakwater/breakwater/handlers"
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/handlers"
 )
 
 func TestNATSNoResponders(t *testing.T) {
@@ -40,7 +41,7 @@ func rawService(t *testing.T, nc *nats.Conn, subject string, h nats.Header, data
 
 func TestNATSServiceErrors(t *testing.T) {
 	s, client := startNATS(t)
-	svc := connect(t, s)
+	svc := s.Connect(t)
 	tests := []struct {
 		name       string
 		give       nats.Header
@@ -93,7 +94,7 @@ func TestNATSServiceErrors(t *testing.T) {
 
 func TestNATSConnectionClosed(t *testing.T) {
 	s, _ := startNATS(t)
-	nc := connect(t, s)
+	nc := s.Connect(t)
 	be, err := handlers.NewNATS(handlers.NATSOptions{Conn: nc, Subject: "svc.x"})
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +121,7 @@ func TestNATSMaxPayloadPermanent(t *testing.T) {
 func TestNATSDeadlineWithoutService(t *testing.T) {
 	s, client := startNATS(t)
 	// A subscriber that never answers: the call ends with its context.
-	silent := connect(t, s)
+	silent := s.Connect(t)
 	sub, err := silent.SubscribeSync("svc.silent")
 	if err != nil {
 		t.Fatal(err)

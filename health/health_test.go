@@ -19,22 +19,18 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 type env struct {
-	srv *bus.Embedded
+	srv *testkit.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	e := &env{srv: srv}
+	e := &env{srv: testkit.StartServer(t)}
 	e.nc, e.js = e.connect(t)
 	if err := bus.EnsureStreams(context.Background(), e.js, bus.Topology{}); err != nil {
 		t.Fatal(err)
@@ -44,16 +40,7 @@ func newEnv(t testing.TB) *env {
 
 func (e *env) connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(e.srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return e.srv.JetStream(t)
 }
 
 // count returns how many messages the HEALTH stream holds on subject.
@@ -505,19 +492,11 @@ func TestProbesInParallel(t *testing.T) {
 			}
 			run(t, newMonitor(t, health.Options{JS: e.js, WorkerID: "w1", Interval: time.Hour, Probes: probes,
 				ProbeConcurrency: tc.concurrency}))
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testkit.Eventually(t, 10*time.Second, "every probe done", func() (bool, string) {
 				mu.Lock()
-				done := finished
-				mu.Unlock()
-				if done == n {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d of %d probes done", done, n)
-				}
-				time.Sleep(5 * time.Millisecond) // polling
-			}
+				defer mu.Unlock()
+				return finished == n, fmt.Sprintf("%d of %d probes done", finished, n)
+			})
 			mu.Lock()
 			defer mu.Unlock()
 			round := last.Sub(first)

@@ -3,14 +3,13 @@ package health
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // A tracker's view says what a reader needs to read its success rate
@@ -104,20 +103,7 @@ func TestTrackerRejectionIsAvailable(t *testing.T) {
 // refused every task, and one with too few calls to judge, are healthy with
 // a reason that says why the figures read as they do.
 func TestMonitorHeartbeatSaysWhyHealthy(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testkit.StartServer(t).JetStream(t)
 	topo := bus.Topology{}
 	if err := bus.EnsureStreams(t.Context(), js, topo); err != nil {
 		t.Fatal(err)
@@ -149,19 +135,12 @@ func TestMonitorHeartbeatSaysWhyHealthy(t *testing.T) {
 		var ev BackendEvent
 		return ev, json.Unmarshal(msg.Data, &ev) == nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, "a heartbeat of the three backends", func() (bool, string) {
 		_, a := last("refuser")
 		_, b := last("young")
 		_, c := last("idle")
-		if a && b && c {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat of the three backends within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return a && b && c, fmt.Sprintf("refuser %v, young %v, idle %v", a, b, c)
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

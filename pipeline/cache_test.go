@@ -12,6 +12,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/cache"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 )
@@ -66,7 +67,7 @@ func TestCacheHitMissAndNoCache(t *testing.T) {
 	// A route without a cache policy always calls.
 	e.publish(t, "plain", "p1", "same")
 	e.publish(t, "plain", "p2", "same")
-	waitFor(t, func() bool { return calls.Load() == 6 }, "uncached route called each time")
+	testkit.Eventually(t, 15*time.Second, "uncached route called each time", func() (bool, string) { return calls.Load() == 6, "" })
 }
 
 // Errors are not cached: the next identical task calls again.
@@ -111,9 +112,9 @@ func TestIdenticalTasksOneCall(t *testing.T) {
 		e.publish(t, "work", fmt.Sprintf("s%d", i), "identical")
 	}
 	// All 50 are in the worker: one in the backend, 49 waiting for it.
-	waitFor(t, func() bool { return w.Stats().InFlight == n }, "every task in flight")
+	testkit.Eventually(t, 15*time.Second, "every task in flight", func() (bool, string) { return w.Stats().InFlight == n, "" })
 	close(release)
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "50 results")
+	testkit.Eventually(t, 15*time.Second, "50 results", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	if got := calls.Load(); got != 1 {
 		t.Fatalf("backend calls %d, want 1", got)
 	}
@@ -133,10 +134,10 @@ func TestSharedCacheAcrossWorkers(t *testing.T) {
 	e.publish(t, "work", "w1", "shared")
 	e.waitMsg(t, "RESULTS", "results.work.w1")
 	// The L2 write is asynchronous: wait until the bucket has it.
-	waitFor(t, func() bool {
+	testkit.Eventually(t, 15*time.Second, "the result in the shared bucket", func() (bool, string) {
 		st, err := kv.Status(context.Background())
-		return err == nil && st.Values() == 1
-	}, "the result in the shared bucket")
+		return err == nil && st.Values() == 1, ""
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 )
@@ -55,26 +56,25 @@ func TestHoldsAtMostConcurrencyPlusPrefetch(t *testing.T) {
 	for i := range n {
 		e.publish(t, "slow", fmt.Sprintf("b%d", i), "x")
 	}
-	waitFor(t, func() bool { return calls.Load() == 4 }, "four backend calls running")
-	waitFor(t, func() bool { return e.consumerInfo(t).NumAckPending == 6 }, "six tasks held (4 running + 2 prefetched)")
+	testkit.Eventually(t, 15*time.Second, "four backend calls running", func() (bool, string) { return calls.Load() == 4, "" })
+	testkit.Eventually(t, 15*time.Second, "six tasks held (4 running + 2 prefetched)", func() (bool, string) { return e.consumerInfo(t).NumAckPending == 6, "" })
 	// Three ack waits with every goroutine busy: the held tasks are kept
 	// alive, and no more are taken.
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Consistently(t, 3*time.Second, "the held tasks kept, no more taken", func() (bool, string) {
 		info := e.consumerInfo(t)
 		if info.NumAckPending > 6 {
-			t.Fatalf("ack pending %d: the worker holds more than concurrency+prefetch", info.NumAckPending)
+			return false, fmt.Sprintf("ack pending %d: the worker holds more than concurrency+prefetch", info.NumAckPending)
 		}
 		if info.NumRedelivered > 0 {
-			t.Fatalf("%d held tasks redelivered while waiting for a goroutine", info.NumRedelivered)
+			return false, fmt.Sprintf("%d held tasks redelivered while waiting for a goroutine", info.NumRedelivered)
 		}
-		time.Sleep(100 * time.Millisecond) // sampling a steady state, not waiting for a change
-	}
+		return true, ""
+	})
 	if got := calls.Load(); got != 4 {
 		t.Fatalf("backend calls %d while blocked, want 4", got)
 	}
 	close(release)
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "every result stored")
+	testkit.Eventually(t, 15*time.Second, "every result stored", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	if got := calls.Load(); got != n {
 		t.Errorf("backend calls: got %d, want %d (one per task)", got, n)
 	}
@@ -92,14 +92,14 @@ func TestPausedRouteNotServedWhenParkingFull(t *testing.T) {
 	for i := range 5 {
 		e.publish(t, "echo", fmt.Sprintf("p%d", i), "x")
 	}
-	waitFor(t, func() bool { s := w.Stats(); return s.Parked == 2 && s.Redelivered >= 3 }, "two held, the rest handed back")
+	testkit.Eventually(t, 15*time.Second, "two held, the rest handed back", func() (bool, string) { s := w.Stats(); return s.Parked == 2 && s.Redelivered >= 3, "" })
 	if got := calls.Load(); got != 0 {
 		t.Fatalf("paused route served %d tasks", got)
 	}
 	if err := w.ResumeRoute("echo"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == 5 }, "all five served after resume")
+	testkit.Eventually(t, 15*time.Second, "all five served after resume", func() (bool, string) { return e.count(t, "RESULTS") == 5, "" })
 }
 
 // A drain ends within its timeout (plus a short grace) even when a backend
@@ -154,7 +154,7 @@ func TestFullPublishWindowDoesNotCallTwice(t *testing.T) {
 		}
 	}
 	<-e.js.PublishAsyncComplete()
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results stored")
+	testkit.Eventually(t, 15*time.Second, "all results stored", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	if got := calls.Load(); got != n {
 		t.Errorf("backend calls: got %d, want %d", got, n)
 	}
@@ -177,7 +177,7 @@ func TestDeadLetterOnLastDeliveryRetried(t *testing.T) {
 		fixed("a", handlers.Transient(errors.New("503"))),
 	}})
 	e.publish(t, "down", "last", "x")
-	waitFor(t, func() bool { return w.Stats().Redelivered >= 1 }, "a failed dead-letter on the last delivery")
+	testkit.Eventually(t, 15*time.Second, "a failed dead-letter on the last delivery", func() (bool, string) { return w.Stats().Redelivered >= 1, "" })
 	if err := bus.EnsureStreams(ctx, e.js, e.topo); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestDeadLetterOnLastDeliveryRetried(t *testing.T) {
 	if got := m.Header.Get("Dlq-Reason"); got != "max_deliveries" {
 		t.Errorf("Dlq-Reason: got %q, want max_deliveries", got)
 	}
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed after its DLQ copy")
+	testkit.Eventually(t, 15*time.Second, "task removed after its DLQ copy", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 }
 
 // A poison task with an allowed Task-Reply-To tells its caller at once;
@@ -223,7 +223,7 @@ func TestReplyToRules(t *testing.T) {
 	for i, to := range []string{"$JS.API.STREAM.DELETE.DLQ", "$JS.API.STREAM.PURGE.RESULTS", "breakwater.all.route.pause", "results.echo.x"} {
 		e.publish(t, "upper", fmt.Sprintf("refused%d", i), `{"route":"upper"}`, "Task-Reply-To", to)
 	}
-	waitFor(t, func() bool { return e.count(t, "DLQ") == 5 }, "the refused tasks dead-lettered")
+	testkit.Eventually(t, 15*time.Second, "the refused tasks dead-lettered", func() (bool, string) { return e.count(t, "DLQ") == 5, "" })
 	s, err := e.js.Stream(context.Background(), "DLQ")
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +260,7 @@ func TestCancelRunningTask(t *testing.T) {
 	var calls, echoCalls atomic.Int64
 	w := e.start(t, pipeline.Options{Concurrency: 1}, blockingRoute("slow", &calls, make(chan struct{})), echoRoute("echo", &echoCalls))
 	e.publish(t, "slow", "c1", "x")
-	waitFor(t, func() bool { _, ok := w.Running("slow", "c1"); return ok }, "the task running")
+	testkit.Eventually(t, 15*time.Second, "the task running", func() (bool, string) { _, ok := w.Running("slow", "c1"); return ok, "" })
 	if _, ok := w.Running("slow", "other"); ok {
 		t.Error("Running reports a task that is not running")
 	}
@@ -271,8 +271,8 @@ func TestCancelRunningTask(t *testing.T) {
 	if got := m.Header.Get("Dlq-Reason"); got != "cancelled" {
 		t.Errorf("Dlq-Reason: got %q, want cancelled", got)
 	}
-	waitFor(t, func() bool { _, ok := w.Running("slow", "c1"); return !ok }, "no longer running")
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed from TASKS")
+	testkit.Eventually(t, 15*time.Second, "no longer running", func() (bool, string) { _, ok := w.Running("slow", "c1"); return !ok, "" })
+	testkit.Eventually(t, 15*time.Second, "task removed from TASKS", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 	if w.Cancel("slow", "c1") {
 		t.Error("Cancel of a finished task reports it running")
 	}

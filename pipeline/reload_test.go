@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 	"github.com/breakwater/breakwater/task"
@@ -21,7 +22,7 @@ func TestSetLiveSwapsRoutesForNewTasks(t *testing.T) {
 	w := e.start(t, pipeline.Options{}, blockingRoute("a", &oldCalls, release))
 
 	e.publish(t, "a", "a-1", "first")
-	waitWithin(t, 10*time.Second, func() bool { return oldCalls.Load() == 1 }, "a-1 calling its backend")
+	testkit.Eventually(t, 10*time.Second, "a-1 calling its backend", func() (bool, string) { return oldCalls.Load() == 1, "" })
 
 	if _, err := w.CurrentLive().Router.Route("b"); err == nil {
 		t.Fatal("route b exists before the reload")
@@ -56,7 +57,7 @@ func TestSetLiveSwapsRoutesForNewTasks(t *testing.T) {
 	if err := w.SetLive(pipeline.Live{Router: resilience.NewRouter([]*resilience.Route{newA})}); err != nil {
 		t.Fatal(err)
 	}
-	waitWithin(t, 10*time.Second, retired.Load, "the replaced Live retired")
+	testkit.Eventually(t, 10*time.Second, "the replaced Live retired", func() (bool, string) { return retired.Load(), "" })
 	if err := w.SetLive(pipeline.Live{}); err == nil {
 		t.Error("SetLive without a Router: got nil error")
 	}
@@ -74,7 +75,7 @@ func TestSetLiveRetiresAfterInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publish(t, "a", "a-1", "x")
-	waitWithin(t, 10*time.Second, func() bool { return calls.Load() == 1 }, "a-1 calling its backend")
+	testkit.Eventually(t, 10*time.Second, "a-1 calling its backend", func() (bool, string) { return calls.Load() == 1, "" })
 	if err := w.SetLive(pipeline.Live{Router: resilience.NewRouter([]*resilience.Route{echoRoute("a", nil)})}); err != nil {
 		t.Fatal(err)
 	}
@@ -87,5 +88,5 @@ func TestSetLiveRetiresAfterInFlight(t *testing.T) {
 	}
 	close(release)
 	e.waitMsg(t, "RESULTS", e.topo.ResultSubject("a", "a-1"))
-	waitWithin(t, 10*time.Second, retired.Load, "routes retired after the in-flight task")
+	testkit.Eventually(t, 10*time.Second, "routes retired after the in-flight task", func() (bool, string) { return retired.Load(), "" })
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 )
@@ -56,7 +57,7 @@ func TestPrimaryDownServedByFallback(t *testing.T) {
 	for i := range n {
 		e.publish(t, "work", fmt.Sprintf("f%d", i), "x")
 	}
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results")
+	testkit.Eventually(t, 15*time.Second, "all results", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	if got := primaryCalls.Load(); got > 3 {
 		t.Errorf("primary calls: got %d, want ≤ 3 (the breaker's threshold)", got)
 	}
@@ -87,7 +88,7 @@ func TestOutageRedeliversInsteadOfDeadLettering(t *testing.T) {
 	// The outage: 3 seconds, then the backend is back.
 	recover := time.AfterFunc(3*time.Second, func() { down.Store(false) })
 	defer recover.Stop()
-	waitWithin(t, 30*time.Second, func() bool { return e.count(t, "RESULTS") == n }, "every result after the outage")
+	testkit.Eventually(t, 30*time.Second, "every result after the outage", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	if got := e.count(t, "DLQ"); got != 0 {
 		t.Errorf("DLQ: got %d entries, want 0", got)
 	}
@@ -125,7 +126,7 @@ func TestPauseAndResumeRoute(t *testing.T) {
 	for i := range n {
 		e.publish(t, "paused", fmt.Sprintf("p%d", i), "x")
 	}
-	waitFor(t, func() bool { return w.Stats().Parked == n }, "paused tasks held")
+	testkit.Eventually(t, 15*time.Second, "paused tasks held", func() (bool, string) { return w.Stats().Parked == n, "" })
 	// The worker keeps serving other routes meanwhile.
 	e.publish(t, "other", "o1", "x")
 	e.waitMsg(t, "RESULTS", "results.other.o1")
@@ -138,7 +139,7 @@ func TestPauseAndResumeRoute(t *testing.T) {
 	if got := w.PausedRoutes(); len(got) != 0 {
 		t.Errorf("PausedRoutes after resume: got %v, want none", got)
 	}
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n+1 }, "held tasks served after resume")
+	testkit.Eventually(t, 15*time.Second, "held tasks served after resume", func() (bool, string) { return e.count(t, "RESULTS") == n+1, "" })
 	if st := w.Stats(); st.Parked != 0 || st.Redelivered != 0 {
 		t.Errorf("after resume: parked %d, redelivered %d; want 0, 0", st.Parked, st.Redelivered)
 	}
@@ -154,7 +155,7 @@ func TestDrainHandsBackParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publish(t, "work", "d1", "x")
-	waitFor(t, func() bool { return w.Stats().Parked == 1 }, "task held")
+	testkit.Eventually(t, 15*time.Second, "task held", func() (bool, string) { return w.Stats().Parked == 1, "" })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -244,7 +245,7 @@ func TestRateLimitHoldsAtBackend(t *testing.T) {
 	for i := range n {
 		e.publish(t, "work", fmt.Sprintf("r%d", i), "x")
 	}
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results")
+	testkit.Eventually(t, 15*time.Second, "all results", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
 	close(arrivals)
 	var times []time.Time
 	for at := range arrivals {
@@ -295,8 +296,8 @@ func TestExhaustedCarriesHistory(t *testing.T) {
 		t.Fatal("no Dlq-Original-Seq")
 	}
 	// The history goes once the DLQ copy is stored and the task termed.
-	waitFor(t, func() bool {
+	testkit.Eventually(t, 15*time.Second, "history removed after the task left TASKS", func() (bool, string) {
 		got, _ := h.Load(context.Background(), seq)
-		return len(got) == 0
-	}, "history removed after the task left TASKS")
+		return len(got) == 0, ""
+	})
 }

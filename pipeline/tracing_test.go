@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 	"github.com/breakwater/breakwater/tracing"
@@ -82,7 +84,7 @@ func TestOneTracePublishToResult(t *testing.T) {
 	}
 	mu.Unlock()
 
-	waitFor(t, func() bool { return len(byName(exp.GetSpans())["process tasks.work"]) == 1 }, "the process span ended")
+	testkit.Eventually(t, 15*time.Second, "the process span ended", func() (bool, string) { return len(byName(exp.GetSpans())["process tasks.work"]) == 1, "" })
 	spans := byName(exp.GetSpans())
 	process := spans["process tasks.work"][0]
 	if process.Parent.SpanID() != pub.SpanContext().SpanID() || process.SpanKind != trace.SpanKindConsumer {

@@ -17,6 +17,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/pipeline"
 	"github.com/breakwater/breakwater/resilience"
 	"github.com/breakwater/breakwater/task"
@@ -35,20 +36,11 @@ func newEnv(t testing.TB, co bus.ConsumerOptions) *env { return newEnvSync(t, co
 // newEnvSync starts a server that fsyncs every write when syncAlways.
 func newEnvSync(t testing.TB, co bus.ConsumerOptions, syncAlways bool) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: !syncAlways})
-	if err != nil {
-		t.Fatal(err)
+	var opts []testkit.Option
+	if syncAlways {
+		opts = append(opts, testkit.SyncAlways())
 	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testkit.StartServer(t, opts...).JetStream(t)
 	ctx := context.Background()
 	topo := bus.Topology{}
 	if err := bus.EnsureStreams(ctx, js, topo); err != nil {
@@ -123,10 +115,10 @@ func (e *env) waitMsg(t *testing.T, stream, subject string) *jetstream.RawStream
 		t.Fatal(err)
 	}
 	var m *jetstream.RawStreamMsg
-	waitWithin(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "a message on "+subject+" in "+stream, func() (bool, string) {
 		m, err = s.GetLastMsgForSubject(context.Background(), subject)
-		return err == nil
-	}, "a message on "+subject+" in "+stream)
+		return err == nil, ""
+	})
 	return m
 }
 
@@ -186,7 +178,7 @@ func TestResultStoredWithHeaders(t *testing.T) {
 	if _, err := time.ParseDuration(m.Header.Get("Task-Duration")); err != nil {
 		t.Errorf("Task-Duration %q: %v", m.Header.Get("Task-Duration"), err)
 	}
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task acked and removed from TASKS")
+	testkit.Eventually(t, 15*time.Second, "task acked and removed from TASKS", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 
 	for i, id := range []string{"t2", "t3"} {
 		e.publish(t, "code.generate", id, "next"+id)
@@ -271,7 +263,7 @@ func TestDeadLetterReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return e.count(t, "DLQ") == uint64(len(tests)) }, "all tasks dead-lettered")
+	testkit.Eventually(t, 15*time.Second, "all tasks dead-lettered", func() (bool, string) { return e.count(t, "DLQ") == uint64(len(tests)), "" })
 	byID := map[string]*jetstream.RawStreamMsg{}
 	for seq := uint64(1); seq <= uint64(len(tests)); seq++ {
 		m, err := s.GetMsg(context.Background(), seq)
@@ -345,7 +337,7 @@ func TestRedeliveredWithStoredResult(t *testing.T) {
 	}
 	var calls atomic.Int64
 	w := e.start(t, pipeline.Options{AckWait: time.Second}, echoRoute("echo", &calls))
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "redelivered task acked")
+	testkit.Eventually(t, 15*time.Second, "redelivered task acked", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 	if n := calls.Load(); n != 0 {
 		t.Errorf("backend calls: got %d, want 0", n)
 	}
@@ -369,7 +361,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	e.publish(t, "slow", "s1", "x")
 	<-started
 	cancel()
-	waitFor(t, func() bool { return !w.Ready() }, "worker not ready while draining")
+	testkit.Eventually(t, 15*time.Second, "worker not ready while draining", func() (bool, string) { return !w.Ready(), "" })
 	select {
 	case err := <-done:
 		t.Fatalf("Run returned %v before the in-flight task finished", err)
@@ -431,27 +423,10 @@ func TestManyTasksConcurrently(t *testing.T) {
 		}
 	}
 	<-e.js.PublishAsyncComplete()
-	waitFor(t, func() bool { return e.count(t, "RESULTS") == n }, "all results stored")
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "all tasks acked")
+	testkit.Eventually(t, 15*time.Second, "all results stored", func() (bool, string) { return e.count(t, "RESULTS") == n, "" })
+	testkit.Eventually(t, 15*time.Second, "all tasks acked", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 	if got := calls.Load(); got != n {
 		t.Errorf("backend calls: got %d, want %d", got, n)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	waitWithin(t, 15*time.Second, cond, what)
-}
-
-// waitWithin polls cond until it holds, failing the test after d.
-func waitWithin(t *testing.T, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -483,7 +458,7 @@ func TestLongTaskNotRedelivered(t *testing.T) {
 	e.start(t, pipeline.Options{AckWait: time.Second, Concurrency: 4}, slow)
 	e.publish(t, "slow", "long", "x")
 	e.waitMsg(t, "RESULTS", "results.slow.long")
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task acked")
+	testkit.Eventually(t, 15*time.Second, "task acked", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 	if n := calls.Load(); n != 1 {
 		t.Errorf("backend calls: got %d, want 1 (the task was redelivered while running)", n)
 	}
@@ -509,7 +484,7 @@ func TestRecreatesDeletedConsumer(t *testing.T) {
 	if recreated.Load() == 0 {
 		t.Error("Recreate was never called")
 	}
-	waitFor(t, w.Ready, "worker ready again")
+	testkit.Eventually(t, 15*time.Second, "worker ready again", func() (bool, string) { return w.Ready(), "" })
 }
 
 // A backend that ignores its context holds a task past the route's budget:
@@ -529,7 +504,7 @@ func TestStuckTaskNotKeptAlive(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 	e.publish(t, "stuck", "s1", "x")
 	// Budget 100ms + one ack wait, then an ack wait unrefreshed: redelivered.
-	waitWithin(t, 10*time.Second, func() bool { return calls.Load() >= 2 }, "the stuck task redelivered")
+	testkit.Eventually(t, 10*time.Second, "the stuck task redelivered", func() (bool, string) { return calls.Load() >= 2, "" })
 }
 
 // With the DLQ unable to store (its stream removed), a task that must be
@@ -542,7 +517,7 @@ func TestDeadLetterWaitsForDLQ(t *testing.T) {
 	}
 	w := e.start(t, pipeline.Options{}, echoRoute("echo", nil))
 	e.publish(t, "nowhere", "kept", "x")
-	waitFor(t, func() bool { return w.Stats().Redelivered >= 1 }, "a failed dead-letter attempt handed back")
+	testkit.Eventually(t, 15*time.Second, "a failed dead-letter attempt handed back", func() (bool, string) { return w.Stats().Redelivered >= 1, "" })
 	if got := e.count(t, "TASKS"); got != 1 {
 		t.Fatalf("TASKS holds %d, want the task kept", got)
 	}
@@ -553,5 +528,5 @@ func TestDeadLetterWaitsForDLQ(t *testing.T) {
 	if m.Header.Get("Dlq-Reason") != "no_route" || m.Header.Get("Task-Id") != "kept" {
 		t.Fatalf("DLQ copy %v", m.Header)
 	}
-	waitFor(t, func() bool { return e.count(t, "TASKS") == 0 }, "task removed after its DLQ copy")
+	testkit.Eventually(t, 15*time.Second, "task removed after its DLQ copy", func() (bool, string) { return e.count(t, "TASKS") == 0, "" })
 }

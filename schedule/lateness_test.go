@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/schedule"
 )
 
@@ -25,20 +25,7 @@ func TestLateness(t *testing.T) {
 		t.Skip("a measurement: set BW_LATENESS=1 to run it")
 	}
 	const n, perSecond = 1000, 200
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testkit.StartServer(t, testkit.SyncAlways()).JetStream(t)
 	if err := bus.EnsureStreams(t.Context(), js, bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +47,7 @@ func TestLateness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "every task to fire", func() (bool, string) {
+	testkit.Eventually(t, 60*time.Second, "every task to fire", func() (bool, string) {
 		info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("tasks.lat"))
 		if err != nil {
 			return false, err.Error()

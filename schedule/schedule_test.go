@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/schedule"
 	"github.com/breakwater/breakwater/task"
 )
@@ -24,20 +25,7 @@ type env struct {
 
 func newEnv(t *testing.T, topo bus.Topology) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testkit.StartServer(t).JetStream(t)
 	if err := bus.EnsureStreams(t.Context(), js, topo); err != nil {
 		t.Fatal(err)
 	}
@@ -76,22 +64,6 @@ func (e *env) lastTask(t *testing.T, typ string) *jetstream.RawStreamMsg {
 	return m
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDelayFiresOnce: a delayed task is not published before its time,
 // then once, to tasks.<type> with its Task-Id, and its schedule is gone.
 func TestDelayFiresOnce(t *testing.T) {
@@ -120,7 +92,7 @@ func TestDelayFiresOnce(t *testing.T) {
 				t.Errorf("repeat: duplicate %v, %v; want a duplicate", ack != nil && ack.Duplicate, err)
 			}
 			var fired *jetstream.RawStreamMsg
-			waitFor(t, 10*time.Second, "the delayed task", func() (bool, string) {
+			testkit.Eventually(t, 10*time.Second, "the delayed task", func() (bool, string) {
 				fired = e.lastTask(t, "echo")
 				return fired != nil, "not fired"
 			})
@@ -133,7 +105,7 @@ func TestDelayFiresOnce(t *testing.T) {
 			if got := fired.Header.Get("X-Trace"); got != "k" || string(fired.Data) != "hi" {
 				t.Errorf("fired header X-Trace %q data %q, want k and hi", got, fired.Data)
 			}
-			waitFor(t, 5*time.Second, "the schedule to be purged", func() (bool, string) {
+			testkit.Eventually(t, 5*time.Second, "the schedule to be purged", func() (bool, string) {
 				_, err := e.c.GetDelayed(t.Context(), "d1")
 				return errors.Is(err, schedule.ErrNotFound), fmt.Sprint(err)
 			})
@@ -252,7 +224,7 @@ func TestEveryFires(t *testing.T) {
 	if _, err := e.c.Add(ctx, schedule.Periodic{Name: "tick", Type: "echo", Spec: schedule.Spec{Every: time.Second}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "3 firings", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "3 firings", func() (bool, string) {
 		n := e.subjects(t, "TASKS", "tasks.echo")["tasks.echo"]
 		return n >= 3, fmt.Sprintf("%d firings", n)
 	})
@@ -279,11 +251,10 @@ func TestEveryFires(t *testing.T) {
 	}
 	// A firing in flight may still land; then nothing for 3 intervals.
 	before := e.subjects(t, "TASKS", "tasks.echo")["tasks.echo"]
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if n := e.subjects(t, "TASKS", "tasks.echo")["tasks.echo"]; n > before+1 {
-			t.Fatalf("%d firings after Remove, want at most 1 in flight", n-before)
-		}
-	}
+	testkit.Consistently(t, 3*time.Second, "no firing after Remove", func() (bool, string) {
+		n := e.subjects(t, "TASKS", "tasks.echo")["tasks.echo"]
+		return n <= before+1, fmt.Sprintf("%d firings after Remove, want at most 1 in flight", n-before)
+	})
 }
 
 // TestCronAgreesWithServer: the next run computed here is when the server
@@ -305,7 +276,7 @@ func TestCronAgreesWithServer(t *testing.T) {
 		t.Fatalf("next run %s (%v), want a second divisible by 3", next, ok)
 	}
 	var fired *jetstream.RawStreamMsg
-	waitFor(t, 10*time.Second, "the first firing", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the first firing", func() (bool, string) {
 		fired = e.lastTask(t, "echo")
 		return fired != nil, "none"
 	})

@@ -2,6 +2,7 @@ package schedule_test
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/schedule"
 	"github.com/breakwater/breakwater/task"
 )
@@ -148,7 +150,7 @@ func TestStatusOfFiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fired *jetstream.RawStreamMsg
-	waitFor(t, 10*time.Second, "a firing", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "a firing", func() (bool, string) {
 		fired = e.lastTask(t, "echo")
 		return fired != nil && fired.Header.Get(task.HeaderScheduler) != "", "none"
 	})
@@ -220,11 +222,12 @@ func TestCancel(t *testing.T) {
 		t.Errorf("TASKS after cancelling holds %v, want nothing", n)
 	}
 	// The cancelled delayed task never fires (its time passes meanwhile).
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	testkit.Consistently(t, 3*time.Second, "the cancelled delayed task not firing", func() (bool, string) {
 		if m := e.lastTask(t, "echo"); m != nil {
-			t.Fatalf("the cancelled delayed task fired: %v", m.Header)
+			return false, fmt.Sprintf("the cancelled delayed task fired: %v", m.Header)
 		}
-	}
+		return true, ""
+	})
 
 	c, err := e.c.Cancel(ctx, "echo", "run")
 	if err != nil {
@@ -262,7 +265,7 @@ func TestLastFired(t *testing.T) {
 		t.Fatalf("before any result: %+v, %v; want none", f, err)
 	}
 	var due time.Time
-	waitFor(t, 10*time.Second, "two seconds to pass", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "two seconds to pass", func() (bool, string) {
 		due = time.Now().Add(-time.Second).Truncate(time.Second)
 		return due.After(sc.Created.Add(time.Second)), ""
 	})

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/handlers"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // A backend's forward_headers in the config decide which task headers its
@@ -23,20 +23,7 @@ func TestBuildForwardHeaders(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
 	t.Cleanup(srv.Close)
 
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready within 10s")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testkit.StartServer(t, testkit.NoJetStream()).Connect(t)
 	sub, err := nc.Subscribe("svc.wire", func(m *nats.Msg) {
 		got <- http.Header(m.Header)
 		_ = m.Respond(nil)

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
@@ -41,11 +40,7 @@ func (s *syncBuffer) String() string {
 // (good files and a bad one), and drains cleanly: run with -race, this is
 // where the swaps meet the task path, the probes and the heartbeats.
 func TestRunReloadsUnderTraffic(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := testkit.StartServer(t)
 	path := filepath.Join(t.TempDir(), "worker.yaml")
 	configs := []string{
 		"health: {interval: 100ms}\nroutes:\n  a: {backends: [\"builtin:echo\"]}\n",
@@ -62,7 +57,7 @@ func TestRunReloadsUnderTraffic(t *testing.T) {
 	go func() {
 		done <- Run(ctx, Options{
 			ConfigFile: path,
-			Connect:    func(config.NATS) bus.ConnectOptions { return bus.ConnectOptions{URL: srv.ClientURL()} },
+			Connect:    func(config.NATS) bus.ConnectOptions { return bus.ConnectOptions{URL: srv.URL()} },
 			WorkerID:   "sw1",
 			HTTPAddr:   "127.0.0.1:0",
 			Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
@@ -81,15 +76,7 @@ func TestRunReloadsUnderTraffic(t *testing.T) {
 		}
 	})
 
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := srv.JetStream(t)
 	waitResult := func(id string) {
 		t.Helper()
 		testkit.Eventually(t, 20*time.Second, "the result of a/"+id, func() (bool, string) {

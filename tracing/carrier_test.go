@@ -10,7 +10,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -67,16 +67,7 @@ func TestHeaderCarrierSetKeepsLowercase(t *testing.T) {
 // NATS clients read them), the NATS wire keeps them so, and Extract reads
 // back the same span context on the other side.
 func TestInjectExtractThroughNATS(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testkit.StartServer(t, testkit.NoJetStream()).Connect(t)
 	sub, err := nc.SubscribeSync("carrier.test")
 	if err != nil {
 		t.Fatal(err)

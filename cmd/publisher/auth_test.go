@@ -8,11 +8,10 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/bus/bustest"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // natsEnv are the nats CLI variables the publisher reads; every test here
@@ -30,19 +29,7 @@ func clearNATSEnv(t *testing.T) {
 // creates the streams with good, a connection it accepts.
 func startAuthServer(t *testing.T, opts *server.Options, good bus.ConnectOptions) string {
 	t.Helper()
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	good.URL = s.ClientURL()
+	good.URL = testkit.StartServer(t, testkit.Base(opts)).URL()
 	if opts.TLS {
 		good.URL = strings.Replace(good.URL, "nats://", "tls://", 1)
 	}
@@ -52,11 +39,7 @@ func startAuthServer(t *testing.T, opts *server.Options, good bus.ConnectOptions
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstreamNew(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.EnsureStreams(t.Context(), js, bus.Topology{}); err != nil {
+	if err := bus.EnsureStreams(t.Context(), testkit.JetStream(t, nc), bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	return good.URL
@@ -244,5 +227,3 @@ func TestSeveralServers(t *testing.T) {
 	t.Setenv("NATS_URL", unreachable+","+e.url)
 	wantOK(t, runCmd(t, "", "publish", "echo", "hi"))
 }
-
-func jetstreamNew(nc *nats.Conn) (jetstream.JetStream, error) { return jetstream.New(nc) }

@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/loadgen"
 )
 
@@ -126,15 +124,8 @@ func TestBenchNamesEmbeddedServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := testkit.Connect(t, srv.ClientURL())
+	js := testkit.JetStream(t, nc)
 	if err := bus.EnsureStreams(t.Context(), js, bus.Topology{}); err != nil {
 		t.Fatal(err)
 	}

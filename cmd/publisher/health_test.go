@@ -11,6 +11,7 @@ import (
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/client"
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // publishEvent stores a health event as a worker would.
@@ -68,9 +69,9 @@ func TestHealthWatch(t *testing.T) {
 	now := time.Now().UTC()
 	publishEvent(t, e, "health.backend.old", health.BackendEvent{Backend: "old", State: "healthy", Breaker: "closed", At: now})
 	stdout, _, stop := runAsync(t, "health", "--watch", "--json", "--nats-url", e.url)
-	waitFor(t, 10*time.Second, "a watched event", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a watched event", func() (bool, string) {
 		publishEvent(t, e, "health.backend.new", health.BackendEvent{Backend: "new", State: "degraded", Breaker: "closed", At: now})
-		return strings.Contains(stdout.String(), `"backend":"new"`)
+		return strings.Contains(stdout.String(), `"backend":"new"`), stdout.String()
 	})
 	if code := stop(); code != 0 {
 		t.Fatalf("exit %d", code)
@@ -97,9 +98,9 @@ func TestHealthFromMonitor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the first heartbeat", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the first heartbeat", func() (bool, string) {
 		_, err := hs.GetLastMsgForSubject(t.Context(), topo.HealthBackendSubject("coder"))
-		return err == nil
+		return err == nil, ""
 	})
 	for range 20 {
 		m.AttemptStarted("flow")
@@ -171,21 +172,21 @@ func TestHealthWatchLines(t *testing.T) {
 		"2026-01-02T03:04:05Z worker w1 running uptime=1m30s done=42 failed=1 dead_lettered=2 in_flight=3 cache_hits=50% version=1.0.0",
 		"2026-01-02T03:04:05Z alert breaker_open.flow FIRING rule=breaker_open value=75.00 threshold=60.00 by w1: breaker of flow open for 75s",
 	}
-	waitFor(t, 10*time.Second, "the watched events", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the watched events", func() (bool, string) {
 		if strings.Contains(stdout.String(), want[0]) {
-			return true
+			return true, ""
 		}
 		// Until the consumer exists, events published are not new to it.
 		publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "unhealthy", Breaker: "open",
 			SuccessRate: 0.2, LatencyMS: health.Latency{P50: 1, P95: 2, P99: 3}, Availability: 97.5, InFlight: 4,
 			Reason: "circuit breaker open", Worker: "w1", Kind: "change", At: at})
-		return false
+		return false, ""
 	})
 	publishEvent(t, e, "health.worker.w1", health.WorkerEvent{Worker: "w1", Status: "running", Version: "1.0.0",
 		UptimeSeconds: 90, Tasks: health.Tasks{Done: 42, Failed: 1, DeadLettered: 2}, InFlight: 3, CacheHitRatio: 0.5, At: at})
 	publishEvent(t, e, "health.alert.breaker_open.flow", health.AlertEvent{Alert: "breaker_open.flow", Status: "firing",
 		Rule: "breaker_open", Value: 75, Threshold: 60, Worker: "w1", Message: "breaker of flow open for 75s", At: at})
-	waitFor(t, 10*time.Second, "the alert line", func() bool { return strings.Contains(stdout.String(), "alert ") })
+	testkit.Eventually(t, 10*time.Second, "the alert line", func() (bool, string) { return strings.Contains(stdout.String(), "alert "), stdout.String() })
 	if code := stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -236,19 +237,19 @@ func TestHealthDropsMalformedEvents(t *testing.T) {
 			args = append(args, "--json")
 		}
 		stdout, _, stop := runAsync(t, args...)
-		waitFor(t, 10*time.Second, "the watch under way", func() bool {
+		testkit.Eventually(t, 10*time.Second, "the watch under way", func() (bool, string) {
 			if strings.Contains(stdout.String(), "flow") {
-				return true
+				return true, ""
 			}
 			// Until the consumer exists, events published are not new to it.
 			publishEvent(t, e, "health.backend.flow", health.BackendEvent{Backend: "flow", State: "healthy", Breaker: "closed", At: now})
-			return false
+			return false, ""
 		})
 		// Delivered in stream order: once "after" is shown, so would be
 		// the forged events before it.
 		publishAll()
 		publishEvent(t, e, "health.backend.after", health.BackendEvent{Backend: "after", State: "healthy", Breaker: "closed", At: now})
-		waitFor(t, 10*time.Second, "the event after the forged ones", func() bool { return strings.Contains(stdout.String(), "after") })
+		testkit.Eventually(t, 10*time.Second, "the event after the forged ones", func() (bool, string) { return strings.Contains(stdout.String(), "after"), stdout.String() })
 		if code := stop(); code != 0 {
 			t.Fatalf("exit %d", code)
 		}

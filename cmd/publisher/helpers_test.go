@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/task"
 )
 
@@ -30,26 +30,8 @@ type testEnv struct {
 // streams of topo (the default topology when none is given).
 func startServer(t *testing.T, topos ...bus.Topology) *testEnv {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := testkit.StartServer(t)
+	nc, js := s.JetStream(t)
 	if len(topos) == 0 {
 		topos = []bus.Topology{{}}
 	}
@@ -58,7 +40,7 @@ func startServer(t *testing.T, topos ...bus.Topology) *testEnv {
 			t.Fatal(err)
 		}
 	}
-	return &testEnv{url: s.ClientURL(), nc: nc, js: js}
+	return &testEnv{url: s.URL(), nc: nc, js: js}
 }
 
 // result is what one run of the command produced.
@@ -177,22 +159,6 @@ func lastTask(t *testing.T, e *testEnv, stream, subject string) *jetstream.RawSt
 		t.Fatalf("get last message on %s: %v", subject, err)
 	}
 	return m
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-	}
 }
 
 // syncBuffer is a bytes.Buffer safe to read while the command writes.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/client"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/task"
 	"github.com/breakwater/breakwater/tracing"
 )
@@ -141,8 +142,8 @@ func TestPublishWaitDuplicate(t *testing.T) {
 	e := startServer(t)
 	fakeWorker(t, e, bus.Topology{})
 	wantOK(t, runCmd(t, "", "--nats-url", e.url, "publish", "echo", "first", "--id", "again-1"))
-	waitFor(t, 5*time.Second, "the first result", func() bool {
-		return runCmd(t, "", "--nats-url", e.url, "result", "echo", "again-1").code == 0
+	testkit.Eventually(t, 5*time.Second, "the first result", func() (bool, string) {
+		return runCmd(t, "", "--nats-url", e.url, "result", "echo", "again-1").code == 0, ""
 	})
 	r := runCmd(t, "", "--nats-url", e.url, "publish", "echo", "second", "--id", "again-1", "--wait", "--timeout", "5s")
 	wantOK(t, r)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func TestResult(t *testing.T) {
@@ -58,11 +60,11 @@ func TestResultsStreamsNew(t *testing.T) {
 	e := startServer(t)
 	storeResult(t, e, "echo", "old-1", "before")
 	stdout, stderr, stop := runAsync(t, "--nats-url", e.url, "results", "echo")
-	waitFor(t, 5*time.Second, "the results consumer", func() bool { return consumersOn(t, e, "RESULTS") > 0 })
+	testkit.Eventually(t, 5*time.Second, "the results consumer", func() (bool, string) { return consumersOn(t, e, "RESULTS") > 0, "" })
 	storeResult(t, e, "other", "o-1", "another type")
 	storeResult(t, e, "echo", "new-1", "line one\nline two\t"+strings.Repeat("é", 150))
 	storeResult(t, e, "echo", "new-2", "\x00bin\xff")
-	waitFor(t, 5*time.Second, "two result lines", func() bool { return strings.Count(stdout.String(), "\n") >= 2 })
+	testkit.Eventually(t, 5*time.Second, "two result lines", func() (bool, string) { return strings.Count(stdout.String(), "\n") >= 2, stdout.String() })
 	if code := stop(); code != 0 {
 		t.Fatalf("exit code %d after interrupt, want 0; stderr %q", code, stderr.String())
 	}
@@ -85,7 +87,7 @@ func TestResultsAllJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdout, stderr, stop := runAsync(t, "--nats-url", e.url, "results", "--all", "--json")
-	waitFor(t, 5*time.Second, "three result lines", func() bool { return strings.Count(stdout.String(), "\n") >= 3 })
+	testkit.Eventually(t, 5*time.Second, "three result lines", func() (bool, string) { return strings.Count(stdout.String(), "\n") >= 3, stdout.String() })
 	if code := stop(); code != 0 {
 		t.Fatalf("exit code %d, want 0; stderr %q", code, stderr.String())
 	}

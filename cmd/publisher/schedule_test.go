@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/task"
 )
 
@@ -67,9 +68,9 @@ func TestPublishDelayed(t *testing.T) {
 	if now := time.Now(); now.Before(due) {
 		t.Errorf("--wait returned at %s, before the task was due at %s", now, due)
 	}
-	waitFor(t, 10*time.Second, "the --in task's result", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the --in task's result", func() (bool, string) {
 		r := runCmd(t, "", "status", "echo", "d1", "--nats-url", e.url)
-		return strings.HasPrefix(r.stdout, "done: backend fake")
+		return strings.HasPrefix(r.stdout, "done: backend fake"), ""
 	})
 	m := lastTask(t, e, "RESULTS", "results.echo.d1")
 	if m.Time.Before(start.Add(2 * time.Second)) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // Bad ui command lines exit 2 with the reason, before connecting.
@@ -44,12 +46,12 @@ func TestUIServes(t *testing.T) {
 	stdout, stderr, stop := runAsync(t, "--nats-url", e.url, "ui", "--http", "127.0.0.1:0")
 	addr := regexp.MustCompile(`console on (http://\S+) \(read-only\)`)
 	var base string
-	waitFor(t, 20*time.Second, "the console's address", func() bool {
+	testkit.Eventually(t, 20*time.Second, "the console's address", func() (bool, string) {
 		if m := addr.FindStringSubmatch(stdout.String()); m != nil {
 			base = m[1]
-			return true
+			return true, ""
 		}
-		return false
+		return false, ""
 	})
 	resp, err := http.Get(base + "/api/streams")
 	if err != nil {

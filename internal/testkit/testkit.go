@@ -34,3 +34,22 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 		time.Sleep(pollEvery)
 	}
 }
+
+// sampleEvery is how often Consistently looks again.
+const sampleEvery = 100 * time.Millisecond
+
+// Consistently asks cond for d, at once and then every 100ms, and fails the
+// test with what and cond's detail the first time it does not hold. It is
+// for what must not happen (a schedule fires after its removal, a worker
+// takes more than its share): a steady state sampled, not a change awaited.
+func Consistently(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(sampleEvery) {
+		if ok, detail := cond(); !ok {
+			t.Fatalf("%s no longer held: %s", what, detail)
+		}
+		if time.Now().After(end) {
+			return
+		}
+	}
+}
