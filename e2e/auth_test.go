@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The users of deploy/nats/auth.conf.
@@ -43,7 +44,7 @@ var authEnv = map[string]string{
 // authServer is a nats-server whose config includes the repository's
 // deploy/nats/auth.conf, with fresh passwords in its environment.
 type authServer struct {
-	*natsServer
+	*testkit.NATSProcess
 	password map[string]string // user -> password
 }
 
@@ -63,7 +64,7 @@ func startNATSAuth(t testing.TB) *authServer {
 		}
 		return fmt.Sprintf("include %q\n", rel)
 	}, env)
-	return &authServer{natsServer: s, password: pw}
+	return &authServer{NATSProcess: s, password: pw}
 }
 
 func randomHex(t testing.TB, n int) string {
@@ -142,7 +143,7 @@ func (c *authConn) refusePublish(subject string, data []byte) {
 		c.t.Fatal(err)
 	}
 	what := fmt.Sprintf("Publish to %q", subject)
-	waitFor(c.t, 5*time.Second, c.user+" refused "+what, func() (bool, string) {
+	testkit.Eventually(c.t, 5*time.Second, c.user+" refused "+what, func() (bool, string) {
 		return c.wasDenied(what), "not refused"
 	})
 }
@@ -161,7 +162,7 @@ func (c *authConn) request(subject, body string) *nats.Msg {
 // subscriptions of user.
 func (s *authServer) violations(user string) []string {
 	var out []string
-	for _, line := range strings.Split(s.proc.stderr.String(), "\n") {
+	for _, line := range strings.Split(s.Proc.Stderr(), "\n") {
 		if strings.Contains(line, "Violation") && strings.Contains(line, "/user:"+user+`"`) {
 			out = append(out, line)
 		}
@@ -199,7 +200,7 @@ routes:
 	workerArgs := func(id string) []string {
 		return []string{"--config", cfg, "--id", id, "--user", workerUser, "--password", s.password[workerUser]}
 	}
-	w1 := startWorker(t, s.natsServer, workerArgs("w1")...)
+	w1 := startWorker(t, s.NATSProcess, workerArgs("w1")...)
 	op := s.connectAs(t, operatorUser)
 	cl := s.connectAs(t, clientUser)
 	// The client listens to every inbox it may: it must hear none of the
@@ -220,12 +221,12 @@ routes:
 		if r.code != 0 || strings.TrimSpace(r.stdout) != `{"n":1}` {
 			t.Fatalf("result: exit %d, stdout %q", r.code, r.stdout)
 		}
-		follow := startProcess(t, "publisher results", bin.publisher, nil, append(s.as(clientUser), "results", "echo", "--all")...)
-		waitFor(t, 10*time.Second, "publisher results to print e1", func() (bool, string) {
-			return strings.Contains(follow.stdout.String(), "e1"), follow.stderr.String()
+		follow := testkit.StartProcess(t, "publisher results", bin.publisher, nil, append(s.as(clientUser), "results", "echo", "--all")...)
+		testkit.Eventually(t, 10*time.Second, "publisher results to print e1", func() (bool, string) {
+			return strings.Contains(follow.Stdout(), "e1"), follow.Stderr()
 		})
-		follow.signal(syscall.SIGTERM)
-		follow.wait(stopTimeout)
+		follow.Signal(syscall.SIGTERM)
+		follow.Wait(testkit.StopTimeout)
 	}
 	{
 		t.Log("step: cache bucket")
@@ -322,7 +323,7 @@ routes:
 		if err := cl.nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "subscription to dlq.> refused", func() (bool, string) {
+		testkit.Eventually(t, 5*time.Second, "subscription to dlq.> refused", func() (bool, string) {
 			return cl.wasDenied(`Subscription to "dlq.>"`), "not refused"
 		})
 		_ = sub.Unsubscribe()
@@ -371,7 +372,7 @@ routes:
 		if r := s.publisher(t, clientUser, "publish", "echo", "held", "--id", "h1"); r.code != 0 {
 			t.Fatalf("publish: exit %d", r.code)
 		}
-		waitFor(t, 10*time.Second, "the task held by the paused route", func() (bool, string) {
+		testkit.Eventually(t, 10*time.Second, "the task held by the paused route", func() (bool, string) {
 			ci, err := op.consumerInfo()
 			if err != nil {
 				return false, err.Error()
@@ -406,7 +407,7 @@ routes:
 			t.Fatalf("dlq replay: exit %d, stderr %q", r.code, r.stderr)
 		}
 		// The replayed task fails again: a new entry, replayed once.
-		waitFor(t, resultTimeout, "the replayed task dead-lettered again", func() (bool, string) {
+		testkit.Eventually(t, resultTimeout, "the replayed task dead-lettered again", func() (bool, string) {
 			m := op.lastMsg("DLQ", "dlq.nope", resultTimeout)
 			return m.Header.Get("Dlq-Replays") == "1", fmt.Sprintf("Dlq-Replays %q", m.Header.Get("Dlq-Replays"))
 		})
@@ -424,28 +425,28 @@ routes:
 		if r := s.publisher(t, clientUser, "publish", "boom", "p-boom", "--id", "b1"); r.code != 0 {
 			t.Fatalf("publish boom: exit %d", r.code)
 		}
-		if code := w1.wait(30 * time.Second); code != 3 {
+		if code := w1.Wait(30 * time.Second); code != 3 {
 			t.Fatalf("w1 exit code %d, want 3 (killed by builtin:crash)", code)
 		}
 		// Two workers start at once, well within the ack wait: the second
 		// delivery kills one, and the other is already listening for the
 		// server's advisory (core NATS: a worker starting after it would
 		// miss it).
-		w2 := startWorkerNoWait(t, s.natsServer, workerArgs("w2")...)
-		w3 := startWorkerNoWait(t, s.natsServer, workerArgs("w3")...)
-		waitFor(t, 30*time.Second, "one of w2 and w3 killed by the second delivery", func() (bool, string) {
-			return w2.exited() != w3.exited(), fmt.Sprintf("w2 exited %v, w3 exited %v", w2.exited(), w3.exited())
+		w2 := startWorkerNoWait(t, s.NATSProcess, workerArgs("w2")...)
+		w3 := startWorkerNoWait(t, s.NATSProcess, workerArgs("w3")...)
+		testkit.Eventually(t, 30*time.Second, "one of w2 and w3 killed by the second delivery", func() (bool, string) {
+			return w2.Exited() != w3.Exited(), fmt.Sprintf("w2 exited %v, w3 exited %v", w2.Exited(), w3.Exited())
 		})
 		for _, w := range []*worker{w2, w3} {
-			if w.exited() {
-				if code := w.wait(time.Second); code != 3 {
+			if w.Exited() {
+				if code := w.Wait(time.Second); code != 3 {
 					t.Fatalf("exit code %d, want 3", code)
 				}
 			}
 		}
 		d := op.lastMsg("DLQ", "dlq.boom", resultTimeout)
 		wantHeader(t, d.Header, "Dlq-Reason", "max_deliveries")
-		waitFor(t, 10*time.Second, "TASKS empty", func() (bool, string) {
+		testkit.Eventually(t, 10*time.Second, "TASKS empty", func() (bool, string) {
 			n := op.msgs("TASKS")
 			return n == 0, fmt.Sprintf("%d messages", n)
 		})
@@ -493,7 +494,7 @@ routes:
 		for i, reply := range []string{"$JS.API.STREAM.DELETE.DLQ", "$JS.API.STREAM.PURGE.RESULTS", "breakwater.all.route.pause"} {
 			cl.publishTask("echo", "deputy-"+strconv.Itoa(i), []byte(`{"route":"echo"}`), "Task-Reply-To", reply)
 		}
-		waitFor(t, resultTimeout, "the three tasks settled", func() (bool, string) {
+		testkit.Eventually(t, resultTimeout, "the three tasks settled", func() (bool, string) {
 			ci, err := op.consumerInfo()
 			if err != nil {
 				return false, err.Error()
@@ -608,7 +609,7 @@ func TestAuthPlannedNames(t *testing.T) {
 	if _, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the advisory read through crash-loop", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "the advisory read through crash-loop", func() (bool, string) {
 		b, err := adv.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return false, err.Error()
@@ -771,49 +772,45 @@ func TestAuthKubernetes(t *testing.T) {
 func TestAuthClusterRoutes(t *testing.T) {
 	t.Parallel()
 	const routePassword = "bwroute0test"
-	clusterPort := []int{freePort(t), freePort(t)}
+	clusterPort := []int{testkit.FreePort(t), testkit.FreePort(t)}
 	routes := fmt.Sprintf("[nats-route://breakwater-route:%s@127.0.0.1:%d, nats-route://breakwater-route:%s@127.0.0.1:%d]",
 		routePassword, clusterPort[0], routePassword, clusterPort[1])
 	env := []string{"BW_ROUTE_PASSWORD=" + routePassword, "BW_ROUTES=" + routes}
 	for user, name := range authEnv {
 		env = append(env, name+"=bw"+user)
 	}
-	node := func(file string, clusterPort int, routes string) *natsServer {
+	node := func(file string, clusterPort int, routes string) *testkit.NATSProcess {
 		src, err := os.ReadFile(deployPath("nats", "cluster", file))
 		if err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
-		s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, file), env: env}
-		rel, err := filepath.Rel(dir, deployPath("nats", "auth.conf"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf := string(src)
-		for _, r := range []struct{ re, with string }{
-			{`(?m)^listen: .*$`, fmt.Sprintf("listen: 127.0.0.1:%d", s.port)},
-			{`(?m)^http: .*$`, fmt.Sprintf("http: 127.0.0.1:%d", s.httpPort)},
-			{`(?m)^  store_dir: .*$`, fmt.Sprintf("  store_dir: %q", filepath.Join(dir, "store"))},
-			{`(?m)^  listen: .*$`, fmt.Sprintf("  listen: 127.0.0.1:%d", clusterPort)},
-			{`(?m)^include "\.\./auth\.conf"$`, fmt.Sprintf("include %q", rel)},
-		} {
-			re := regexp.MustCompile(r.re)
-			if !re.MatchString(conf) {
-				t.Fatalf("%s has no line matching %s", file, r.re)
+		return testkit.StartNATS(t, testkit.NATSConfig{Bin: bin.natsServer, Env: env, Conf: func(s *testkit.NATSProcess) string {
+			rel, err := filepath.Rel(s.Dir, deployPath("nats", "auth.conf"))
+			if err != nil {
+				t.Fatal(err)
 			}
-			conf = re.ReplaceAllString(conf, r.with)
-		}
-		if routes != "" {
-			conf = strings.Replace(conf, "routes: $BW_ROUTES", "routes: "+routes, 1)
-		}
-		if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		s.start()
-		return s
+			conf := string(src)
+			for _, r := range []struct{ re, with string }{
+				{`(?m)^listen: .*$`, fmt.Sprintf("listen: 127.0.0.1:%d", s.Port)},
+				{`(?m)^http: .*$`, fmt.Sprintf("http: 127.0.0.1:%d", s.HTTPPort)},
+				{`(?m)^  store_dir: .*$`, fmt.Sprintf("  store_dir: %q", filepath.Join(s.Dir, "store"))},
+				{`(?m)^  listen: .*$`, fmt.Sprintf("  listen: 127.0.0.1:%d", clusterPort)},
+				{`(?m)^include "\.\./auth\.conf"$`, fmt.Sprintf("include %q", rel)},
+			} {
+				re := regexp.MustCompile(r.re)
+				if !re.MatchString(conf) {
+					t.Fatalf("%s has no line matching %s", file, r.re)
+				}
+				conf = re.ReplaceAllString(conf, r.with)
+			}
+			if routes != "" {
+				conf = strings.Replace(conf, "routes: $BW_ROUTES", "routes: "+routes, 1)
+			}
+			return conf
+		}})
 	}
-	routez := func(s *natsServer) (n int, names []string) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", s.httpPort))
+	routez := func(s *testkit.NATSProcess) (n int, names []string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", s.HTTPPort))
 		if err != nil {
 			return 0, nil
 		}
@@ -834,7 +831,7 @@ func TestAuthClusterRoutes(t *testing.T) {
 
 	n1 := node("n1.conf", clusterPort[0], "")
 	n2 := node("n2.conf", clusterPort[1], "")
-	waitFor(t, startTimeout, "n1 and n2 routed", func() (bool, string) {
+	testkit.Eventually(t, testkit.StartTimeout, "n1 and n2 routed", func() (bool, string) {
 		_, a := routez(n1)
 		_, b := routez(n2)
 		return slices.Contains(a, "n2") && slices.Contains(b, "n1"), fmt.Sprintf("n1 sees %v, n2 sees %v", a, b)
@@ -842,12 +839,12 @@ func TestAuthClusterRoutes(t *testing.T) {
 
 	// n3 comes with the routes but a wrong password.
 	wrong := strings.ReplaceAll(routes, routePassword, "bwguessed")
-	intruder := node("n3.conf", freePort(t), wrong)
-	waitFor(t, startTimeout, "n3's routes refused", func() (bool, string) {
-		log := intruder.proc.stderr.String()
+	intruder := node("n3.conf", testkit.FreePort(t), wrong)
+	testkit.Eventually(t, testkit.StartTimeout, "n3's routes refused", func() (bool, string) {
+		log := intruder.Proc.Stderr()
 		return strings.Count(log, "Route Error 'Authorization Violation'") >= 2, "no refusal in n3's log yet"
 	})
-	for _, s := range []*natsServer{n1, n2} {
+	for _, s := range []*testkit.NATSProcess{n1, n2} {
 		if _, names := routez(s); slices.Contains(names, "n3") {
 			t.Errorf("n3 joined with a wrong route password: routes %v", names)
 		}

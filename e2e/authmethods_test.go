@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/breakwater/breakwater/bus/bustest"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // startNATSConf starts a nats-server like startNATS with extra
 // configuration (authorization, operator, tls) appended.
-func startNATSConf(t testing.TB, extra string) *natsServer {
+func startNATSConf(t testing.TB, extra string) *testkit.NATSProcess {
 	t.Helper()
 	return startNATSWith(t, func(string) string { return extra }, nil)
 }
@@ -23,9 +24,9 @@ func startNATSConf(t testing.TB, extra string) *natsServer {
 // --nats-url of its own (args or env name the server).
 func startWorkerEnv(t testing.TB, env []string, args ...string) *worker {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	all := append([]string{"--http", addr, "--log-format", "text", "--log-level", "debug"}, args...)
-	return &worker{process: startProcess(t, "worker", bin.worker, env, all...), httpAddr: addr}
+	return &worker{Process: testkit.StartProcess(t, "worker", bin.worker, env, all...), t: t, httpAddr: addr}
 }
 
 // noNATSEnv blanks the nats CLI's variables that the test process might
@@ -103,8 +104,8 @@ func TestAuthMethodsBothCommands(t *testing.T) {
 			if r.code != 1 {
 				t.Errorf("publisher without credentials: exit %d, want 1", r.code)
 			}
-			w.signal(syscall.SIGTERM)
-			if code := w.wait(stopTimeout); code != 0 {
+			w.Signal(syscall.SIGTERM)
+			if code := w.Wait(testkit.StopTimeout); code != 0 {
 				t.Errorf("worker exit code after SIGTERM = %d, want 0", code)
 			}
 		})
@@ -145,8 +146,8 @@ func TestRefusedCredentials(t *testing.T) {
 			noSecretIn(t, "publisher stderr", r.stderr+r.stdout, secret)
 
 			w := startWorkerEnv(t, env, tt.args...)
-			code := w.wait(30 * time.Second)
-			stderr := w.stderr.String()
+			code := w.Wait(30 * time.Second)
+			stderr := w.Stderr()
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			last := lines[len(lines)-1]
 			if code != 1 || !strings.HasPrefix(last, "worker: connect to nats://127.0.0.1:") ||
@@ -156,7 +157,7 @@ func TestRefusedCredentials(t *testing.T) {
 			if !strings.Contains(stderr, "nats connect failed; retrying") {
 				t.Errorf("worker did not log why it retried:\n%s", stderr)
 			}
-			noSecretIn(t, "worker stderr", stderr+w.stdout.String(), secret)
+			noSecretIn(t, "worker stderr", stderr+w.Stdout(), secret)
 		})
 	}
 }
@@ -180,19 +181,19 @@ func TestConnectionLogsWithoutUserInfo(t *testing.T) {
 	host := strings.TrimPrefix(s.URL(), "nats://")
 	w := startWorkerEnv(t, noNATSEnv, "--nats-url", "nats://alice:"+secret+"@127.0.0.1:1,nats://alice:"+secret+"@"+host)
 	w.waitReady()
-	if !strings.Contains(w.stderr.String(), "nats="+s.URL()) {
-		t.Errorf("worker started line does not name %s:\n%s", s.URL(), w.stderr.String())
+	if !strings.Contains(w.Stderr(), "nats="+s.URL()) {
+		t.Errorf("worker started line does not name %s:\n%s", s.URL(), w.Stderr())
 	}
 
-	s.stop()
-	waitFor(t, startTimeout, "the disconnect line", func() (bool, string) {
-		return strings.Contains(w.stderr.String(), "nats disconnected"), ""
+	s.Stop()
+	testkit.Eventually(t, testkit.StartTimeout, "the disconnect line", func() (bool, string) {
+		return strings.Contains(w.Stderr(), "nats disconnected"), ""
 	})
-	s.start()
-	waitFor(t, startTimeout, "the reconnect line", func() (bool, string) {
-		return strings.Contains(w.stderr.String(), "nats reconnected"), ""
+	s.Start()
+	testkit.Eventually(t, testkit.StartTimeout, "the reconnect line", func() (bool, string) {
+		return strings.Contains(w.Stderr(), "nats reconnected"), ""
 	})
-	for _, line := range strings.Split(w.stderr.String(), "\n") {
+	for _, line := range strings.Split(w.Stderr(), "\n") {
 		if strings.Contains(line, "nats disconnected") || strings.Contains(line, "nats reconnected") {
 			if !strings.Contains(line, "url="+s.URL()) {
 				t.Errorf("line %q: want url=%s", line, s.URL())
@@ -204,9 +205,9 @@ func TestConnectionLogsWithoutUserInfo(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "after" {
 		t.Errorf("publish after the reconnect: exit %d, stdout %q", r.code, r.stdout)
 	}
-	w.signal(syscall.SIGTERM)
-	w.wait(stopTimeout)
-	noSecretIn(t, "worker stderr", w.stderr.String()+w.stdout.String(), secret)
+	w.Signal(syscall.SIGTERM)
+	w.Wait(testkit.StopTimeout)
+	noSecretIn(t, "worker stderr", w.Stderr()+w.Stdout(), secret)
 }
 
 // TestWrongURLScheme: both commands refuse an http:// --nats-url at once,
@@ -243,7 +244,7 @@ func TestWrongURLScheme(t *testing.T) {
 func TestSecondEmbeddedWorker(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	first := startWorkerEnv(t, noNATSEnv, "--embedded", dir, "--nats-url", addr) // space-separated DIR
 	first.waitReady()
@@ -258,17 +259,17 @@ func TestSecondEmbeddedWorker(t *testing.T) {
 			[]string{"address already in use", addr}},
 		{"same port, other store", []string{"--embedded=" + otherDir, "--nats-url", addr},
 			[]string{"address already in use", addr}},
-		{"other port, same store", []string{"--embedded", dir, "--nats-url", "127.0.0.1:" + strconv.Itoa(freePort(t))},
-			[]string{"store directory in use by another embedded server", "pid " + strconv.Itoa(first.cmd.Process.Pid), dir}},
+		{"other port, same store", []string{"--embedded", dir, "--nats-url", "127.0.0.1:" + strconv.Itoa(testkit.FreePort(t))},
+			[]string{"store directory in use by another embedded server", "pid " + strconv.Itoa(first.Cmd.Process.Pid), dir}},
 	}
 	for _, tt := range tests {
 		// One after the other: each must find the first one alone.
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
 			w := startWorkerEnv(t, noNATSEnv, tt.args...)
-			code := w.wait(30 * time.Second)
+			code := w.Wait(30 * time.Second)
 			took := time.Since(start)
-			stderr := strings.TrimSpace(w.stderr.String())
+			stderr := strings.TrimSpace(w.Stderr())
 			lines := strings.Split(stderr, "\n")
 			last := lines[len(lines)-1]
 			if code != 1 || !strings.HasPrefix(last, "worker: ") {
@@ -297,15 +298,15 @@ func TestSecondEmbeddedWorker(t *testing.T) {
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "still-here" {
 		t.Errorf("first worker after the refused ones: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	if s := first.stderr.String(); strings.Contains(s, "outdated") || strings.Contains(s, "rebuild") {
+	if s := first.Stderr(); strings.Contains(s, "outdated") || strings.Contains(s, "rebuild") {
 		t.Errorf("first worker's store was disturbed:\n%s", s)
 	}
 
-	first.kill()
+	first.Kill()
 	again := startWorkerEnv(t, noNATSEnv, "--embedded", dir, "--nats-url", addr)
 	again.waitReady()
-	again.signal(syscall.SIGTERM)
-	if code := again.wait(stopTimeout); code != 0 {
+	again.Signal(syscall.SIGTERM)
+	if code := again.Wait(testkit.StopTimeout); code != 0 {
 		t.Errorf("worker on the store after kill -9: exit %d, want 0", code)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // TestBadConfig starts workers with broken config files: each must exit
@@ -66,8 +68,8 @@ func TestBadConfig(t *testing.T) {
 			t.Parallel()
 			path := writeFile(t, "broken.yaml", tt.give)
 			w := startWorkerNoWait(t, s, "--config", path)
-			code := w.wait(15 * time.Second)
-			stderr := w.stderr.String()
+			code := w.Wait(15 * time.Second)
+			stderr := w.Stderr()
 			if code == 0 {
 				t.Errorf("exit code 0, want non-zero")
 			}
@@ -97,7 +99,7 @@ func TestBadConfig(t *testing.T) {
 func TestEmbedded(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
-	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	url := fmt.Sprintf("nats://127.0.0.1:%d", testkit.FreePort(t))
 	w := startWorker(t, nil, "--embedded="+dir, "--nats-url", url)
 
 	r := runPublisher(t, nil, "--nats-url", url, "publish", "echo", "x", "--wait")
@@ -108,8 +110,8 @@ func TestEmbedded(t *testing.T) {
 		t.Errorf("embedded store %s: %d entries, err %v; want JetStream files", dir, len(entries), err)
 	}
 
-	w.signal(syscall.SIGTERM)
-	if code := w.wait(stopTimeout); code != 0 {
+	w.Signal(syscall.SIGTERM)
+	if code := w.Wait(testkit.StopTimeout); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d, want 0", code)
 	}
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The web console (issue 18), driven in a real headless Chromium against
@@ -121,13 +123,13 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 
 // startUI starts publisher ui on a free loopback port with args and waits
 // until it answers.
-func startUI(t *testing.T, s *natsServer, args ...string) string {
+func startUI(t *testing.T, s *testkit.NATSProcess, args ...string) string {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	all := append([]string{"--nats-url", s.URL(), "ui", "--http", addr}, args...)
-	p := startProcess(t, "publisher ui", bin.publisher, nil, all...)
+	p := testkit.StartProcess(t, "publisher ui", bin.publisher, nil, all...)
 	base := "http://" + addr
-	waitHTTP(t, p, base+"/static/style.css", "publisher ui")
+	testkit.WaitHTTP(t, p, base+"/static/style.css", "publisher ui")
 	return base
 }
 
@@ -365,17 +367,17 @@ routes:
   echo: {backends: [echoer]}
   nope: {backends: [nope]}
 `)
-	startWorker(t, s.natsServer, "--config", cfg, "--id", "w1", "--user", workerUser, "--password", s.password[workerUser])
+	startWorker(t, s.NATSProcess, "--config", cfg, "--id", "w1", "--user", workerUser, "--password", s.password[workerUser])
 	if r := s.publisher(t, clientUser, "publish", "nope", `{"n":1}`, "--id", "n1"); r.code != 0 {
 		t.Fatalf("publish: exit %d", r.code)
 	}
 	if r := s.publisher(t, operatorUser, "schedule", "add", "hourly", "echo", "--every", "1h"); r.code != 0 {
 		t.Fatalf("schedule add: exit %d", r.code)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := startProcess(t, "publisher ui", bin.publisher, nil, append(s.as(operatorUser), "ui", "--http", addr, "--allow-actions", "--config", cfg)...)
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	p := testkit.StartProcess(t, "publisher ui", bin.publisher, nil, append(s.as(operatorUser), "ui", "--http", addr, "--allow-actions", "--config", cfg)...)
 	base := "http://" + addr
-	waitHTTP(t, p, base+"/static/style.css", "publisher ui")
+	testkit.WaitHTTP(t, p, base+"/static/style.css", "publisher ui")
 	client := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	getBody := func(path string) (int, string) {
 		t.Helper()
@@ -387,7 +389,7 @@ routes:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, 30*time.Second, "the DLQ entry and the worker in the console", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "the DLQ entry and the worker in the console", func() (bool, string) {
 		_, dlq := getBody("/api/dlq")
 		_, workers := getBody("/api/workers")
 		return strings.Contains(dlq, `"n1"`) && strings.Contains(workers, `"w1"`), dlq + workers

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // A replay killed with SIGKILL half-way and run again puts every task back
@@ -24,19 +26,19 @@ routes:
 	// Dead-lettered and gone from TASKS: a task is Termed only after its
 	// DLQ copy is stored, so a kill between the two would leave the
 	// original in TASKS beside its replay.
-	waitFor(t, 60*time.Second, "every task dead-lettered", func() (bool, string) {
+	testkit.Eventually(t, 60*time.Second, "every task dead-lettered", func() (bool, string) {
 		got, left := c.msgs("DLQ"), c.msgs("TASKS")
 		return got == n && left == 0, fmt.Sprintf("%d in the DLQ, %d still in TASKS", got, left)
 	})
-	w.kill() // nothing consumes the replayed tasks: TASKS shows them all
+	w.Kill() // nothing consumes the replayed tasks: TASKS shows them all
 
 	env := []string{"NATS_URL=" + s.URL()}
-	replay := startProcess(t, "publisher", bin.publisher, env, "dlq", "replay", "--rate", "1000/s")
-	waitFor(t, 30*time.Second, "the replay under way", func() (bool, string) {
+	replay := testkit.StartProcess(t, "publisher", bin.publisher, env, "dlq", "replay", "--rate", "1000/s")
+	testkit.Eventually(t, 30*time.Second, "the replay under way", func() (bool, string) {
 		got := c.msgs("TASKS")
 		return got >= n/5, fmt.Sprintf("%d back in TASKS", got)
 	})
-	replay.kill()
+	replay.Kill()
 	if got := c.msgs("TASKS"); got == n {
 		t.Fatal("the replay finished before it was killed; the test proves nothing")
 	}

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // sleepConfig is a worker config with a route sleep served by the built-in
@@ -43,7 +45,7 @@ func wantAllDone(t *testing.T, c *client, prefix string, n int) {
 		t.Errorf("RESULTS holds %d messages, want %d", got, n)
 	}
 	// The last ack may still be on its way when the last result is stored.
-	waitFor(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
 		got := c.msgs("TASKS")
 		return got == 0, fmt.Sprintf("TASKS holds %d messages", got)
 	})
@@ -72,11 +74,11 @@ func TestKillWorker(t *testing.T) {
 	c := connect(t, s)
 
 	c.publishTasks("sleep", "k", n, []byte("20ms"))
-	waitFor(t, 60*time.Second, "100 results before the kill", func() (bool, string) {
+	testkit.Eventually(t, 60*time.Second, "100 results before the kill", func() (bool, string) {
 		got, msg := countResults(c)
 		return got >= 100, msg
 	})
-	w.kill()
+	w.Kill()
 	before, _ := countResults(c)
 	t.Logf("killed the worker with %d of %d results stored", before, n)
 	if before >= n {
@@ -84,7 +86,7 @@ func TestKillWorker(t *testing.T) {
 	}
 
 	startWorker(t, s, "--config", cfg, "--id", "survivor")
-	waitFor(t, 90*time.Second, fmt.Sprintf("%d results", n), func() (bool, string) {
+	testkit.Eventually(t, 90*time.Second, fmt.Sprintf("%d results", n), func() (bool, string) {
 		got, msg := countResults(c)
 		return got >= n, msg
 	})
@@ -102,27 +104,27 @@ func TestNATSRestart(t *testing.T) {
 	c := connect(t, s)
 
 	c.publishTasks("sleep", "r", n, []byte("30ms"))
-	waitFor(t, 60*time.Second, "50 results before the restart", func() (bool, string) {
+	testkit.Eventually(t, 60*time.Second, "50 results before the restart", func() (bool, string) {
 		got, msg := countResults(c)
 		return got >= 50, msg
 	})
-	s.stop()
-	if w.exited() {
-		t.Fatalf("worker exited when the server stopped: %v", w.err)
+	s.Stop()
+	if w.Exited() {
+		t.Fatalf("worker exited when the server stopped: %v", w.Err())
 	}
-	s.start()
+	s.Start()
 	before, _ := countResults(c)
 	t.Logf("restarted the server with %d of %d results stored", before, n)
 
-	waitFor(t, 90*time.Second, fmt.Sprintf("%d results after the restart", n), func() (bool, string) {
-		if w.exited() {
-			t.Fatalf("worker exited after the server restart: %v", w.err)
+	testkit.Eventually(t, 90*time.Second, fmt.Sprintf("%d results after the restart", n), func() (bool, string) {
+		if w.Exited() {
+			t.Fatalf("worker exited after the server restart: %v", w.Err())
 		}
 		got, msg := countResults(c)
 		return got >= n, msg
 	})
 	wantAllDone(t, c, "r", n)
-	waitFor(t, startTimeout, "worker ready again", func() (bool, string) {
+	testkit.Eventually(t, testkit.StartTimeout, "worker ready again", func() (bool, string) {
 		return w.ready(), "/readyz not 200"
 	})
 }
@@ -141,7 +143,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	c := connect(t, s)
 
 	c.publishTasks("sleep", "d", n, []byte("1s"))
-	waitFor(t, 20*time.Second, "tasks in flight", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "tasks in flight", func() (bool, string) {
 		ci, err := c.consumerInfo()
 		if err != nil {
 			return false, err.Error()
@@ -149,8 +151,8 @@ func TestSIGTERMDrains(t *testing.T) {
 		return ci.NumAckPending > 0, fmt.Sprintf("ack pending %d", ci.NumAckPending)
 	})
 	start := time.Now()
-	w.signal(syscall.SIGTERM)
-	if code := w.wait(15 * time.Second); code != 0 {
+	w.Signal(syscall.SIGTERM)
+	if code := w.Wait(15 * time.Second); code != 0 {
 		t.Errorf("worker exit code after SIGTERM = %d, want 0", code)
 	}
 	before, _ := countResults(c)
@@ -160,7 +162,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	}
 
 	startWorker(t, s, "--config", cfg, "--id", "successor")
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d results", n), func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("%d results", n), func() (bool, string) {
 		got, msg := countResults(c)
 		return got >= n, msg
 	})
@@ -214,7 +216,7 @@ routes:
 		t.Errorf("Dlq-Error is empty (headers %v)", d.Header)
 	}
 	c.noMsg("RESULTS", "results.down.ex-1")
-	waitFor(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
 		got := c.msgs("TASKS")
 		return got == 0, fmt.Sprintf("TASKS holds %d messages", got)
 	})
@@ -240,12 +242,12 @@ routes:
 	c := connect(t, s)
 	first := startWorker(t, s, "--config", cfg)
 	c.publishTask("boom", "loop-1", []byte("payload"))
-	if code := first.wait(30 * time.Second); code != 3 {
+	if code := first.Wait(30 * time.Second); code != 3 {
 		t.Fatalf("first worker exit code %d, want 3 (killed by builtin:crash)", code)
 	}
 	// The second delivery, after the ack wait, kills the next worker.
 	second := startWorker(t, s, "--config", cfg)
-	if code := second.wait(30 * time.Second); code != 3 {
+	if code := second.Wait(30 * time.Second); code != 3 {
 		t.Fatalf("second worker exit code %d, want 3", code)
 	}
 	// A third worker is never handed the task again; it dead-letters it.
@@ -257,11 +259,11 @@ routes:
 	if string(d.Data) != "payload" {
 		t.Errorf("DLQ body %q, want payload", d.Data)
 	}
-	waitFor(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "TASKS to be empty", func() (bool, string) {
 		got := c.msgs("TASKS")
 		return got == 0, fmt.Sprintf("%d messages", got)
 	})
-	if third.exited() {
+	if third.Exited() {
 		t.Fatal("the third worker was handed the task again")
 	}
 }

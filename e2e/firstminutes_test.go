@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // What a new user sees in the first minutes (issue 14), checked on the
@@ -60,13 +62,13 @@ routes:
 	if _, err := c.js.PublishMsg(ctxTimeout(t, 10*time.Second), legacy); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "5 DLQ entries", func() (bool, string) {
+	testkit.Eventually(t, 60*time.Second, "5 DLQ entries", func() (bool, string) {
 		n := c.msgs("DLQ")
 		return n >= 5, fmt.Sprintf("have %d", n)
 	})
 
 	// The fail backend's heartbeat after its three calls.
-	waitFor(t, 20*time.Second, "the fail backend judged on 3 calls", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "the fail backend judged on 3 calls", func() (bool, string) {
 		m := c.lastMsg("HEALTH", "health.backend.builtin_fail", resultTimeout)
 		var ev struct{ State, Reason string }
 		_ = json.Unmarshal(m.Data, &ev)
@@ -158,10 +160,10 @@ routes:
   upper: {backends: ["builtin:upper"], cache: {ttl: 1m, shared: true}}
   sleep: {backends: ["builtin:sleep"]}
 `)
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	w := &worker{process: startProcess(t, "worker", bin.worker, nil, "--embedded="+t.TempDir(), "--nats-url", natsURL,
-		"--http", addr, "--config", cfg, "--id", "json-1"), httpAddr: addr}
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", testkit.FreePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	w := &worker{Process: testkit.StartProcess(t, "worker", bin.worker, nil, "--embedded="+t.TempDir(), "--nats-url", natsURL,
+		"--http", addr, "--config", cfg, "--id", "json-1"), t: t, httpAddr: addr}
 	w.waitReady()
 	url := "--nats-url=" + natsURL
 	for range 2 { // the second of each is a cache hit
@@ -183,7 +185,7 @@ routes:
 	if c.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the sleep task in flight", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the sleep task in flight", func() (bool, string) {
 		m := c.lastMsg("HEALTH", "health.worker.json-1", resultTimeout)
 		var ev struct {
 			InFlight int `json:"in_flight"`
@@ -191,13 +193,13 @@ routes:
 		_ = json.Unmarshal(m.Data, &ev)
 		return ev.InFlight == 1, string(m.Data)
 	})
-	w.signal(syscall.SIGTERM)
-	if code := w.wait(stopTimeout); code != 0 {
+	w.Signal(syscall.SIGTERM)
+	if code := w.Wait(testkit.StopTimeout); code != 0 {
 		t.Fatalf("worker exit %d after SIGTERM, want 0", code)
 	}
 
 	durations := 0
-	for name, out := range map[string]string{"stdout": w.stdout.String(), "stderr": w.stderr.String()} {
+	for name, out := range map[string]string{"stdout": w.Stdout(), "stderr": w.Stderr()} {
 		for i, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 			if line == "" && out == "" {
 				continue
@@ -210,11 +212,11 @@ routes:
 			durations += checkDurations(t, name, i+1, obj)
 		}
 	}
-	if !strings.Contains(w.stderr.String(), `"msg":"worker draining"`) {
-		t.Errorf("no drain line:\n%s", w.stderr.String())
+	if !strings.Contains(w.Stderr(), `"msg":"worker draining"`) {
+		t.Errorf("no drain line:\n%s", w.Stderr())
 	}
 	if durations == 0 {
-		t.Errorf("no duration logged at all (the drain's timeout, at least):\n%s", w.stderr.String())
+		t.Errorf("no duration logged at all (the drain's timeout, at least):\n%s", w.Stderr())
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // A config file without routes starts, but says at once that it will
@@ -13,7 +15,7 @@ func TestEmptyConfigWarns(t *testing.T) {
 	s := startNATS(t)
 	cfg := writeFile(t, "worker.yaml", "worker: {concurrency: 4}\n")
 	w := startWorker(t, s, "--config", cfg)
-	waitFor(t, 10*time.Second, "the no-routes warning", func() (bool, string) {
-		return strings.Contains(w.stderr.String(), "the config has no routes"), w.stderr.String()
+	testkit.Eventually(t, 10*time.Second, "the no-routes warning", func() (bool, string) {
+		return strings.Contains(w.Stderr(), "the config has no routes"), w.Stderr()
 	})
 }

@@ -5,21 +5,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // bin holds the paths of the binaries TestMain builds once for the package.
@@ -103,233 +101,32 @@ func build(dir string) error {
 	return nil
 }
 
-// Timeouts of the harness. Generous, because CI machines are slow and the
-// race detector slows the test process; conditions are polled, so a
-// passing test never waits them out.
-const (
-	startTimeout = 20 * time.Second // a process becomes ready
-	stopTimeout  = 20 * time.Second // a process exits after SIGTERM
-	pollInterval = 20 * time.Millisecond
-)
-
-// waitFor polls cond until it returns true or timeout passes, then fails the
-// test with what and cond's last message.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+// startNATS starts a nats-server process with JetStream on a file store
+// and sync_interval: always (testkit.StartNATS with the built binary).
+func startNATS(t testing.TB) *testkit.NATSProcess {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, msg)
-		}
-		time.Sleep(pollInterval)
-	}
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's writers and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is a started binary whose output is captured. Cleanup kills it if
-// the test left it running and logs its output when the test failed.
-type process struct {
-	t      testing.TB
-	name   string
-	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's error, set before done is closed
-}
-
-func startProcess(t testing.TB, name, path string, env []string, args ...string) *process {
-	t.Helper()
-	p := &process{t: t, name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(path, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = &p.stdout
-	p.cmd.Stderr = &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("--- %s %s\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), p.stdout.String(), p.stderr.String())
-		}
-	})
-	return p
-}
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *process) signal(sig os.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		p.t.Fatalf("signal %s %v: %v", p.name, sig, err)
-	}
-}
-
-// wait waits up to timeout for the process to exit and returns its exit
-// code (-1 when a signal ended it); it fails the test on timeout.
-func (p *process) wait(timeout time.Duration) int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		p.t.Fatalf("%s did not exit within %s", p.name, timeout)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *process) kill() {
-	p.t.Helper()
-	p.signal(syscall.SIGKILL)
-	p.wait(stopTimeout)
-}
-
-// natsServer is a nats-server process with JetStream, file storage and
-// sync_interval: always, restartable on the same port and store.
-type natsServer struct {
-	t        testing.TB
-	port     int
-	httpPort int
-	conf     string
-	env      []string // added to the server process's environment
-	proc     *process
-}
-
-func startNATS(t testing.TB) *natsServer {
-	t.Helper()
-	dir := t.TempDir()
-	s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, "nats.conf")}
-	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-server_name: e2e
-jetstream {
-  store_dir: %q
-  sync_interval: always
-}
-`, s.port, s.httpPort, filepath.Join(dir, "store"))
-	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	return s
+	return testkit.StartNATS(t, testkit.NATSConfig{Bin: bin.natsServer})
 }
 
 // startNATSWith starts a nats-server like startNATS whose config also has
 // extra (for example an include of a file under deploy/), with env added to
 // the server process's environment. Paths in extra are relative to dir,
 // the directory of the config file.
-func startNATSWith(t testing.TB, extra func(dir string) string, env []string) *natsServer {
+func startNATSWith(t testing.TB, extra func(dir string) string, env []string) *testkit.NATSProcess {
 	t.Helper()
-	dir := t.TempDir()
-	s := &natsServer{t: t, port: freePort(t), httpPort: freePort(t), conf: filepath.Join(dir, "nats.conf"), env: env}
-	conf := fmt.Sprintf(`listen: 127.0.0.1:%d
-http: 127.0.0.1:%d
-server_name: e2e
-jetstream {
-  store_dir: %q
-  sync_interval: always
-}
-%s
-`, s.port, s.httpPort, filepath.Join(dir, "store"), extra(dir))
-	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.start()
-	return s
-}
-
-// URL is the client URL of the server.
-func (s *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
-
-// start starts the server process and waits until JetStream is ready.
-func (s *natsServer) start() {
-	s.t.Helper()
-	s.proc = startProcess(s.t, "nats-server", bin.natsServer, s.env, "-c", s.conf)
-	health := fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", s.httpPort)
-	waitHTTP(s.t, s.proc, health, "nats-server healthz")
-}
-
-// stop sends SIGTERM and waits for the server to exit.
-func (s *natsServer) stop() {
-	s.t.Helper()
-	s.proc.signal(syscall.SIGTERM)
-	s.proc.wait(stopTimeout)
-}
-
-// waitHTTP polls url until it answers 200, failing early if p exits.
-func waitHTTP(t testing.TB, p *process, url, what string) {
-	t.Helper()
-	client := &http.Client{Timeout: time.Second}
-	waitFor(t, startTimeout, what, func() (bool, string) {
-		if p.exited() {
-			t.Fatalf("%s exited while waiting for %s: %v", p.name, what, p.err)
-		}
-		resp, err := client.Get(url)
-		if err != nil {
-			return false, err.Error()
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, fmt.Sprintf("%s: %d %s", url, resp.StatusCode, bytes.TrimSpace(body))
-	})
+	return testkit.StartNATS(t, testkit.NATSConfig{Bin: bin.natsServer, Extra: extra, Env: env})
 }
 
 // worker is a running worker process.
 type worker struct {
-	*process
+	*testkit.Process
+	t        testing.TB
 	httpAddr string
 }
 
 // startWorker starts a worker connected to s (nil: args give the URL) with
 // extra args, and waits until /readyz answers 200.
-func startWorker(t testing.TB, s *natsServer, args ...string) *worker {
+func startWorker(t testing.TB, s *testkit.NATSProcess, args ...string) *worker {
 	t.Helper()
 	w := startWorkerNoWait(t, s, args...)
 	w.waitReady()
@@ -337,20 +134,20 @@ func startWorker(t testing.TB, s *natsServer, args ...string) *worker {
 }
 
 // startWorkerNoWait starts a worker without waiting for readiness.
-func startWorkerNoWait(t testing.TB, s *natsServer, args ...string) *worker {
+func startWorkerNoWait(t testing.TB, s *testkit.NATSProcess, args ...string) *worker {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 	all := []string{"--http", addr, "--log-format", "text", "--log-level", "debug"}
 	if s != nil {
 		all = append(all, "--nats-url", s.URL())
 	}
 	all = append(all, args...)
-	return &worker{process: startProcess(t, "worker", bin.worker, nil, all...), httpAddr: addr}
+	return &worker{Process: testkit.StartProcess(t, "worker", bin.worker, nil, all...), t: t, httpAddr: addr}
 }
 
 func (w *worker) waitReady() {
 	w.t.Helper()
-	waitHTTP(w.t, w.process, "http://"+w.httpAddr+"/readyz", "worker readyz")
+	testkit.WaitHTTP(w.t, w.Process, "http://"+w.httpAddr+"/readyz", "worker readyz")
 }
 
 // ready reports whether /readyz answers 200 now.
@@ -423,19 +220,17 @@ type client struct {
 	js jetstream.JetStream
 }
 
-func connect(t testing.TB, s *natsServer) *client {
+func connect(t testing.TB, s *testkit.NATSProcess) *client {
 	t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.Name("e2e test"),
-		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect %s: %v", s.URL(), err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &client{t: t, nc: nc, js: js}
+	return connectURL(t, s.URL())
+}
+
+// connectURL connects to the servers of url (comma-separated), reconnecting
+// for ever.
+func connectURL(t testing.TB, url string) *client {
+	t.Helper()
+	nc := testkit.Connect(t, url, nats.Name("e2e test"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	return &client{t: t, nc: nc, js: testkit.JetStream(t, nc)}
 }
 
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
@@ -530,7 +325,7 @@ func (c *client) subjects(stream, filter string) (map[string]uint64, error) {
 func (c *client) waitSubjects(stream, filter string, n int, timeout time.Duration) map[string]uint64 {
 	c.t.Helper()
 	var got map[string]uint64
-	waitFor(c.t, timeout, fmt.Sprintf("%d subjects %s in %s", n, filter, stream), func() (bool, string) {
+	testkit.Eventually(c.t, timeout, fmt.Sprintf("%d subjects %s in %s", n, filter, stream), func() (bool, string) {
 		var err error
 		got, err = c.subjects(stream, filter)
 		if err != nil {
@@ -545,7 +340,7 @@ func (c *client) waitSubjects(stream, filter string, n int, timeout time.Duratio
 func (c *client) lastMsg(stream, subject string, timeout time.Duration) *jetstream.RawStreamMsg {
 	c.t.Helper()
 	var msg *jetstream.RawStreamMsg
-	waitFor(c.t, timeout, "a message on "+subject, func() (bool, string) {
+	testkit.Eventually(c.t, timeout, "a message on "+subject, func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s, err := c.js.Stream(ctx, stream)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The built worker publishes backend health (a failing health_url makes
@@ -45,11 +47,11 @@ routes:
 		}
 		return ev.State + "/" + ev.Breaker
 	}
-	waitFor(t, 10*time.Second, "healthy", func() (bool, string) { s := state(); return s == "healthy/closed", s })
+	testkit.Eventually(t, 10*time.Second, "healthy", func() (bool, string) { s := state(); return s == "healthy/closed", s })
 	sick.Store(true)
-	waitFor(t, 10*time.Second, "unhealthy from the probe", func() (bool, string) { s := state(); return strings.HasPrefix(s, "unhealthy"), s })
+	testkit.Eventually(t, 10*time.Second, "unhealthy from the probe", func() (bool, string) { s := state(); return strings.HasPrefix(s, "unhealthy"), s })
 	sick.Store(false)
-	waitFor(t, 10*time.Second, "healthy again", func() (bool, string) { s := state(); return s == "healthy/closed", s })
+	testkit.Eventually(t, 10*time.Second, "healthy again", func() (bool, string) { s := state(); return s == "healthy/closed", s })
 
 	ping, err := c.nc.Request("$SRV.PING.breakwater", nil, 5*time.Second)
 	if err != nil || !strings.Contains(string(ping.Data), `"worker":"hw1"`) {
@@ -59,7 +61,7 @@ routes:
 	if err != nil || !strings.Contains(string(reply.Data), `"ok":true`) {
 		t.Fatalf("trip: %v %s", err, reply.Data)
 	}
-	waitFor(t, 10*time.Second, "breaker open", func() (bool, string) { s := state(); return s == "unhealthy/open", s })
+	testkit.Eventually(t, 10*time.Second, "breaker open", func() (bool, string) { s := state(); return s == "unhealthy/open", s })
 
 	r := runPublisher(t, []string{"NATS_URL=" + s.URL()}, "health")
 	if r.code != 0 || !strings.Contains(r.stdout, "svc") || !strings.Contains(r.stdout, "hw1") || !strings.Contains(r.stdout, "open") {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // oauthServer is a real OAuth2 token endpoint (client credentials) issuing
@@ -148,7 +150,7 @@ routes:
 	t.Logf("token requests for 20 tasks: %d", before)
 
 	// Past the first token's lifetime, a task gets a new token.
-	waitFor(t, 10*time.Second, "the first token to expire", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "the first token to expire", func() (bool, string) {
 		auth.mu.Lock()
 		defer auth.mu.Unlock()
 		return !auth.first.IsZero() && time.Since(auth.first) > 2500*time.Millisecond, "not yet"
@@ -211,12 +213,12 @@ routes:
 	if !strings.Contains(ev, `"concurrency_limit":`) || !strings.Contains(ev, `"retry_budget":`) {
 		t.Errorf("health.backend.model lacks concurrency_limit or retry_budget: %s", ev)
 	}
-	w.signal(syscall.SIGTERM)
-	w.wait(30 * time.Second)
+	w.Signal(syscall.SIGTERM)
+	w.Wait(30 * time.Second)
 
 	outputs := map[string]string{
-		"worker stderr": w.stderr.String(),
-		"worker stdout": w.stdout.String(),
+		"worker stderr": w.Stderr(),
+		"worker stdout": w.Stdout(),
 		"DLQ entry":     fmt.Sprint(entry.Header) + string(entry.Data),
 		"/metrics":      string(metrics),
 		"health events": health,

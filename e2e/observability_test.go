@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // /metrics after a known workload shows its exact counts.
@@ -50,7 +52,7 @@ routes:
 		`breakwater_backend_call_duration_seconds_count{backend="nope",outcome="permanent"}`: fmt.Sprint(m),
 	}
 	var body string
-	waitFor(t, resultTimeout, "the workload in /metrics", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "the workload in /metrics", func() (bool, string) {
 		body = scrape(t, "http://"+w.httpAddr+"/metrics")
 		for k, v := range want {
 			if got := sample(body, k); got != v {
@@ -123,8 +125,8 @@ routes:
 		t.Errorf("the DLQ copy holds the secret: %v", d.Header)
 	}
 	var logs string
-	waitFor(t, 10*time.Second, "the dead-letter log line", func() (bool, string) {
-		logs = w.stderr.String()
+	testkit.Eventually(t, 10*time.Second, "the dead-letter log line", func() (bool, string) {
+		logs = w.Stderr()
 		return strings.Contains(logs, "task dead-lettered"), ""
 	})
 	if strings.Contains(logs, secret) {

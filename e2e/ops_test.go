@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // The operations files (Dockerfile, KEDA, dashboard, alerts) are tested here
@@ -436,11 +437,11 @@ func drainTimeout(t *testing.T) time.Duration {
 	t.Helper()
 	s := startNATS(t)
 	w := startWorker(t, s)
-	w.signal(syscall.SIGTERM)
-	if code := w.wait(stopTimeout); code != 0 {
+	w.Signal(syscall.SIGTERM)
+	if code := w.Wait(testkit.StopTimeout); code != 0 {
 		t.Fatalf("worker exit %d after SIGTERM, want 0", code)
 	}
-	for _, line := range strings.Split(w.stderr.String()+w.stdout.String(), "\n") {
+	for _, line := range strings.Split(w.Stderr()+w.Stdout(), "\n") {
 		if !strings.Contains(line, "worker draining") {
 			continue
 		}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // resultTimeout bounds the wait for a single task's result.
@@ -155,7 +157,7 @@ func TestBuiltinRoutes(t *testing.T) {
 
 	t.Run("a task id that is not a subject token is poison", func(t *testing.T) {
 		c.publishTask("echo", "poison-1", []byte("bad id"), "Task-Id", "has.dots*and>wildcards")
-		waitFor(t, resultTimeout, "a poison entry in dlq.echo", func() (bool, string) {
+		testkit.Eventually(t, resultTimeout, "a poison entry in dlq.echo", func() (bool, string) {
 			d, err := c.subjects("DLQ", "dlq.echo")
 			if err != nil {
 				return false, err.Error()

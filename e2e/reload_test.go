@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // rewrite replaces the config file at path with content, as an operator's
@@ -31,7 +33,7 @@ func rewrite(t *testing.T, path, content string) string {
 // logCount counts the worker's log lines containing every one of parts.
 func logCount(w *worker, parts ...string) int {
 	n := 0
-	for line := range strings.SplitSeq(w.stderr.String(), "\n") {
+	for line := range strings.SplitSeq(w.Stderr(), "\n") {
 		all := true
 		for _, p := range parts {
 			all = all && strings.Contains(line, p)
@@ -47,7 +49,7 @@ func logCount(w *worker, parts ...string) int {
 // that contain parts.
 func waitReloads(t *testing.T, w *worker, n int, parts ...string) {
 	t.Helper()
-	waitFor(t, resultTimeout, fmt.Sprintf("%d log lines with %q", n, parts), func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, fmt.Sprintf("%d log lines with %q", n, parts), func() (bool, string) {
 		got := logCount(w, parts...)
 		return got >= n, fmt.Sprintf("%d so far", got)
 	})
@@ -93,7 +95,7 @@ routes:
 
 	c.publishTask("a", "a-1", []byte(`{"n":1}`))
 	c.publishTask("a", "a-2", []byte(`{"n":2}`))
-	waitFor(t, resultTimeout, "a's two tasks calling the slow backend", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "a's two tasks calling the slow backend", func() (bool, string) {
 		return slowCalls.Load() == 2, fmt.Sprint(slowCalls.Load(), " calls")
 	})
 
@@ -106,7 +108,7 @@ routes:
 `, slow.URL, fast.URL)
 	hash := rewrite(t, path, second)
 	hup := time.Now()
-	w.signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
 	waitReloads(t, w, 1, "config reloaded", "config_hash="+hash)
 	c.publishTask("b", "b-1", []byte(`{"n":3}`))
 	got := c.lastMsg("RESULTS", "results.b.b-1", resultTimeout)
@@ -118,8 +120,8 @@ routes:
 	if string(got.Data) != "fast done" {
 		t.Errorf("b-1 result %q, want %q", got.Data, "fast done")
 	}
-	if !strings.Contains(w.stderr.String(), "backends_added=[fast]") || !strings.Contains(w.stderr.String(), "backends_kept=[slow]") {
-		t.Errorf("reload log does not say fast was added and slow kept:\n%s", w.stderr.String())
+	if !strings.Contains(w.Stderr(), "backends_added=[fast]") || !strings.Contains(w.Stderr(), "backends_kept=[slow]") {
+		t.Errorf("reload log does not say fast was added and slow kept:\n%s", w.Stderr())
 	}
 
 	// The tasks that started before the reload finish as they began.
@@ -176,9 +178,9 @@ routes:
     backends: ["builtin:echo"]
     deadline: soon
 `)
-	w.signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
 	waitReloads(t, w, 1, "config reload refused", path+":6: routes.b.deadline: ")
-	if w.exited() {
+	if w.Exited() {
 		t.Fatal("the worker exited on a bad config")
 	}
 	c.publishTask("a", "a-2", []byte("two"))
@@ -191,7 +193,7 @@ routes:
 	wantHeader(t, m.Header, "Dlq-Reason", "no_route")
 
 	// The heartbeat still names the file the worker runs with.
-	waitFor(t, resultTimeout, "a heartbeat with the running config's hash", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "a heartbeat with the running config's hash", func() (bool, string) {
 		hb := c.lastMsg("HEALTH", "health.worker.rw2", resultTimeout)
 		var ev struct {
 			ConfigHash     string    `json:"config_hash"`
@@ -234,7 +236,7 @@ routes:
 		}
 		return map[string]string{"0": "closed", "1": "half-open", "2": "open"}[m[1]]
 	}
-	waitFor(t, resultTimeout, "svc's breaker in /metrics", func() (bool, string) { b := breaker(); return b == "closed", b })
+	testkit.Eventually(t, resultTimeout, "svc's breaker in /metrics", func() (bool, string) { b := breaker(); return b == "closed", b })
 	reply, err := c.nc.Request("breakwater.rw3.breaker.trip", []byte(`{"backend":"svc"}`), 5*time.Second)
 	if err != nil || !strings.Contains(string(reply.Data), `"ok":true`) {
 		t.Fatalf("trip: %v %v", err, reply)
@@ -244,7 +246,7 @@ routes:
 	}
 
 	hash := rewrite(t, path, base+"  b: {backends: [\"builtin:echo\"]}\n")
-	w.signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
 	waitReloads(t, w, 1, "config reloaded", "config_hash="+hash)
 	if b := breaker(); b != "open" {
 		t.Errorf("breaker %s after a reload that kept svc, want open", b)
@@ -252,7 +254,7 @@ routes:
 	c.publishTask("b", "b-1", []byte("x"))
 	c.lastMsg("RESULTS", "results.b.b-1", resultTimeout)
 
-	waitFor(t, resultTimeout, "the new hash in the heartbeat", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "the new hash in the heartbeat", func() (bool, string) {
 		hb := c.lastMsg("HEALTH", "health.worker.rw3", resultTimeout)
 		var ev struct {
 			ConfigHash string `json:"config_hash"`
@@ -260,7 +262,7 @@ routes:
 		_ = json.Unmarshal(hb.Data, &ev)
 		return ev.ConfigHash == hash, string(hb.Data)
 	})
-	waitFor(t, resultTimeout, "the new hash in $SRV.INFO", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "the new hash in $SRV.INFO", func() (bool, string) {
 		m, err := c.nc.Request("$SRV.INFO.breakwater", nil, 2*time.Second)
 		if err != nil {
 			return false, err.Error()
@@ -276,7 +278,7 @@ routes:
 	// A setting that needs a restart is named and keeps its value.
 	changed := strings.Replace(base, "delay: 1m", "delay: 2m", 1) + "worker: {concurrency: 7}\n"
 	hash = rewrite(t, path, changed)
-	w.signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
 	waitReloads(t, w, 1, "config reloaded", "config_hash="+hash)
 	waitReloads(t, w, 1, "need a restart", "worker.concurrency")
 	if b := breaker(); b != "closed" {
@@ -326,12 +328,12 @@ routes:
 	w := startWorker(t, s, "--config", path, "--id", "rw4")
 	c := connect(t, s)
 	c.publishTask("a", "a-1", []byte("one"))
-	waitFor(t, resultTimeout, "a-1 calling the slow backend", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "a-1 calling the slow backend", func() (bool, string) {
 		return calls.Load() == 1, fmt.Sprint(calls.Load(), " calls")
 	})
 
 	hash := rewrite(t, path, "routes:\n  a: {backends: [\"builtin:echo\"]}\n")
-	w.signal(syscall.SIGHUP)
+	w.Signal(syscall.SIGHUP)
 	waitReloads(t, w, 1, "config reloaded", "config_hash="+hash, "backends_removed=[slow]")
 	c.publishTask("a", "a-2", []byte("two"))
 	m := c.lastMsg("RESULTS", "results.a.a-2", resultTimeout)
@@ -340,7 +342,7 @@ routes:
 	close(release)
 	m = c.lastMsg("RESULTS", "results.a.a-1", resultTimeout)
 	wantHeader(t, m.Header, "Task-Backend", "slow")
-	waitFor(t, resultTimeout, "the removed backend's connection closed", func() (bool, string) {
+	testkit.Eventually(t, resultTimeout, "the removed backend's connection closed", func() (bool, string) {
 		return closed.Load() >= 1, fmt.Sprint(closed.Load(), " closed")
 	})
 }

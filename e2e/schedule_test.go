@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // resultTime is when the result of echo task id was stored, or zero.
@@ -46,9 +48,9 @@ func TestDelayedTask(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("publish --at: exit %d", r.code)
 	}
-	for time.Since(start) < 1500*time.Millisecond {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "1.5s since the publish", func() (bool, string) {
+		return time.Since(start) >= 1500*time.Millisecond, time.Since(start).String()
+	})
 	for _, id := range []string{"d-in", "d-at"} {
 		if got := c.resultTime("echo", id); !got.IsZero() {
 			t.Errorf("%s has a result at 1.5s (stored %s after the publish), want none before 3s", id, got.Sub(start))
@@ -58,7 +60,7 @@ func TestDelayedTask(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "scheduled: runs at ") {
 		t.Errorf("status at 1.5s: %q, want scheduled", r.stdout)
 	}
-	waitFor(t, 10*time.Second, "both delayed results", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "both delayed results", func() (bool, string) {
 		return !c.resultTime("echo", "d-in").IsZero() && !c.resultTime("echo", "d-at").IsZero(), "not yet"
 	})
 	if got := c.resultTime("echo", "d-in").Sub(start); got < 3*time.Second || got > 6*time.Second {
@@ -119,7 +121,7 @@ func TestPeriodicSchedule(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("schedule add: exit %d", r.code)
 	}
-	waitFor(t, 10*time.Second, "3 firings' results", func() (bool, string) {
+	testkit.Eventually(t, 10*time.Second, "3 firings' results", func() (bool, string) {
 		ids := c.firings("echo", "tick")
 		return len(ids) >= 3, fmt.Sprint(ids)
 	})
@@ -146,19 +148,19 @@ func TestPeriodicSchedule(t *testing.T) {
 	more := func(what string, n int) {
 		t.Helper()
 		before := len(c.firings("echo", "tick"))
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d more firings %s", n, what), func() (bool, string) {
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("%d more firings %s", n, what), func() (bool, string) {
 			got := len(c.firings("echo", "tick"))
 			return got >= before+n, fmt.Sprintf("%d, had %d", got, before)
 		})
 	}
-	w.signal(syscall.SIGTERM)
-	if code := w.wait(stopTimeout); code != 0 {
+	w.Signal(syscall.SIGTERM)
+	if code := w.Wait(testkit.StopTimeout); code != 0 {
 		t.Fatalf("worker exit code %d, want 0", code)
 	}
 	w = startWorker(t, s)
 	more("after a worker restart", 2)
-	s.stop()
-	s.start()
+	s.Stop()
+	s.Start()
 	more("after a nats-server restart", 2)
 
 	r = runPublisher(t, nil, "schedule", "rm", "tick", u)
@@ -167,13 +169,12 @@ func TestPeriodicSchedule(t *testing.T) {
 	}
 	// A firing in flight may still land; then none for 3 intervals.
 	after := len(c.firings("echo", "tick"))
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if got := len(c.firings("echo", "tick")); got > after+1 {
-			t.Fatalf("%d firings after schedule rm, want at most 1 in flight", got-after)
-		}
-	}
-	if w.exited() {
-		t.Fatalf("worker exited: %v", w.err)
+	testkit.Consistently(t, 3*time.Second, "no firing after schedule rm", func() (bool, string) {
+		got := len(c.firings("echo", "tick"))
+		return got <= after+1, fmt.Sprintf("%d firings after schedule rm, want at most 1 in flight", got-after)
+	})
+	if w.Exited() {
+		t.Fatalf("worker exited: %v", w.Err())
 	}
 	if got := c.msgs("DLQ"); got != 0 {
 		t.Errorf("DLQ holds %d entries, want none", got)
@@ -249,8 +250,8 @@ func TestStatusAndCancel(t *testing.T) {
 	u := "--nats-url=" + s.URL()
 	// Workers create the streams: start one, stop it, so tasks wait.
 	w := startWorker(t, s, "--config", cfg)
-	w.signal(syscall.SIGTERM)
-	w.wait(stopTimeout)
+	w.Signal(syscall.SIGTERM)
+	w.Wait(testkit.StopTimeout)
 	c := connect(t, s)
 
 	status := func(id string) string {
@@ -283,14 +284,14 @@ func TestStatusAndCancel(t *testing.T) {
 	}
 
 	w = startWorker(t, s, "--config", cfg)
-	waitFor(t, 20*time.Second, "p2 done", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "p2 done", func() (bool, string) {
 		got := status("p2")
 		return strings.HasPrefix(got, "done: backend sleeper"), got
 	})
 	if r := runPublisher(t, nil, "publish", "sleep", "60s", "--id", "slow", u); r.code != 0 {
 		t.Fatalf("publish slow: exit %d", r.code)
 	}
-	waitFor(t, 20*time.Second, "slow running", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "slow running", func() (bool, string) {
 		got := status("slow")
 		return strings.HasPrefix(got, "running: on worker "), got
 	})
@@ -299,15 +300,15 @@ func TestStatusAndCancel(t *testing.T) {
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "cancelled running task slow on worker ") {
 		t.Fatalf("cancel slow: exit %d stdout %q", r.code, r.stdout)
 	}
-	waitFor(t, 20*time.Second, "slow dead-lettered", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "slow dead-lettered", func() (bool, string) {
 		got := status("slow")
 		return strings.HasPrefix(got, "dead-lettered: reason cancelled"), got
 	})
 	if took := time.Since(begin); took > 30*time.Second {
 		t.Errorf("the running task was dead-lettered %s after cancel: it waited for its 60s backend", took)
 	}
-	if w.exited() {
-		t.Fatalf("worker exited: %v", w.err)
+	if w.Exited() {
+		t.Fatalf("worker exited: %v", w.Err())
 	}
 
 	r = runPublisher(t, nil, "dlq", "list", "--reason", "cancelled", "--json", u)
@@ -344,7 +345,7 @@ func TestStatusAndCancel(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("dlq replay: exit %d", r.code)
 	}
-	waitFor(t, 20*time.Second, "p1 done after its replay", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, "p1 done after its replay", func() (bool, string) {
 		got := status("p1")
 		return strings.HasPrefix(got, "done: "), got
 	})
@@ -364,7 +365,7 @@ func TestScheduleMetrics(t *testing.T) {
 		t.Fatalf("publish --in: exit %d", r.code)
 	}
 	var body string
-	waitFor(t, 30*time.Second, "2 firings and the schedule counts in /metrics", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "2 firings and the schedule counts in /metrics", func() (bool, string) {
 		body = scrape(t, "http://"+w.httpAddr+"/metrics")
 		fired, _ := strconv.Atoi(sample(body, `breakwater_schedule_firings_total{kind="periodic",type="echo"}`))
 		return fired >= 2 && sample(body, `breakwater_schedules{kind="periodic"}`) == "1" &&

@@ -110,12 +110,12 @@ routes:
 		m := c.lastMsg("HEALTH", subj, 10*time.Second)
 		health += fmt.Sprint(m.Header) + string(m.Data)
 	}
-	w.signal(syscall.SIGTERM)
-	w.wait(30 * time.Second)
+	w.Signal(syscall.SIGTERM)
+	w.Wait(30 * time.Second)
 
 	outputs := map[string]string{
-		"worker stderr": w.stderr.String(),
-		"worker stdout": w.stdout.String(),
+		"worker stderr": w.Stderr(),
+		"worker stdout": w.Stdout(),
 		"DLQ entry":     fmt.Sprint(entry.Header),
 		"error reply":   fmt.Sprint(reply.Header) + string(reply.Data),
 		"/metrics":      string(metrics),

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func itoa[T ~int | ~uint64](n T) string { return strconv.FormatUint(uint64(n), 10) }
@@ -30,7 +31,7 @@ func TestNearMaxPayloadTaskDeadLettered(t *testing.T) {
 	if m.Header.Get("Dlq-Payload-Object") == "" {
 		t.Fatalf("DLQ entry without its payload object: %v", m.Header)
 	}
-	waitFor(t, 15*time.Second, "the task out of TASKS", func() (bool, string) {
+	testkit.Eventually(t, 15*time.Second, "the task out of TASKS", func() (bool, string) {
 		n := c.msgs("TASKS")
 		return n == 0, "TASKS holds " + itoa(n)
 	})
@@ -52,8 +53,8 @@ func TestDeadLetterFailingOnLastDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.publishTask("unavailable", "last1", []byte("x"))
-	waitFor(t, 30*time.Second, "a dead-letter attempt failing", func() (bool, string) {
-		return strings.Contains(w.stderr.String(), "dead-letter failed"), "no failed dead-letter logged yet"
+	testkit.Eventually(t, 30*time.Second, "a dead-letter attempt failing", func() (bool, string) {
+		return strings.Contains(w.Stderr(), "dead-letter failed"), "no failed dead-letter logged yet"
 	})
 	// The DLQ comes back (as an operator would make it again).
 	for _, cfg := range (bus.Topology{}).StreamConfigs() {
@@ -70,7 +71,7 @@ func TestDeadLetterFailingOnLastDelivery(t *testing.T) {
 		t.Errorf("Dlq-Reason: got %q, want exhausted or max_deliveries", r)
 	}
 	wantHeader(t, m.Header, "Task-Id", "last1")
-	waitFor(t, 15*time.Second, "the task out of TASKS", func() (bool, string) {
+	testkit.Eventually(t, 15*time.Second, "the task out of TASKS", func() (bool, string) {
 		n := c.msgs("TASKS")
 		return n == 0, "TASKS holds " + itoa(n)
 	})

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 // Issue 12's three lines: a task whose Task-Reply-To names the JetStream
@@ -22,7 +24,7 @@ func TestReplyToCannotBorrowWorkerRights(t *testing.T) {
 	for i, to := range []string{"$JS.API.STREAM.DELETE.DLQ", "$JS.API.STREAM.PURGE.RESULTS", "breakwater.all.route.pause"} {
 		c.publishTask("upper", "", []byte(`{"route":"upper"}`), "Task-Id", "evil"+itoa(uint64(i)), "Task-Reply-To", to)
 	}
-	waitFor(t, 30*time.Second, "three poison entries", func() (bool, string) {
+	testkit.Eventually(t, 30*time.Second, "three poison entries", func() (bool, string) {
 		n := c.msgs("DLQ")
 		return n == 3, "DLQ holds " + itoa(n)
 	})
