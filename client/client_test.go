@@ -12,6 +12,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/client"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/task"
 )
 
@@ -48,16 +49,7 @@ func idleClient(t *testing.T, in *installation, opts ...client.Option) (*client.
 
 // tasksStored is the number of messages TASKS holds.
 func tasksStored(t *testing.T, in *installation, topo bus.Topology) uint64 {
-	t.Helper()
-	s, err := in.js.Stream(t.Context(), topo.TasksStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return testkit.Msgs(t, in.js, topo.TasksStream())
 }
 
 func TestNewRefusesBadOptions(t *testing.T) {

@@ -115,18 +115,7 @@ func (e *env) deadLetter(typ, id, reason string, data []byte, kv ...string) uint
 	return ack.Sequence
 }
 
-func (e *env) msgs(stream string) uint64 {
-	e.t.Helper()
-	s, err := e.js.Stream(ctx(e.t), stream)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := s.Info(ctx(e.t))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return info.State.Msgs
-}
+func (e *env) msgs(stream string) uint64 { return testkit.Msgs(e.t, e.js, stream) }
 
 // get fetches url and returns the status and body.
 func get(t testing.TB, c *http.Client, url string, hdr ...string) (int, string, http.Header) {

@@ -35,18 +35,7 @@ func streams(t testing.TB, srv *testkit.Server) *env {
 	return &env{nc: nc, js: js}
 }
 
-func (e *env) count(t testing.TB, stream string) uint64 {
-	t.Helper()
-	s, err := e.js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
+func (e *env) count(t testing.TB, stream string) uint64 { return testkit.Msgs(t, e.js, stream) }
 
 type errString string
 

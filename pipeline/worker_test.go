@@ -122,18 +122,7 @@ func (e *env) waitMsg(t *testing.T, stream, subject string) *jetstream.RawStream
 	return m
 }
 
-func (e *env) count(t *testing.T, stream string) uint64 {
-	t.Helper()
-	s, err := e.js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
+func (e *env) count(t *testing.T, stream string) uint64 { return testkit.Msgs(t, e.js, stream) }
 
 func echoRoute(name string, calls *atomic.Int64) *resilience.Route {
 	return &resilience.Route{Name: name, Targets: []resilience.Target{{

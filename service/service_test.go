@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +16,6 @@ import (
 	"github.com/breakwater/breakwater/config"
 	"github.com/breakwater/breakwater/internal/testkit"
 )
-
-// syncBuffer is a log sink the worker and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Run serves while its config is reloaded again and again under traffic
 // (good files and a bad one), and drains cleanly: run with -race, this is
@@ -50,7 +31,7 @@ func TestRunReloadsUnderTraffic(t *testing.T) {
 	if err := os.WriteFile(path, []byte(configs[0]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testkit.Buffer
 	reload := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/breakwater/breakwater/bus"
 	"github.com/breakwater/breakwater/dlq"
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -247,18 +248,7 @@ func TestDLQReplaySkipsStoredResult(t *testing.T) {
 	}
 }
 
-func streamMsgs(t *testing.T, e *testEnv, stream string) uint64 {
-	t.Helper()
-	s, err := e.js.Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
+func streamMsgs(t *testing.T, e *testEnv, stream string) uint64 { return testkit.Msgs(t, e.js, stream) }
 
 // With tracing on, a replay is one span linked to the failed task's trace,
 // and console spans stay off standard output.

@@ -161,30 +161,12 @@ func lastTask(t *testing.T, e *testEnv, stream, subject string) *jetstream.RawSt
 	return m
 }
 
-// syncBuffer is a bytes.Buffer safe to read while the command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runAsync starts the command in the background with its own context;
 // stop cancels it (like SIGINT) and returns the exit code.
-func runAsync(t *testing.T, args ...string) (stdout, stderr *syncBuffer, stop func() int) {
+func runAsync(t *testing.T, args ...string) (stdout, stderr *testkit.Buffer, stop func() int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	stdout, stderr = &testkit.Buffer{}, &testkit.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, strings.NewReader(""), stdout, stderr) }()
 	var once sync.Once

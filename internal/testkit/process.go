@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,24 +36,6 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// output is a bytes.Buffer safe for a process's writers and the test.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *output) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *output) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Process is a started binary whose output is captured. Methods that fail
 // the test fail the test that started it.
 type Process struct {
@@ -63,8 +44,8 @@ type Process struct {
 	// Cmd is the running command (Cmd.Process.Pid is its pid).
 	Cmd    *exec.Cmd
 	t      testing.TB
-	stdout output
-	stderr output
+	stdout Buffer
+	stderr Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's error, set before done is closed
 }

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -163,4 +164,21 @@ func JetStream(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 		t.Fatalf("jetstream: %v", err)
 	}
 	return js
+}
+
+// Msgs is how many messages stream holds; it fails the test if the stream
+// cannot be read.
+func Msgs(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), readyWithin)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s info: %v", stream, err)
+	}
+	return info.State.Msgs
 }
