@@ -39,3 +39,23 @@ func TestEventually(t *testing.T) {
 		t.Errorf("failure %q, want what and the last detail", r.msg)
 	}
 }
+
+func TestConsistently(t *testing.T) {
+	n := 0
+	start := time.Now()
+	testkit.Consistently(t, 300*time.Millisecond, "a steady count", func() (bool, string) { n++; return true, "" })
+	if d := time.Since(start); d < 300*time.Millisecond || n < 3 {
+		t.Errorf("asked %d times over %s, want at least 3 over 300ms", n, d)
+	}
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m := 0
+		testkit.Consistently(r, 5*time.Second, "fewer than two", func() (bool, string) { m++; return m < 2, fmt.Sprint(m) })
+	}()
+	<-done
+	if !strings.Contains(r.msg, "fewer than two no longer held: 2") {
+		t.Errorf("failure %q, want what and the detail of the first miss", r.msg)
+	}
+}
