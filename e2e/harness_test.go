@@ -336,6 +336,22 @@ func (c *client) waitSubjects(stream, filter string, n int, timeout time.Duratio
 	return got
 }
 
+// healthEvents is the last message of every HEALTH subject, headers and
+// body run together (what no secret may appear in).
+func (c *client) healthEvents() string {
+	c.t.Helper()
+	subjects, err := c.subjects("HEALTH", "health.>")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var b strings.Builder
+	for subj := range subjects {
+		m := c.lastMsg("HEALTH", subj, 10*time.Second)
+		b.WriteString(fmt.Sprint(m.Header) + string(m.Data))
+	}
+	return b.String()
+}
+
 // lastMsg waits for a message on subject in stream and returns the last.
 func (c *client) lastMsg(stream, subject string, timeout time.Duration) *jetstream.RawStreamMsg {
 	c.t.Helper()

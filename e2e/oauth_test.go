@@ -188,24 +188,11 @@ routes:
 		t.Errorf("backend calls accepted: got %d, want 22", a)
 	}
 
-	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	health := ""
-	subjects, err := c.subjects("HEALTH", "health.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for subj := range subjects {
-		m := c.lastMsg("HEALTH", subj, 10*time.Second)
-		health += fmt.Sprint(m.Header) + string(m.Data)
-	}
+	metrics := scrape(t, "http://"+w.httpAddr+"/metrics")
+	health := c.healthEvents()
 	// The adaptive limit and the retry budget are visible.
 	for _, want := range []string{`breakwater_backend_concurrency_limit{backend="model"} 20`, `breakwater_backend_retry_budget_remaining{backend="model"}`} {
-		if !strings.Contains(string(metrics), want) {
+		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
@@ -220,7 +207,7 @@ routes:
 		"worker stderr": w.Stderr(),
 		"worker stdout": w.Stdout(),
 		"DLQ entry":     fmt.Sprint(entry.Header) + string(entry.Data),
-		"/metrics":      string(metrics),
+		"/metrics":      metrics,
 		"health events": health,
 	}
 	planted := append([]string{secret}, auth.tokens()...)

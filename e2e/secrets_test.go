@@ -95,21 +95,8 @@ routes:
 		t.Errorf("Dlq-Error %q does not say what failed", entry.Header.Get("Dlq-Error"))
 	}
 
-	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	health := ""
-	subjects, err := c.subjects("HEALTH", "health.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for subj := range subjects {
-		m := c.lastMsg("HEALTH", subj, 10*time.Second)
-		health += fmt.Sprint(m.Header) + string(m.Data)
-	}
+	metrics := scrape(t, "http://"+w.httpAddr+"/metrics")
+	health := c.healthEvents()
 	w.Signal(syscall.SIGTERM)
 	w.Wait(30 * time.Second)
 
@@ -118,7 +105,7 @@ routes:
 		"worker stdout": w.Stdout(),
 		"DLQ entry":     fmt.Sprint(entry.Header),
 		"error reply":   fmt.Sprint(reply.Header) + string(reply.Data),
-		"/metrics":      string(metrics),
+		"/metrics":      metrics,
 		"health events": health,
 	}
 	for where, secret := range secrets {

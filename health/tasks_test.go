@@ -2,46 +2,21 @@ package health_test
 
 import (
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/breakwater/breakwater/health"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
-
-// runningTasks is the worker's side of task.status and task.cancel.
-type runningTasks struct {
-	mu        sync.Mutex
-	running   map[string]time.Time // "type/id" -> since
-	cancelled []string
-}
-
-func (r *runningTasks) Running(typ, id string) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	since, ok := r.running[typ+"/"+id]
-	return since, ok
-}
-
-func (r *runningTasks) Cancel(typ, id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.running[typ+"/"+id]; !ok {
-		return false
-	}
-	delete(r.running, typ+"/"+id)
-	r.cancelled = append(r.cancelled, typ+"/"+id)
-	return true
-}
 
 // task.status and task.cancel, asked of every worker at once: only the one
 // running the task says so, and only it stops it.
 func TestAdminTaskEndpoints(t *testing.T) {
 	e := newEnv(t)
 	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	tasks := map[string]*runningTasks{
-		"w1": {running: map[string]time.Time{}},
-		"w2": {running: map[string]time.Time{"sleep/t1": since}},
+	tasks := map[string]*testkit.Tasks{
+		"w1": testkit.NewTasks(map[string]time.Time{}),
+		"w2": testkit.NewTasks(map[string]time.Time{"sleep/t1": since}),
 	}
 	for id, rt := range tasks {
 		nc, js := e.connect(t)
@@ -94,7 +69,7 @@ func TestAdminTaskEndpoints(t *testing.T) {
 	if !c["w2"].Cancelled || c["w1"].Cancelled {
 		t.Errorf("cancel: got %+v, want cancelled by w2 only", c)
 	}
-	if got := tasks["w2"].cancelled; len(got) != 1 || got[0] != "sleep/t1" {
+	if got := tasks["w2"].Cancelled(); len(got) != 1 || got[0] != "sleep/t1" {
 		t.Errorf("w2 cancelled %v, want [sleep/t1]", got)
 	}
 	if c := ask("task.cancel", `{"type":"sleep","id":"t1"}`); c["w2"].Cancelled {

@@ -3,7 +3,6 @@ package schedule_test
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,35 +17,11 @@ import (
 	"github.com/breakwater/breakwater/task"
 )
 
-// fakeWorker answers the admin plane's task requests as a worker running
+// startWorker answers the admin plane's task requests as a worker running
 // the tasks in running does.
-type fakeWorker struct {
-	mu        sync.Mutex
-	running   map[string]time.Time
-	cancelled []string
-}
-
-func (f *fakeWorker) Running(typ, id string) (time.Time, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.running[typ+"/"+id]
-	return s, ok
-}
-
-func (f *fakeWorker) Cancel(typ, id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.running[typ+"/"+id]; !ok {
-		return false
-	}
-	delete(f.running, typ+"/"+id)
-	f.cancelled = append(f.cancelled, typ+"/"+id)
-	return true
-}
-
-func (e *env) startWorker(t *testing.T, id string, running map[string]time.Time) *fakeWorker {
+func (e *env) startWorker(t *testing.T, id string, running map[string]time.Time) *testkit.Tasks {
 	t.Helper()
-	f := &fakeWorker{running: running}
+	f := testkit.NewTasks(running)
 	m, err := health.New(health.Options{JS: e.js, WorkerID: id})
 	if err != nil {
 		t.Fatal(err)
@@ -236,11 +211,9 @@ func TestCancel(t *testing.T) {
 	if c.Was.State != schedule.Running || c.Worker != "w1" {
 		t.Errorf("cancel running: %+v, want stopped by w1", c)
 	}
-	w.mu.Lock()
-	if len(w.cancelled) != 1 || w.cancelled[0] != "echo/run" {
-		t.Errorf("worker cancelled %v, want [echo/run]", w.cancelled)
+	if got := w.Cancelled(); len(got) != 1 || got[0] != "echo/run" {
+		t.Errorf("worker cancelled %v, want [echo/run]", got)
 	}
-	w.mu.Unlock()
 	for _, id := range []string{"fin", "never", "pend"} {
 		if _, err := e.c.Cancel(ctx, "echo", id); !errors.Is(err, schedule.ErrNotCancellable) {
 			t.Errorf("cancel %s: got %v, want ErrNotCancellable", id, err)
