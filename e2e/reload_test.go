@@ -141,19 +141,8 @@ routes:
 	}
 	body := scrape(t, "http://"+w.httpAddr+"/metrics")
 	if !regexp.MustCompile(`breakwater_config_reloads_total\{[^}]*result="ok"[^}]*\} 1\b`).MatchString(body) {
-		t.Errorf("/metrics lacks breakwater_config_reloads_total{result=\"ok\"} 1:\n%s", grepLines(body, "reloads"))
+		t.Errorf("/metrics lacks breakwater_config_reloads_total{result=\"ok\"} 1:\n%s", testkit.Lines(body, "reloads"))
 	}
-}
-
-// grepLines keeps the lines of s that contain sub.
-func grepLines(s, sub string) string {
-	var out []string
-	for line := range strings.SplitSeq(s, "\n") {
-		if strings.Contains(line, sub) {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // A bad file on SIGHUP changes nothing: the worker goes on serving the old
@@ -204,7 +193,7 @@ routes:
 	})
 	body := scrape(t, "http://"+w.httpAddr+"/metrics")
 	if !regexp.MustCompile(`breakwater_config_reloads_total\{[^}]*result="error"[^}]*\} 1\b`).MatchString(body) {
-		t.Errorf("/metrics lacks breakwater_config_reloads_total{result=\"error\"} 1:\n%s", grepLines(body, "reloads"))
+		t.Errorf("/metrics lacks breakwater_config_reloads_total{result=\"error\"} 1:\n%s", testkit.Lines(body, "reloads"))
 	}
 }
 

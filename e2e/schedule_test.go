@@ -370,7 +370,7 @@ func TestScheduleMetrics(t *testing.T) {
 		fired, _ := strconv.Atoi(sample(body, `breakwater_schedule_firings_total{kind="periodic",type="echo"}`))
 		return fired >= 2 && sample(body, `breakwater_schedules{kind="periodic"}`) == "1" &&
 				sample(body, `breakwater_schedules{kind="delayed"}`) == "1",
-			grepLines(body, "schedule")
+			testkit.Lines(body, "schedule")
 	})
 	late, err := strconv.ParseFloat(sample(body, `breakwater_schedule_lateness_seconds_sum{kind="periodic"}`), 64)
 	n, _ := strconv.Atoi(sample(body, `breakwater_schedule_lateness_seconds_count{kind="periodic"}`))

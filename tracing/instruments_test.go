@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -47,7 +48,7 @@ func wantLines(t *testing.T, body string, lines ...string) {
 	t.Helper()
 	for _, l := range lines {
 		if !hasLine(body, l) {
-			t.Errorf("scrape lacks the line %q:\n%s", l, grep(body, "breakwater_"))
+			t.Errorf("scrape lacks the line %q:\n%s", l, testkit.Lines(body, "breakwater_"))
 		}
 	}
 }

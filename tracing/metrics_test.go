@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -47,16 +48,6 @@ func TestWorkerMetricsScraped(t *testing.T) {
 	}
 	stats.Done = 10
 	if body := scrape(); !strings.Contains(body, `breakwater_tasks_total{outcome="ok"} 10`) {
-		t.Errorf("second scrape does not follow the stats:\n%s", grep(body, "breakwater"))
+		t.Errorf("second scrape does not follow the stats:\n%s", testkit.Lines(body, "breakwater"))
 	}
-}
-
-func grep(s, sub string) string {
-	var out []string
-	for l := range strings.SplitSeq(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -39,7 +40,7 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 	}
 	scrape := scraper(t, m)
 	if body := scrape(); strings.Contains(body, "breakwater_task_duration_seconds") {
-		t.Fatalf("task duration exported before Prime and before any task:\n%s", grep(body, "breakwater"))
+		t.Fatalf("task duration exported before Prime and before any task:\n%s", testkit.Lines(body, "breakwater"))
 	}
 
 	m.Prime(in, tracing.Known{
@@ -59,7 +60,7 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 		`breakwater_dlq_entries_total{reason="exhausted"} 0`,
 	} {
 		if !strings.Contains(body, want) {
-			t.Errorf("primed scrape lacks %q:\n%s", want, grep(body, "breakwater"))
+			t.Errorf("primed scrape lacks %q:\n%s", want, testkit.Lines(body, "breakwater"))
 		}
 	}
 	if got := series["breakwater_task_duration_seconds"]; got != 2 {
@@ -79,7 +80,7 @@ func TestPrimeExportsBeforeFirstUse(t *testing.T) {
 		`breakwater_dlq_entries_total{reason="poison"} 1`,
 	} {
 		if !strings.Contains(body, want) {
-			t.Errorf("scrape after a task lacks %q:\n%s", want, grep(body, "breakwater_task_duration_seconds_count"))
+			t.Errorf("scrape after a task lacks %q:\n%s", want, testkit.Lines(body, "breakwater_task_duration_seconds_count"))
 		}
 	}
 	if got := series["breakwater_task_duration_seconds"]; got != 2 {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/breakwater/breakwater/internal/testkit"
 	"github.com/breakwater/breakwater/tracing"
 )
 
@@ -44,7 +45,7 @@ func TestScheduleInstrumentsScraped(t *testing.T) {
 		`breakwater_schedule_lateness_seconds_bucket{kind="delayed",le="0.01"} 1`,
 	)
 	if strings.Contains(body, `breakwater_schedules{kind="delayed"`) {
-		t.Errorf("a count that failed is exported:\n%s", grep(body, "breakwater_schedules"))
+		t.Errorf("a count that failed is exported:\n%s", testkit.Lines(body, "breakwater_schedules"))
 	}
 	// Within Every the server is not asked again.
 	periodic.Store(4)
