@@ -103,22 +103,12 @@ func (s *authServer) connectAs(t testing.TB, user string) *authConn {
 	t.Helper()
 	c := &authConn{user: user}
 	inbox := map[string]string{workerUser: bus.WorkerInboxPrefix, operatorUser: bus.OperatorInboxPrefix, clientUser: "_INBOX"}[user]
-	nc, err := nats.Connect(s.URL(), nats.Name("e2e "+user), nats.UserInfo(user, s.password[user]), nats.CustomInboxPrefix(inbox),
-		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	c.client = connectURL(t, s.URL(), nats.Name("e2e "+user), nats.UserInfo(user, s.password[user]), nats.CustomInboxPrefix(inbox),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()
 			c.denied = append(c.denied, err.Error())
 			c.mu.Unlock()
 		}))
-	if err != nil {
-		t.Fatalf("connect as %s: %v", user, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.client = &client{t: t, nc: nc, js: js}
 	return c
 }
 

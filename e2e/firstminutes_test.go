@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/breakwater/breakwater/internal/testkit"
 )
@@ -176,15 +175,7 @@ routes:
 	if r := runPublisher(t, nil, url, "publish", "sleep", "1s"); r.code != 0 {
 		t.Fatalf("publish sleep: exit %d", r.code)
 	}
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := &client{t: t, nc: nc}
-	if c.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
+	c := connectURL(t, natsURL)
 	testkit.Eventually(t, 10*time.Second, "the sleep task in flight", func() (bool, string) {
 		m := c.lastMsg("HEALTH", "health.worker.json-1", resultTimeout)
 		var ev struct {

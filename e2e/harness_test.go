@@ -226,10 +226,11 @@ func connect(t testing.TB, s *testkit.NATSProcess) *client {
 }
 
 // connectURL connects to the servers of url (comma-separated), reconnecting
-// for ever.
-func connectURL(t testing.TB, url string) *client {
+// for ever, with opts after those.
+func connectURL(t testing.TB, url string, opts ...nats.Option) *client {
 	t.Helper()
-	nc := testkit.Connect(t, url, nats.Name("e2e test"), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	opts = append([]nats.Option{nats.Name("e2e test"), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)
+	nc := testkit.Connect(t, url, opts...)
 	return &client{t: t, nc: nc, js: testkit.JetStream(t, nc)}
 }
 
