@@ -33,8 +33,9 @@ type settings struct {
 }
 
 // Base starts the server from a copy of o (its users, accounts, TLS,
-// port...) instead of empty options. The kit's defaults and the other
-// options still apply on top, whatever the order.
+// port...) instead of empty options. The kit's defaults fill what o leaves
+// empty and the other options apply on top, whatever the order; JetStream
+// is on unless NoJetStream, whatever o says.
 func Base(o *server.Options) Option {
 	return func(s *settings) { s.base = o.Clone() }
 }
@@ -107,13 +108,13 @@ func StartServer(t testing.TB, opts ...Option) *Server {
 	if err != nil {
 		t.Fatalf("embedded nats server: %v", err)
 	}
-	s2 := &Server{Server: srv}
-	go srv.Start() // owned by s2: Shutdown stops it, at the latest at cleanup.
-	t.Cleanup(s2.Shutdown)
+	started := &Server{Server: srv}
+	go srv.Start() // owned by started: Shutdown stops it, at the latest at cleanup.
+	t.Cleanup(started.Shutdown)
 	if !srv.ReadyForConnections(readyWithin) {
 		t.Fatalf("embedded nats server not ready within %s", readyWithin)
 	}
-	return s2
+	return started
 }
 
 // URL is the URL clients connect to.
