@@ -1,8 +1,17 @@
 // Package testkit holds what Breakwater's tests share, so that no test file
-// writes it again: an embedded NATS server per test (StartServer) and the
-// connections to it (Connect, JetStream), nats-server processes and a
-// cluster of them for the end-to-end tests (StartNATS, StartNATSCluster,
-// over StartProcess), and the one poll-with-deadline helper (Eventually).
+// writes it again:
+//
+//   - an embedded NATS server per test (StartServer, with options for what
+//     tests vary: Base for auth and accounts, NoJetStream, MaxPayload,
+//     SyncAlways, StoreDir and Port for restarts), connections to it
+//     (Connect, JetStream) and a look at a stream (Msgs);
+//   - nats-server processes and a cluster of them for the end-to-end tests
+//     (StartNATS, StartNATSCluster), over any binary's process (StartProcess,
+//     WaitHTTP, FreePort);
+//   - the one poll-with-deadline helper (Eventually), and Consistently for
+//     a state that must hold for a while;
+//   - small stand-ins: a concurrency-safe output sink (Buffer, Lines) and a
+//     worker's running tasks (Tasks).
 //
 // It imports no Breakwater package, so that the tests of every package,
 // internal ones included, can import it without a cycle. Everything it
