@@ -59,3 +59,37 @@ func TestConsistently(t *testing.T) {
 		t.Errorf("failure %q, want what and the detail of the first miss", r.msg)
 	}
 }
+
+func TestTasks(t *testing.T) {
+	since := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	r := testkit.NewTasks(map[string]time.Time{"sleep/t1": since})
+	if got, ok := r.Running("sleep", "t1"); !ok || !got.Equal(since) {
+		t.Errorf("Running(sleep, t1): got %v, %v; want %v, true", got, ok, since)
+	}
+	if r.Cancel("sleep", "t2") {
+		t.Error("Cancel of a task not running reports it stopped")
+	}
+	if !r.Cancel("sleep", "t1") {
+		t.Error("Cancel of a running task reports it not running")
+	}
+	if _, ok := r.Running("sleep", "t1"); ok {
+		t.Error("a cancelled task still runs")
+	}
+	if got := r.Cancelled(); len(got) != 1 || got[0] != "sleep/t1" {
+		t.Errorf("Cancelled: got %v, want [sleep/t1]", got)
+	}
+}
+
+func TestBufferLines(t *testing.T) {
+	var b testkit.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fmt.Fprintln(&b, "a 1")
+	}()
+	fmt.Fprintln(&b, "b 2")
+	<-done
+	if got := testkit.Lines(b.String(), "a"); got != "a 1" {
+		t.Errorf("Lines(%q, a): got %q, want %q", b.String(), got, "a 1")
+	}
+}
