@@ -75,8 +75,8 @@ func TestHeader(t *testing.T) {
 func TestNewWriterRefusesBadPattern(t *testing.T) {
 	e := newEnv(t)
 	_, err := dlq.EnsureWriter(context.Background(), e.js, dlq.WriterOptions{RedactHeaders: []string{"X Bad"}})
-	if !errors.Is(err, dlq.ErrInvalidOptions) || !errors.Is(err, redact.ErrInvalidPattern) {
-		t.Errorf("EnsureWriter: got %v, want ErrInvalidOptions and ErrInvalidPattern", err)
+	if !errors.Is(err, dlq.ErrInvalidOption) || !errors.Is(err, redact.ErrInvalidPattern) {
+		t.Errorf("EnsureWriter: got %v, want ErrInvalidOption and ErrInvalidPattern", err)
 	}
 	defer func() {
 		if recover() == nil {

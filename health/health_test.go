@@ -187,14 +187,14 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"SLA negative", health.Options{JS: e.js, WorkerID: "w1", SLATarget: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := health.New(tc.give); !errors.Is(err, health.ErrInvalidOptions) {
-				t.Fatalf("New: got %v, want ErrInvalidOptions", err)
+			if _, err := health.New(tc.give); !errors.Is(err, health.ErrInvalidOption) {
+				t.Fatalf("New: got %v, want ErrInvalidOption", err)
 			}
 		})
 	}
 	m := newMonitor(t, health.Options{JS: e.js, WorkerID: "w1"})
-	if _, err := health.StartAdmin(health.AdminOptions{Conn: e.nc, Monitor: m, WorkerID: "w1"}); !errors.Is(err, health.ErrInvalidOptions) {
-		t.Fatalf("StartAdmin without a Controller: got %v, want ErrInvalidOptions", err)
+	if _, err := health.StartAdmin(health.AdminOptions{Conn: e.nc, Monitor: m, WorkerID: "w1"}); !errors.Is(err, health.ErrInvalidOption) {
+		t.Fatalf("StartAdmin without a Controller: got %v, want ErrInvalidOption", err)
 	}
 }
 

@@ -21,9 +21,9 @@ import (
 	"github.com/breakwater/breakwater/handlers"
 )
 
-// ErrInvalidOptions is wrapped by the errors of New and StartAdmin when
+// ErrInvalidOption is wrapped by the errors of New and StartAdmin when
 // their options cannot work.
-var ErrInvalidOptions = errors.New("health: invalid options")
+var ErrInvalidOption = errors.New("invalid health option")
 
 // ProbeFunc checks a backend actively; nil error means it answered.
 type ProbeFunc func(ctx context.Context) error
@@ -95,15 +95,15 @@ type peer struct {
 }
 
 // New checks o and applies the defaults; it starts nothing. Errors wrap
-// ErrInvalidOptions.
+// ErrInvalidOption.
 func New(o Options) (*Monitor, error) {
 	switch {
 	case o.JS == nil:
-		return nil, fmt.Errorf("%w: JS is required", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: JS is required", ErrInvalidOption)
 	case o.WorkerID == "":
-		return nil, fmt.Errorf("%w: WorkerID is required", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: WorkerID is required", ErrInvalidOption)
 	case o.SLATarget < 0 || o.SLATarget > 100:
-		return nil, fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOptions, o.SLATarget)
+		return nil, fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOption, o.SLATarget)
 	}
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
