@@ -56,8 +56,8 @@ func backendRow(b health.BackendEvent) Event {
 	if b.Calls < health.MinCalls {
 		success = fmt.Sprintf("n/a (%d calls)", b.Calls)
 	}
-	return Event{Kind: "backend", Key: b.Backend, Class: "state-" + b.State + " breaker-" + b.Breaker, Data: b, Cells: map[string]string{
-		"backend": b.Backend, "state": b.State, "breaker": b.Breaker, "success": success,
+	return Event{Kind: "backend", Key: b.Backend, Class: "state-" + string(b.State) + " breaker-" + string(b.Breaker), Data: b, Cells: map[string]string{
+		"backend": b.Backend, "state": string(b.State), "breaker": string(b.Breaker), "success": success,
 		"p50": ms(b.LatencyMS.P50), "p95": ms(b.LatencyMS.P95), "p99": ms(b.LatencyMS.P99),
 		"in_flight": strconv.Itoa(b.InFlight), "availability": fmt.Sprintf("%.3f%%", b.Availability),
 		"since": stamp(b.Since), "reason": orDash(b.Reason), "worker": b.Worker,
@@ -65,8 +65,8 @@ func backendRow(b health.BackendEvent) Event {
 }
 
 func workerRow(w health.WorkerEvent, now time.Time) Event {
-	status := w.Status
-	if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
+	status := string(w.Status)
+	if w.Status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
 		status = "silent"
 	}
 	paused := strings.Join(w.PausedRoutes, ", ")
@@ -81,8 +81,8 @@ func workerRow(w health.WorkerEvent, now time.Time) Event {
 }
 
 func alertRow(a health.AlertEvent) Event {
-	return Event{Kind: "alert", Key: a.Alert, Class: "alert-" + a.Status, Data: a, Cells: map[string]string{
-		"alert": a.Alert, "status": a.Status, "rule": a.Rule, "backend": orDash(a.Backend),
+	return Event{Kind: "alert", Key: a.Alert, Class: "alert-" + string(a.Status), Data: a, Cells: map[string]string{
+		"alert": a.Alert, "status": string(a.Status), "rule": string(a.Rule), "backend": orDash(a.Backend),
 		"value": strconv.FormatFloat(a.Value, 'f', 2, 64), "threshold": strconv.FormatFloat(a.Threshold, 'f', 2, 64),
 		"at": stamp(a.At), "message": orDash(a.Message),
 	}}

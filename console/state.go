@@ -311,7 +311,7 @@ func (s *state) sendStats() {
 }
 
 // rank orders alert statuses: firing first.
-func rank(status string) int {
+func rank(status health.AlertStatus) int {
 	if status == health.Firing {
 		return 0
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
@@ -28,7 +27,7 @@ import (
 // metrics. Nil fields observe nothing.
 type Observers struct {
 	Hook      resilience.AttemptHook
-	OnBreaker func(backend string, from, to circuitbreaker.State)
+	OnBreaker func(backend string, from, to resilience.BreakerState)
 	OnRetry   func(backend string)
 	// Down, when set, tells routing whether backend b (named name) is
 	// down by its health checks; it returns nil for a backend without
@@ -259,7 +258,7 @@ func policyOptions(name string, b config.Backend, log *slog.Logger, obs Observer
 	o := resilience.PolicyOptions{
 		Timeout:        b.Timeout.D(),
 		MaxConcurrency: b.MaxConcurrency.Limit,
-		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
+		OnBreakerStateChanged: func(backend string, from, to resilience.BreakerState) {
 			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
 			if obs.OnBreaker != nil {
 				obs.OnBreaker(backend, from, to)

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
@@ -30,7 +29,7 @@ type control struct {
 func (c *control) PauseRoute(name string) error  { return c.worker.PauseRoute(name) }
 func (c *control) ResumeRoute(name string) error { return c.worker.ResumeRoute(name) }
 
-func (c *control) breaker(backend string) (circuitbreaker.CircuitBreaker[*handlers.Response], error) {
+func (c *control) breaker(backend string) (resilience.Breaker, error) {
 	t, ok := (*c.targets.Load())[backend]
 	if !ok {
 		return nil, fmt.Errorf("no backend %q", backend)
@@ -103,7 +102,9 @@ func observe(m *health.Monitor, traces *tracing.Tracing, in *tracing.Instruments
 				}
 			}
 		},
-		OnBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
+		OnBreaker: func(backend string, _, to resilience.BreakerState) {
+			m.BreakerChanged(backend, health.BreakerState(to))
+		},
 		OnRetry: func(backend string) {
 			if in != nil {
 				in.Retry(context.Background(), backend)
