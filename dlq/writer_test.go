@@ -267,7 +267,7 @@ func TestRecords(t *testing.T) {
 		{Backend: "e", Start: at.Add(4 * time.Second), Duration: time.Millisecond, Err: errors.New("unclassified")},
 	}
 	want := []struct {
-		class  string
+		class  dlq.Class
 		status int
 	}{{"transient", 503}, {"permanent", 422}, {"invalid", 0}, {"ok", 0}, {"transient", 0}}
 	got := dlq.Records(attempts, 3, "w9")

@@ -95,10 +95,10 @@ func observe(m *health.Monitor, traces *tracing.Tracing, in *tracing.Instruments
 				// The same classes as the attempt history in the DLQ.
 				class := dlq.ClassOf(a.Err)
 				if span != nil {
-					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), class)
+					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), string(class))
 				}
 				if in != nil {
-					in.BackendCall(ctx, backend, class, a.Duration, a.Waited)
+					in.BackendCall(ctx, backend, string(class), a.Duration, a.Waited)
 				}
 			}
 		},
@@ -137,7 +137,7 @@ func settledObserver(in *tracing.Instruments) func(pipeline.Settled) {
 	return func(s pipeline.Settled) {
 		ctx := context.Background()
 		if s.Took > 0 {
-			in.TaskDone(ctx, s.Type, s.Outcome, s.Took)
+			in.TaskDone(ctx, s.Type, string(s.Outcome), s.Took)
 		}
 		if s.Outcome == pipeline.OutcomeDeadLettered {
 			in.DLQEntry(ctx, string(s.Reason))
