@@ -208,7 +208,7 @@ func (bk *Backends) diff(next *Backends) (added, kept, removed []string) {
 // connections (nil when it holds none of its own).
 func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (handlers.Backend, func(), error) {
 	switch b.Kind() {
-	case "http":
+	case config.KindHTTP:
 		auth := config.Auth{}
 		if b.Auth != nil {
 			auth = *b.Auth
@@ -230,7 +230,7 @@ func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (ha
 			return nil, nil, err
 		}
 		return h, func() { _ = h.Close() }, nil
-	case "nats":
+	case config.KindNATS:
 		if nc == nil {
 			// Check: nothing runs, and the subject was validated.
 			return handlers.BackendFunc(func(context.Context, *handlers.Request) (*handlers.Response, error) {
