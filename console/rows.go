@@ -56,7 +56,7 @@ func backendRow(b health.BackendEvent) Event {
 	if b.Calls < health.MinCalls {
 		success = fmt.Sprintf("n/a (%d calls)", b.Calls)
 	}
-	return Event{Kind: "backend", Key: b.Backend, Class: "state-" + string(b.State) + " breaker-" + string(b.Breaker), Data: b, Cells: map[string]string{
+	return Event{Kind: KindBackend, Key: b.Backend, Class: "state-" + string(b.State) + " breaker-" + string(b.Breaker), Data: b, Cells: map[string]string{
 		"backend": b.Backend, "state": string(b.State), "breaker": string(b.Breaker), "success": success,
 		"p50": ms(b.LatencyMS.P50), "p95": ms(b.LatencyMS.P95), "p99": ms(b.LatencyMS.P99),
 		"in_flight": strconv.Itoa(b.InFlight), "availability": fmt.Sprintf("%.3f%%", b.Availability),
@@ -70,7 +70,7 @@ func workerRow(w health.WorkerEvent, now time.Time) Event {
 		status = "silent"
 	}
 	paused := strings.Join(w.PausedRoutes, ", ")
-	return Event{Kind: "worker", Key: w.Worker, Class: "status-" + status, Data: w, Cells: map[string]string{
+	return Event{Kind: KindWorker, Key: w.Worker, Class: "status-" + status, Data: w, Cells: map[string]string{
 		"worker": w.Worker, "status": status, "version": w.Version,
 		"uptime":    (time.Duration(w.UptimeSeconds) * time.Second).String(),
 		"in_flight": strconv.FormatInt(w.InFlight, 10), "done": strconv.FormatUint(w.Tasks.Done, 10),
@@ -81,7 +81,7 @@ func workerRow(w health.WorkerEvent, now time.Time) Event {
 }
 
 func alertRow(a health.AlertEvent) Event {
-	return Event{Kind: "alert", Key: a.Alert, Class: "alert-" + string(a.Status), Data: a, Cells: map[string]string{
+	return Event{Kind: KindAlert, Key: a.Alert, Class: "alert-" + string(a.Status), Data: a, Cells: map[string]string{
 		"alert": a.Alert, "status": string(a.Status), "rule": string(a.Rule), "backend": orDash(a.Backend),
 		"value": strconv.FormatFloat(a.Value, 'f', 2, 64), "threshold": strconv.FormatFloat(a.Threshold, 'f', 2, 64),
 		"at": stamp(a.At), "message": orDash(a.Message),
@@ -89,7 +89,7 @@ func alertRow(a health.AlertEvent) Event {
 }
 
 func streamRow(s StreamInfo) Event {
-	return Event{Kind: "stream", Key: s.Name, Data: s, Cells: map[string]string{
+	return Event{Kind: KindStream, Key: s.Name, Data: s, Cells: map[string]string{
 		"stream": s.Name, "messages": strconv.FormatUint(s.Messages, 10), "bytes": strconv.FormatUint(s.Bytes, 10),
 		"pending": strconv.FormatUint(s.Pending, 10), "ack_pending": strconv.Itoa(s.AckPending),
 		"redelivered": strconv.Itoa(s.Redelivered),
@@ -98,7 +98,7 @@ func streamRow(s StreamInfo) Event {
 
 func statRows(done, failed float64, dlqSize uint64, firing int) []Event {
 	mk := func(key, name, value string) Event {
-		return Event{Kind: "stat", Key: key, Cells: map[string]string{"name": name, "value": value}}
+		return Event{Kind: KindStat, Key: key, Cells: map[string]string{"name": name, "value": value}}
 	}
 	return []Event{
 		mk("done", "Tasks done /s", strconv.FormatFloat(done, 'f', 1, 64)),
