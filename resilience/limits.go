@@ -9,15 +9,19 @@ import (
 	"github.com/failsafe-go/failsafe-go/budget"
 )
 
-// Defaults of AdaptiveOptions. The bounds are failsafe-go's; the windows
-// are ours, chosen so that the limit follows a backend whose capacity
-// drops (see AdaptiveOptions and docs/config.md).
+// Defaults of AdaptiveOptions. The bounds and the calls per window are
+// failsafe-go's; the window and the baseline are ours, chosen so that the
+// limit follows a backend whose capacity drops (see AdaptiveOptions and
+// docs/config.md). 20 calls a window moved the limit no faster in
+// TestAdaptiveLimitTracksCapacityDrop (while it falls, a window lasts
+// twice the fastest call anyway) and made the limit move within a worker's
+// first 20 calls.
 const (
 	DefaultAdaptiveMin         = 1
 	DefaultAdaptiveMax         = 200
 	DefaultAdaptiveInitial     = 20
 	DefaultAdaptiveWindow      = 100 * time.Millisecond
-	DefaultAdaptiveWindowCalls = 20
+	DefaultAdaptiveWindowCalls = 50
 	DefaultAdaptiveBaseline    = 1000
 	// DefaultRetryBudgetRemembers caps a retry budget's earnings at what
 	// that many uses earn.
@@ -32,7 +36,7 @@ const (
 // down to the backend's capacity these signals kept lowering it, to the
 // minimum, where throughput collapsed and the limit climbed again: a
 // sawtooth between 1 and about 10 that lost up to 70 % of the backend's
-// throughput (TestAdaptiveLimitTracksCapacityDrop, windows of 10 and 50).
+// throughput in the worst second (TestAdaptiveLimitTracksCapacityDrop, windows of 10 and 50).
 // failsafe-go v0.9.8 ignores the correlations until its window holds 10
 // samples (internal/util.CorrelationWindow's warmup), so a window of 5
 // never reports one; the limit then follows the queue estimate alone and
