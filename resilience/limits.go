@@ -36,7 +36,8 @@ const (
 // down to the backend's capacity these signals kept lowering it, to the
 // minimum, where throughput collapsed and the limit climbed again: a
 // sawtooth between 1 and about 10 that lost up to 70 % of the backend's
-// throughput in the worst second (TestAdaptiveLimitTracksCapacityDrop, windows of 10 and 50).
+// throughput in the worst second (over HTTP, with correlation windows of
+// 10 and 50; TestAdaptiveLimitFallsWhenBackendQueues fails with them).
 // failsafe-go v0.9.8 ignores the correlations until its window holds 10
 // samples (internal/util.CorrelationWindow's warmup), so a window of 5
 // never reports one; the limit then follows the queue estimate alone and
