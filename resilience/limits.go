@@ -61,7 +61,7 @@ const adaptiveCorrelation = 5
 // as latency. One step per window, and a window lasts at least twice the
 // fastest call in it: in TestAdaptiveLimitTracksCapacityDrop a limit of
 // about 40 over a backend whose capacity fell from 32 to 4 (20 ms calls)
-// was down to 9-11 within 7-9 s.
+// was down to 9-11 within about 10 s.
 type AdaptiveOptions struct {
 	// Min, Max and Initial bound the limit; DefaultAdaptiveMin,
 	// DefaultAdaptiveMax and DefaultAdaptiveInitial when zero. Initial is
