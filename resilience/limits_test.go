@@ -202,6 +202,52 @@ func TestAdaptiveLimitFallsWhenBackendQueues(t *testing.T) {
 	})
 }
 
+// TestAdaptiveLimitThroughLongOverload keeps a backend's capacity at 4 of
+// the 20 it had for two simulated minutes: the baseline (1000 windows)
+// slowly takes the overloaded latency for normal, so the limit creeps up,
+// but it must stay near the capacity and latency near the service time,
+// where failsafe-go's default baseline (10 windows) let it climb back
+// within seconds.
+func TestAdaptiveLimitThroughLongOverload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const service = 10 * time.Millisecond
+		be := newQueueingBackend(20, service)
+		target := resilience.NewTarget("a", be, resilience.PolicyOptions{Adaptive: &resilience.AdaptiveOptions{}})
+		route := &resilience.Route{Name: "a", Targets: []resilience.Target{target}}
+		var lat latencies
+		ctx, stop := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Go(func() {
+				req := &handlers.Request{TaskID: fmt.Sprint(i)}
+				for ctx.Err() == nil {
+					if ans, err := route.Do(ctx, req); err == nil {
+						lat.add(ans.Attempts[len(ans.Attempts)-1].Duration)
+					} else if ctx.Err() == nil {
+						t.Errorf("call: %v", err)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(3 * time.Second) // simulated: the healthy phase
+		be.setCapacity(4)
+		var limits []int // each 20 s of the overload
+		for range 6 {
+			lat.reset()
+			time.Sleep(20 * time.Second) // simulated
+			limits = append(limits, target.Limits().Concurrency)
+		}
+		stop()
+		wg.Wait()
+		last := lat.mean()
+		t.Logf("limit every 20 s over 2 minutes at capacity 4: %v; mean latency over the last 20 s: %v", limits, last)
+		if got := limits[len(limits)-1]; got > 16 || last > 4*service {
+			t.Errorf("after 2 minutes of overload: limit %d, mean latency %v; want at most 16 and %v", got, last, 4*service)
+		}
+	})
+}
+
 // TestRetryBudgetBoundsCallsInOutage runs tasks against a backend that
 // fails every call: with retry budget 0.2 the backend sees at most 1.2
 // calls per task, without it max_attempts per task.
