@@ -109,7 +109,7 @@ func (s *capacityServer) served() int {
 // margins are wide.
 func TestAdaptiveLimitTracksCapacityDrop(t *testing.T) {
 	if testing.Short() {
-		t.Skip("a load test of about 10 s")
+		t.Skip("a load test of about 13 s")
 	}
 	const (
 		service  = 20 * time.Millisecond
