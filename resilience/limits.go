@@ -56,11 +56,10 @@ const adaptiveCorrelation = 5
 // estimates the calls waiting inside the backend. The limit drops by one
 // while that estimate is above 6, holds between 3 and 6, and rises by one
 // below 3 (they grow with the limit's digits: from 100, steps of 2 and
-// thresholds 6 and 12), never
-// above 5 × the calls in flight. So under overload it
-// settles with 3 to 6 calls queued in the backend: a backend that now
-// serves 4 at once gets a limit near 10, and about 2.5 × its service time
-// as latency. One step per window, and a window lasts at least twice the
+// thresholds 6 and 12), never above 5 × the calls in flight. So under
+// overload it settles with 3 to 6 calls queued in the backend: a backend
+// that now serves 4 at once gets a limit near 10, and about 2.5 × its
+// service time as latency. One step per window, and a window lasts at least twice the
 // fastest call in it: in TestAdaptiveLimitTracksCapacityDrop a limit of
 // about 40 over a backend whose capacity fell from 32 to 4 (20 ms calls)
 // was down to 9-11 within about 10 s.
