@@ -59,10 +59,10 @@ const adaptiveCorrelation = 5
 // thresholds 6 and 12), never above 5 × the calls in flight. So under
 // overload it settles with 3 to 6 calls queued in the backend: a backend
 // that now serves 4 at once gets a limit near 10, and about 2.5 × its
-// service time as latency. One step per window, and a window lasts at least twice the
-// fastest call in it: in TestAdaptiveLimitTracksCapacityDrop a limit of
-// about 40 over a backend whose capacity fell from 32 to 4 (20 ms calls)
-// was down to 9-11 within about 10 s.
+// service time as latency. One step per window, and a window lasts at
+// least twice the fastest call in it: in TestAdaptiveLimitTracksCapacityDrop
+// a limit of about 40 over a backend whose capacity fell from 32 to 4
+// (20 ms calls) was down to 9-11 within about 10 s.
 type AdaptiveOptions struct {
 	// Min, Max and Initial bound the limit; DefaultAdaptiveMin,
 	// DefaultAdaptiveMax and DefaultAdaptiveInitial when zero. Initial is
