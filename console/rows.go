@@ -22,6 +22,7 @@ type column struct{ Key, Title string }
 var (
 	backendColumns = []column{{"backend", "Backend"}, {"state", "State"}, {"breaker", "Breaker"},
 		{"success", "Success"}, {"p50", "p50"}, {"p95", "p95"}, {"p99", "p99"}, {"in_flight", "In flight"},
+		{"limit", "Concurrency limit"}, {"retry_budget", "Retry budget left"},
 		{"availability", "Availability (1h)"}, {"since", "Since"}, {"reason", "Why"}, {"worker", "Reported by"}}
 	workerColumns = []column{{"worker", "Worker"}, {"status", "Status"}, {"version", "Version"}, {"uptime", "Uptime"},
 		{"in_flight", "In flight"}, {"done", "Done"}, {"failed", "Failed"}, {"dead_lettered", "Dead-lettered"},
@@ -61,7 +62,26 @@ func backendRow(b health.BackendEvent) Event {
 		"p50": ms(b.LatencyMS.P50), "p95": ms(b.LatencyMS.P95), "p99": ms(b.LatencyMS.P99),
 		"in_flight": strconv.Itoa(b.InFlight), "availability": fmt.Sprintf("%.3f%%", b.Availability),
 		"since": stamp(b.Since), "reason": orDash(b.Reason), "worker": b.Worker,
+		"limit": limitCell(b.ConcurrencyLimit), "retry_budget": budgetCell(b.RetryBudget),
 	}}
+}
+
+// limitCell shows a backend's concurrency limit now (adaptive or fixed);
+// "-" when it has none.
+func limitCell(limit *int) string {
+	if limit == nil {
+		return "-"
+	}
+	return strconv.Itoa(*limit)
+}
+
+// budgetCell shows how many retries a backend's retry budget allows now
+// (it accrues in fractions of a retry); "-" when it has no budget.
+func budgetCell(left *float64) string {
+	if left == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*left, 'f', 1, 64)
 }
 
 func workerRow(w health.WorkerEvent, now time.Time) Event {
