@@ -68,8 +68,8 @@ func (w *Worker) process(ctx context.Context, slot *runSlot, d *delivery) outcom
 	o := outcome{start: time.Now(), delivered: 1}
 	var seq uint64
 	var storedAt time.Time
-	if meta, err := msg.Metadata(); err == nil {
-		seq, o.delivered, storedAt = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
+	if meta, ok := parseAckReply(msg.Reply()); ok {
+		seq, o.delivered, storedAt = meta.seq, max(meta.delivered, 1), meta.stored
 	}
 	// What this task is processed with, even if a reload replaces it.
 	live := w.acquire()
