@@ -43,20 +43,7 @@ func TestParseAckReply(t *testing.T) {
 // TestParseAckReplyAgreesWithLibrary reads real deliveries (first and
 // redelivered) and compares the parse with jetstream.Msg.Metadata.
 func TestParseAckReplyAgreesWithLibrary(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := embedded(t)
 	ctx := context.Background()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}})
 	if err != nil {
@@ -100,6 +87,26 @@ func TestParseAckReplyAgreesWithLibrary(t *testing.T) {
 	if seen != 6 {
 		t.Fatalf("saw %d deliveries, want 6", seen)
 	}
+}
+
+// embedded starts a JetStream server for the test and connects to it.
+func embedded(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // FuzzParseAckReply: any subject is either refused or parsed to the

@@ -320,10 +320,18 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var bg sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(workCtx)
+	// The result publisher outlives a drain's cancel of the tasks: the
+	// answers to results already published still settle them.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		stopBackground()
+		stopPub()
 		bg.Wait()
 	}()
+	if err := s.pub.start(); err != nil {
+		return err
+	}
+	bg.Go(func() { s.pub.run(pubCtx) })
 	// The settler keeps long tasks alive and lets held tasks go.
 	bg.Go(func() { s.progress.run(bgCtx) })
 	parkerDone := make(chan struct{})
