@@ -62,9 +62,9 @@ const resultAckTimeout = 30 * time.Second
 
 func newSettler(w *Worker) (*settler, error) {
 	s := &settler{w: w, parking: newParking(w.o.MaxParked)}
-	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
+	s.progress = newProgress(w.o.Conn, w.o.AckWait, func(d *delivery) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
-			"subject", d.msg.Subject())
+			"subject", d.msg.Subject)
 	}, s.failed)
 	s.pub = newResultPublisher(w.o.Conn, w.o.ResultWindow, resultAckTimeout, s.stored, s.storeFailed)
 	return s, nil
@@ -80,15 +80,31 @@ func (s *settler) track(d *delivery) {
 func (s *settler) failed(d *delivery, op string, err error) {
 	s.w.stats.settleErrors.Add(1)
 	s.w.log.Warn("settle request not sent; the server will redeliver the task after the ack wait",
-		"op", op, "subject", d.msg.Subject(), "err", err)
+		"op", op, "subject", d.msg.Subject, "err", err)
 }
 
 // first reports whether the caller settles d (nobody did before).
 func (s *settler) first(d *delivery) bool { return d.settled.CompareAndSwap(false, true) }
 
+// The acknowledgement bodies of the JetStream protocol (what
+// jetstream.Msg's Ack, Nak and the rest send to the reply subject).
+var (
+	ackAck        = []byte("+ACK")
+	ackNak        = []byte("-NAK")
+	ackInProgress = []byte("+WPI")
+)
+
+// respond sends an acknowledgement of d to the server.
+func respond(nc *nats.Conn, d *delivery, body []byte) error {
+	if d.msg.Reply == "" {
+		return jetstream.ErrMsgNoReply
+	}
+	return nc.Publish(d.msg.Reply, body)
+}
+
 func (s *settler) ack(d *delivery) {
 	if s.first(d) {
-		if err := d.msg.Ack(); err != nil {
+		if err := respond(s.w.o.Conn, d, ackAck); err != nil {
 			s.failed(d, "ack", err)
 		}
 	}
@@ -98,20 +114,22 @@ func (s *settler) nak(d *delivery, delay time.Duration) {
 	if !s.first(d) {
 		return
 	}
-	var err error
+	body := ackNak
 	if delay > 0 {
-		err = d.msg.NakWithDelay(delay)
-	} else {
-		err = d.msg.Nak()
+		body = fmt.Appendf(nil, `-NAK {"delay": %d}`, delay.Nanoseconds())
 	}
-	if err != nil {
+	if err := respond(s.w.o.Conn, d, body); err != nil {
 		s.failed(d, "nak", err)
 	}
 }
 
 func (s *settler) term(d *delivery, reason dlq.Reason) {
 	if s.first(d) {
-		if err := d.msg.TermWithReason(string(reason)); err != nil {
+		body := []byte("+TERM")
+		if reason != "" {
+			body = append(body, " "+string(reason)...)
+		}
+		if err := respond(s.w.o.Conn, d, body); err != nil {
 			s.failed(d, "term", err)
 		}
 	}

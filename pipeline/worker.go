@@ -178,8 +178,8 @@ type counters struct {
 // delivery is one delivered task message, tracked from its arrival until
 // it is settled.
 type delivery struct {
-	msg jetstream.Msg
-	pid uint64 // progress id
+	msg *nats.Msg // a JetStream delivery: its reply subject takes the acks
+	pid uint64    // progress id
 	// settled is set by whoever settles the message first: the settler,
 	// or a drain that timed out and handed it back. Later settles of the
 	// same delivery do nothing.
@@ -306,7 +306,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	pull := newPuller(w.o.Concurrency+w.o.Prefetch, fetchExpiry, w.log, func(m jetstream.Msg) {
+	pull := newPuller(w.o.Concurrency+w.o.Prefetch, fetchExpiry, w.log, w.o.Conn, apiPrefixOf(w.o.JS), func(m *nats.Msg) {
 		d := &delivery{msg: m}
 		if stopping.Load() {
 			// Draining: hand the fetched task back at once.
