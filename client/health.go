@@ -43,16 +43,16 @@ type Worker struct {
 const (
 	// WorkerSilent is a running worker whose heartbeats stopped: none for
 	// three intervals.
-	WorkerSilent = "silent"
+	WorkerSilent health.WorkerStatus = "silent"
 	// WorkerStarting is a running worker whose only heartbeat is the one
 	// sent at its start: its zeros are not counts yet.
-	WorkerStarting = "starting"
+	WorkerStarting health.WorkerStatus = "starting"
 )
 
 // Liveness is the worker's status as of now: the one it reported, or,
 // for a running worker, WorkerSilent when its heartbeats stopped and
 // WorkerStarting when it has sent only its first.
-func (w Worker) Liveness(now time.Time) string {
+func (w Worker) Liveness(now time.Time) health.WorkerStatus {
 	if w.Status != health.WorkerRunning {
 		return w.Status
 	}

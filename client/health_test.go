@@ -17,7 +17,7 @@ func TestWorkerLiveness(t *testing.T) {
 	tests := []struct {
 		name string
 		give client.Worker
-		want string
+		want health.WorkerStatus
 	}{
 		{"counting", running(now.Add(-5*time.Second), 120, 3), health.WorkerRunning},
 		{"idle but past its first heartbeat", running(now.Add(-5*time.Second), 120, 0), health.WorkerRunning},

@@ -108,15 +108,25 @@ type Backend struct {
 	ForwardHeaders []string `yaml:"forward_headers"`
 }
 
-// Kind is "http", "nats" or "builtin".
-func (b Backend) Kind() string {
+// BackendKind names a backend's kind: the key of its block in the file.
+type BackendKind string
+
+// The kinds of backend.
+const (
+	KindHTTP    BackendKind = "http"
+	KindNATS    BackendKind = "nats"
+	KindBuiltin BackendKind = "builtin"
+)
+
+// Kind is KindHTTP, KindNATS or KindBuiltin.
+func (b Backend) Kind() BackendKind {
 	switch {
 	case b.HTTP != nil:
-		return "http"
+		return KindHTTP
 	case b.NATS != nil:
-		return "nats"
+		return KindNATS
 	default:
-		return "builtin"
+		return KindBuiltin
 	}
 }
 

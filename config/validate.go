@@ -232,7 +232,7 @@ func (p *parser) validateBackend(name string, b Backend, known known) {
 	p.validateList(at("forward_headers"), b.ForwardHeaders, false, func(s string) string {
 		if err := handlers.CheckForwardHeader(s); err != nil {
 			// The path already says what the entry is.
-			return strings.TrimPrefix(err.Error(), handlers.ErrBadHeaderPattern.Error()+": ")
+			return strings.TrimPrefix(err.Error(), handlers.ErrInvalidHeaderPattern.Error()+": ")
 		}
 		return ""
 	})

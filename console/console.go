@@ -19,9 +19,9 @@ import (
 	"github.com/breakwater/breakwater/schedule"
 )
 
-// ErrInvalidOptions is wrapped by New's errors for a missing or impossible
+// ErrInvalidOption is wrapped by New's errors for a missing or impossible
 // option.
-var ErrInvalidOptions = errors.New("console: invalid options")
+var ErrInvalidOption = errors.New("invalid console option")
 
 // Route is a route as the worker's config names it, for the routes table
 // (the workers do not publish their routes; their heartbeats say which
@@ -89,7 +89,7 @@ type Console struct {
 // first request. It starts nothing: Run follows the HEALTH stream.
 func New(ctx context.Context, o Options) (*Console, error) {
 	if o.Conn == nil {
-		return nil, fmt.Errorf("%w: Conn is required", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: Conn is required", ErrInvalidOption)
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 10 * time.Second

@@ -22,6 +22,10 @@ func TestPages(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.publishHealth("health.backend.flow", backendEvent("flow", health.BreakerClosed))
+	limited := backendEvent("model", health.BreakerClosed)
+	limit, budget := 9, 3.4
+	limited.ConcurrencyLimit, limited.RetryBudget = &limit, &budget
+	e.publishHealth("health.backend.model", limited)
 	now := time.Now().UTC()
 	e.publishHealth("health.worker.w1", health.WorkerEvent{Worker: "w1", Status: health.WorkerRunning, Version: "1.2.3",
 		UptimeSeconds: 60, Tasks: health.Tasks{Done: 7}, Interval: 10, PausedRoutes: []string{"echo"}, At: now})
@@ -37,7 +41,9 @@ func TestPages(t *testing.T) {
 		not  []string
 	}{
 		{"/", []string{"Streams", "TASKS", "DLQ", "breaker_open_flow", "/chart/throughput.svg"}, nil},
-		{"/backends", []string{`data-key="flow"`, "closed", "code.gen", "flow → coder", "paused on w1", "/chart/backend/flow.svg"}, []string{"Trip"}},
+		{"/backends", []string{`data-key="flow"`, "closed", "code.gen", "flow → coder", "paused on w1", "/chart/backend/flow.svg",
+			"Concurrency limit", "Retry budget left", `<td data-f="limit">9</td><td data-f="retry_budget">3.4</td>`,
+			`<td data-f="limit">-</td><td data-f="retry_budget">-</td>`}, []string{"Trip"}},
 		{"/workers", []string{`data-key="w1"`, "1.2.3", "echo"}, nil},
 		{"/alerts", []string{"breaker_open_flow", "firing", "breaker_open"}, nil},
 		{"/dlq", []string{"task-1", "task-2", "code.gen", "exhausted", `href="/dlq/` + itoa(seq) + `"`}, []string{"Count entries"}},

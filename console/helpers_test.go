@@ -96,7 +96,7 @@ func (e *env) publishHealth(subject string, v any) {
 	}
 }
 
-func backendEvent(name, breaker string) health.BackendEvent {
+func backendEvent(name string, breaker health.BreakerState) health.BackendEvent {
 	state := health.Healthy
 	if breaker == health.BreakerOpen {
 		state = health.Unhealthy

@@ -22,6 +22,7 @@ type column struct{ Key, Title string }
 var (
 	backendColumns = []column{{"backend", "Backend"}, {"state", "State"}, {"breaker", "Breaker"},
 		{"success", "Success"}, {"p50", "p50"}, {"p95", "p95"}, {"p99", "p99"}, {"in_flight", "In flight"},
+		{"limit", "Concurrency limit"}, {"retry_budget", "Retry budget left"},
 		{"availability", "Availability (1h)"}, {"since", "Since"}, {"reason", "Why"}, {"worker", "Reported by"}}
 	workerColumns = []column{{"worker", "Worker"}, {"status", "Status"}, {"version", "Version"}, {"uptime", "Uptime"},
 		{"in_flight", "In flight"}, {"done", "Done"}, {"failed", "Failed"}, {"dead_lettered", "Dead-lettered"},
@@ -56,21 +57,40 @@ func backendRow(b health.BackendEvent) Event {
 	if b.Calls < health.MinCalls {
 		success = fmt.Sprintf("n/a (%d calls)", b.Calls)
 	}
-	return Event{Kind: "backend", Key: b.Backend, Class: "state-" + b.State + " breaker-" + b.Breaker, Data: b, Cells: map[string]string{
-		"backend": b.Backend, "state": b.State, "breaker": b.Breaker, "success": success,
+	return Event{Kind: KindBackend, Key: b.Backend, Class: "state-" + string(b.State) + " breaker-" + string(b.Breaker), Data: b, Cells: map[string]string{
+		"backend": b.Backend, "state": string(b.State), "breaker": string(b.Breaker), "success": success,
 		"p50": ms(b.LatencyMS.P50), "p95": ms(b.LatencyMS.P95), "p99": ms(b.LatencyMS.P99),
 		"in_flight": strconv.Itoa(b.InFlight), "availability": fmt.Sprintf("%.3f%%", b.Availability),
 		"since": stamp(b.Since), "reason": orDash(b.Reason), "worker": b.Worker,
+		"limit": limitCell(b.ConcurrencyLimit), "retry_budget": budgetCell(b.RetryBudget),
 	}}
 }
 
+// limitCell shows a backend's concurrency limit now (adaptive or fixed);
+// "-" when it has none.
+func limitCell(limit *int) string {
+	if limit == nil {
+		return "-"
+	}
+	return strconv.Itoa(*limit)
+}
+
+// budgetCell shows how many retries a backend's retry budget allows now
+// (it accrues in fractions of a retry); "-" when it has no budget.
+func budgetCell(left *float64) string {
+	if left == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*left, 'f', 1, 64)
+}
+
 func workerRow(w health.WorkerEvent, now time.Time) Event {
-	status := w.Status
-	if status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
+	status := string(w.Status)
+	if w.Status == health.WorkerRunning && w.Interval > 0 && now.Sub(w.At) > time.Duration(3*w.Interval*float64(time.Second)) {
 		status = "silent"
 	}
 	paused := strings.Join(w.PausedRoutes, ", ")
-	return Event{Kind: "worker", Key: w.Worker, Class: "status-" + status, Data: w, Cells: map[string]string{
+	return Event{Kind: KindWorker, Key: w.Worker, Class: "status-" + status, Data: w, Cells: map[string]string{
 		"worker": w.Worker, "status": status, "version": w.Version,
 		"uptime":    (time.Duration(w.UptimeSeconds) * time.Second).String(),
 		"in_flight": strconv.FormatInt(w.InFlight, 10), "done": strconv.FormatUint(w.Tasks.Done, 10),
@@ -81,15 +101,15 @@ func workerRow(w health.WorkerEvent, now time.Time) Event {
 }
 
 func alertRow(a health.AlertEvent) Event {
-	return Event{Kind: "alert", Key: a.Alert, Class: "alert-" + a.Status, Data: a, Cells: map[string]string{
-		"alert": a.Alert, "status": a.Status, "rule": a.Rule, "backend": orDash(a.Backend),
+	return Event{Kind: KindAlert, Key: a.Alert, Class: "alert-" + string(a.Status), Data: a, Cells: map[string]string{
+		"alert": a.Alert, "status": string(a.Status), "rule": string(a.Rule), "backend": orDash(a.Backend),
 		"value": strconv.FormatFloat(a.Value, 'f', 2, 64), "threshold": strconv.FormatFloat(a.Threshold, 'f', 2, 64),
 		"at": stamp(a.At), "message": orDash(a.Message),
 	}}
 }
 
 func streamRow(s StreamInfo) Event {
-	return Event{Kind: "stream", Key: s.Name, Data: s, Cells: map[string]string{
+	return Event{Kind: KindStream, Key: s.Name, Data: s, Cells: map[string]string{
 		"stream": s.Name, "messages": strconv.FormatUint(s.Messages, 10), "bytes": strconv.FormatUint(s.Bytes, 10),
 		"pending": strconv.FormatUint(s.Pending, 10), "ack_pending": strconv.Itoa(s.AckPending),
 		"redelivered": strconv.Itoa(s.Redelivered),
@@ -98,7 +118,7 @@ func streamRow(s StreamInfo) Event {
 
 func statRows(done, failed float64, dlqSize uint64, firing int) []Event {
 	mk := func(key, name, value string) Event {
-		return Event{Kind: "stat", Key: key, Cells: map[string]string{"name": name, "value": value}}
+		return Event{Kind: KindStat, Key: key, Cells: map[string]string{"name": name, "value": value}}
 	}
 	return []Event{
 		mk("done", "Tasks done /s", strconv.FormatFloat(done, 'f', 1, 64)),

@@ -26,12 +26,25 @@ const maxSubscribers = 256
 // table, Key the row) with its cells already formatted as the pages show
 // them, and the event as stored (Data).
 type Event struct {
-	Kind  string            `json:"kind"` // backend, worker, alert, stream, stat
+	Kind  EventKind         `json:"kind"`
 	Key   string            `json:"key"`
 	Class string            `json:"class,omitempty"`
 	Cells map[string]string `json:"cells"`
 	Data  any               `json:"data,omitempty"`
 }
+
+// EventKind names the table an Event belongs to (its "kind" in
+// /api/events, the data-kind of the page's table).
+type EventKind string
+
+// The tables of the pages.
+const (
+	KindBackend EventKind = "backend"
+	KindWorker  EventKind = "worker"
+	KindAlert   EventKind = "alert"
+	KindStream  EventKind = "stream"
+	KindStat    EventKind = "stat"
+)
 
 // point is one chart point.
 type point struct {
@@ -311,7 +324,7 @@ func (s *state) sendStats() {
 }
 
 // rank orders alert statuses: firing first.
-func rank(status string) int {
+func rank(status health.AlertStatus) int {
 	if status == health.Firing {
 		return 0
 	}

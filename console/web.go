@@ -82,7 +82,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, page string, da
 
 // table is what templates/table.html renders.
 type table struct {
-	Kind    string
+	Kind    EventKind
 	Columns []column
 	Rows    []row
 	Empty   string
@@ -156,9 +156,9 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request) {
 	firing := slices.DeleteFunc(slices.Clone(sn.Alerts), func(a health.AlertEvent) bool { return a.Status != health.Firing })
 	c.render(w, r, "overview", map[string]any{
 		"Title":   "Overview",
-		"Stats":   table{Kind: "stat", Columns: statColumns, Rows: rowsOf(statRows(sn.Done, sn.Failed, dlqSize, len(firing)), func(e Event) Event { return e })},
-		"Streams": table{Kind: "stream", Columns: streamColumns, Rows: rowsOf(streams, streamRow), Empty: "no streams: has a worker started on this server?"},
-		"Alerts":  table{Kind: "alert", Columns: alertColumns, Rows: rowsOf(firing, alertRow), Empty: "no alert firing", FiringOnly: true},
+		"Stats":   table{Kind: KindStat, Columns: statColumns, Rows: rowsOf(statRows(sn.Done, sn.Failed, dlqSize, len(firing)), func(e Event) Event { return e })},
+		"Streams": table{Kind: KindStream, Columns: streamColumns, Rows: rowsOf(streams, streamRow), Empty: "no streams: has a worker started on this server?"},
+		"Alerts":  table{Kind: KindAlert, Columns: alertColumns, Rows: rowsOf(firing, alertRow), Empty: "no alert firing", FiringOnly: true},
 	})
 }
 
@@ -208,7 +208,7 @@ func (c *Console) backendsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	c.render(w, r, "backends", map[string]any{
 		"Title":    "Backends",
-		"Backends": table{Kind: "backend", Columns: backendColumns, Rows: rowsOf(sn.Backends, backendRow), Empty: "no backend has reported yet"},
+		"Backends": table{Kind: KindBackend, Columns: backendColumns, Rows: rowsOf(sn.Backends, backendRow), Empty: "no backend has reported yet"},
 		"Names":    names,
 		"Routes":   c.routeRows(sn.Workers),
 	})
@@ -219,7 +219,7 @@ func (c *Console) workersPage(w http.ResponseWriter, r *http.Request) {
 	now := c.o.Now()
 	c.render(w, r, "workers", map[string]any{
 		"Title":   "Workers",
-		"Workers": table{Kind: "worker", Columns: workerColumns, Rows: rowsOf(sn.Workers, func(e health.WorkerEvent) Event { return workerRow(e, now) }), Empty: "no worker heartbeat"},
+		"Workers": table{Kind: KindWorker, Columns: workerColumns, Rows: rowsOf(sn.Workers, func(e health.WorkerEvent) Event { return workerRow(e, now) }), Empty: "no worker heartbeat"},
 	})
 }
 
@@ -227,7 +227,7 @@ func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request) {
 	sn := c.state.snapshot()
 	c.render(w, r, "alerts", map[string]any{
 		"Title":  "Alerts",
-		"Alerts": table{Kind: "alert", Columns: alertColumns, Rows: rowsOf(sn.Alerts, alertRow), Empty: "no alert has fired"},
+		"Alerts": table{Kind: KindAlert, Columns: alertColumns, Rows: rowsOf(sn.Alerts, alertRow), Empty: "no alert has fired"},
 	})
 }
 
@@ -398,10 +398,20 @@ type Detail struct {
 	History []dlq.Record        `json:"history"`
 	// Data is the payload (base64 in JSON); Payload is how the page
 	// shows it: pretty JSON, text, or a hex dump (PayloadKind).
-	Data        []byte `json:"data"`
-	Payload     string `json:"-"`
-	PayloadKind string `json:"payload_kind"` // json, text, binary
+	Data        []byte      `json:"data"`
+	Payload     string      `json:"-"`
+	PayloadKind PayloadKind `json:"payload_kind"`
 }
+
+// PayloadKind says how a DLQ entry's payload is shown.
+type PayloadKind string
+
+// The ways a payload is shown.
+const (
+	PayloadJSON   PayloadKind = "json"   // indented
+	PayloadText   PayloadKind = "text"   // as is
+	PayloadBinary PayloadKind = "binary" // a hex dump
+)
 
 func (c *Console) detail(i *dlq.Item) Detail {
 	deny, _ := redact.NewHeaders()
@@ -411,11 +421,11 @@ func (c *Console) detail(i *dlq.Item) Detail {
 	case json.Valid(i.Data):
 		var b bytes.Buffer
 		_ = json.Indent(&b, i.Data, "", "  ")
-		d.Payload, d.PayloadKind = b.String(), "json"
+		d.Payload, d.PayloadKind = b.String(), PayloadJSON
 	case utf8.Valid(i.Data) && !bytes.ContainsFunc(i.Data, func(r rune) bool { return r < ' ' && r != '\n' && r != '\t' && r != '\r' }):
-		d.Payload, d.PayloadKind = string(i.Data), "text"
+		d.Payload, d.PayloadKind = string(i.Data), PayloadText
 	default:
-		d.Payload, d.PayloadKind = hex.Dump(i.Data), "binary"
+		d.Payload, d.PayloadKind = hex.Dump(i.Data), PayloadBinary
 	}
 	return d
 }

@@ -99,10 +99,10 @@ type CrashLoopWatcher struct {
 
 // NewCrashLoopWatcher checks o, opens TASKS and creates (or updates) the
 // shared consumer on ADVISORIES, which must exist (bus.EnsureStreams).
-// Bad options are an error wrapping ErrInvalidOptions.
+// Bad options are an error wrapping ErrInvalidOption.
 func NewCrashLoopWatcher(ctx context.Context, o CrashLoopOptions) (*CrashLoopWatcher, error) {
 	if o.JS == nil || o.Writer == nil || o.Consumer == "" {
-		return nil, fmt.Errorf("%w: crash-loop watcher needs JS, Writer and Consumer", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: crash-loop watcher needs JS, Writer and Consumer", ErrInvalidOption)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

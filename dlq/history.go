@@ -28,19 +28,29 @@ const HeaderHistoryDropped = "Dlq-History-Dropped"
 // MaxHistoryLen bounds the Dlq-History header in bytes.
 const MaxHistoryLen = 8 * 1024
 
-// The classes of Record.Class.
+// Class is the class of one backend call's outcome (ClassOf): the class
+// of a Record in Dlq-History, a call span's outcome and the outcome label
+// of the backend call metrics. Wire format: the values never change.
+type Class string
+
+// The classes ClassOf names.
 const (
-	ClassOK        = "ok"
-	ClassTransient = "transient"
-	ClassPermanent = "permanent"
-	ClassInvalid   = "invalid"
+	ClassOK        Class = "ok"
+	ClassTransient Class = "transient"
+	ClassPermanent Class = "permanent"
+	ClassInvalid   Class = "invalid"
 )
+
+// Classes lists every class ClassOf returns.
+func Classes() []Class {
+	return []Class{ClassOK, ClassTransient, ClassPermanent, ClassInvalid}
+}
 
 // Record is one backend call of a task, on any delivery, by any worker.
 type Record struct {
 	Delivery int       `json:"delivery"`
 	Backend  string    `json:"backend"`
-	Class    string    `json:"class"` // ok, transient, permanent, invalid
+	Class    Class     `json:"class"`
 	Status   int       `json:"status,omitempty"`
 	Duration string    `json:"duration"` // Go duration
 	At       time.Time `json:"at"`
@@ -223,7 +233,7 @@ func DecodeHistory(v string) ([]Record, error) {
 // NewRecord makes a record of one call; err is redacted (redact.Text; the
 // Writer redacts again with the configured headers when it stores the
 // history) and shortened.
-func NewRecord(delivery int, backend, class string, status int, took time.Duration, at time.Time, worker string, err error) Record {
+func NewRecord(delivery int, backend string, class Class, status int, took time.Duration, at time.Time, worker string, err error) Record {
 	r := Record{Delivery: delivery, Backend: backend, Class: class, Status: status,
 		Duration: took.Round(time.Microsecond).String(), At: at.UTC(), Worker: worker}
 	if err != nil {
@@ -234,7 +244,7 @@ func NewRecord(delivery int, backend, class string, status int, took time.Durati
 
 // Records turns the calls of one delivery (numbered from 1, as the
 // server's delivery count) into records made by worker, classing each
-// error as the worker's outcome function does.
+// error with ClassOf.
 func Records(attempts []resilience.Attempt, delivery int, worker string) []Record {
 	out := make([]Record, len(attempts))
 	for i, a := range attempts {
@@ -244,8 +254,9 @@ func Records(attempts []resilience.Attempt, delivery int, worker string) []Recor
 }
 
 // ClassOf names the class of a call's error: ok (nil), invalid (the answer
-// failed validation), permanent (handlers.IsPermanent) or transient.
-func ClassOf(err error) string {
+// failed validation), permanent (handlers.IsPermanent) or transient. It is
+// the one classifier of calls: the DLQ history, traces and metrics agree.
+func ClassOf(err error) Class {
 	switch {
 	case err == nil:
 		return ClassOK

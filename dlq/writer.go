@@ -31,8 +31,9 @@ const HeaderOriginalMsgID = "Dlq-Original-Msg-Id"
 // does not fit without its payload and the Writer has no Payloads.
 var ErrTooLarge = errors.New("DLQ copy does not fit the server's max_payload")
 
-// ErrInvalidOptions means WriterOptions cannot make a Writer.
-var ErrInvalidOptions = errors.New("invalid DLQ writer options")
+// ErrInvalidOption is wrapped by the errors of EnsureWriter and
+// NewCrashLoopWatcher when their options are missing or impossible.
+var ErrInvalidOption = errors.New("invalid DLQ option")
 
 // Publisher is the part of jetstream.JetStream the Writer needs.
 type Publisher interface {
@@ -77,12 +78,12 @@ type WriterOptions struct {
 
 // EnsureWriter returns a Writer publishing through js, with the payloads
 // bucket created or opened (unless o.Payloads is set). Bad RedactHeaders
-// are an error wrapping ErrInvalidOptions and redact.ErrInvalidPattern.
+// are an error wrapping ErrInvalidOption and redact.ErrInvalidPattern.
 // This is how a worker makes its Writer.
 func EnsureWriter(ctx context.Context, js jetstream.JetStream, o WriterOptions) (*Writer, error) {
 	deny, err := redact.NewHeaders(o.RedactHeaders...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: redact headers: %w", ErrInvalidOptions, err)
+		return nil, fmt.Errorf("%w: redact headers: %w", ErrInvalidOption, err)
 	}
 	if o.Payloads == nil {
 		if o.Payloads, err = EnsurePayloads(ctx, js, o.Topology); err != nil {

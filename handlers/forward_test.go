@@ -222,8 +222,8 @@ func TestCheckForwardHeader(t *testing.T) {
 		switch {
 		case tc.wantOK && err != nil:
 			t.Errorf("CheckForwardHeader(%.20q): got %v, want nil", tc.give, err)
-		case !tc.wantOK && !errors.Is(err, handlers.ErrBadHeaderPattern):
-			t.Errorf("CheckForwardHeader(%.20q): got %v, want ErrBadHeaderPattern", tc.give, err)
+		case !tc.wantOK && !errors.Is(err, handlers.ErrInvalidHeaderPattern):
+			t.Errorf("CheckForwardHeader(%.20q): got %v, want ErrInvalidHeaderPattern", tc.give, err)
 		}
 	}
 }
@@ -234,8 +234,8 @@ func TestNewBackendBadForwardHeaders(t *testing.T) {
 		_, herr := handlers.NewHTTP(handlers.HTTPOptions{URL: "http://127.0.0.1:1/run", ForwardHeaders: give})
 		_, nerr := handlers.NewNATS(handlers.NATSOptions{Conn: nc, Subject: "svc.x", ForwardHeaders: give})
 		for _, err := range []error{herr, nerr} {
-			if !errors.Is(err, handlers.ErrBadOption) || !errors.Is(err, handlers.ErrBadHeaderPattern) {
-				t.Errorf("forward_headers %q: got %v, want ErrBadOption and ErrBadHeaderPattern", give, err)
+			if !errors.Is(err, handlers.ErrInvalidOption) || !errors.Is(err, handlers.ErrInvalidHeaderPattern) {
+				t.Errorf("forward_headers %q: got %v, want ErrInvalidOption and ErrInvalidHeaderPattern", give, err)
 			}
 		}
 	}

@@ -32,9 +32,9 @@ const MaxRetryAfter = time.Hour
 // service, and Content-Type, which says how to read the payload.
 var alwaysForwarded = [...]string{"traceparent", "tracestate", "baggage", "Content-Type"}
 
-// ErrBadHeaderPattern is wrapped by CheckForwardHeader for an entry that
+// ErrInvalidHeaderPattern is wrapped by CheckForwardHeader for an entry that
 // cannot be a forward_headers entry.
-var ErrBadHeaderPattern = errors.New("invalid header pattern")
+var ErrInvalidHeaderPattern = errors.New("invalid header pattern")
 
 // MatchHeader reports whether the header name matches pattern: a header
 // name in which each "*" stands for any run of characters, the empty one
@@ -137,7 +137,7 @@ func NeverForwarded(name string) bool {
 
 // CheckForwardHeader checks one entry of a backend's forward_headers: a
 // header name, or a pattern with "*" (see MatchHeader). An error wraps
-// ErrBadHeaderPattern and says why: the entry is empty or not a header
+// ErrInvalidHeaderPattern and says why: the entry is empty or not a header
 // name, or it can only name headers that are never forwarded (see
 // NeverForwarded: "Authorization", "Nats-Msg-Id", "Nats-*"), which would
 // silently do nothing. Task-Id, Task-Type and Task-Attempt are accepted,
@@ -145,7 +145,7 @@ func NeverForwarded(name string) bool {
 // headers ("*", "*-Authorization") is accepted; they stay out all the same.
 func CheckForwardHeader(pattern string) error {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: %s", ErrBadHeaderPattern, fmt.Sprintf(format, a...))
+		return fmt.Errorf("%w: %s", ErrInvalidHeaderPattern, fmt.Sprintf(format, a...))
 	}
 	switch {
 	case pattern == "":

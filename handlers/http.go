@@ -124,10 +124,10 @@ type HTTP struct {
 var _ Backend = (*HTTP)(nil)
 
 // NewHTTP returns an HTTP backend. It reads the bearer token (if any) but
-// does not connect. Errors wrap ErrBadOption.
+// does not connect. Errors wrap ErrInvalidOption.
 func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("http backend %q: %w: %s", o.Name, ErrBadOption, fmt.Sprintf(format, a...))
+		return fmt.Errorf("http backend %q: %w: %s", o.Name, ErrInvalidOption, fmt.Sprintf(format, a...))
 	}
 	u, err := url.Parse(o.URL)
 	if err != nil {
@@ -142,7 +142,7 @@ func NewHTTP(o HTTPOptions) (*HTTP, error) {
 	}
 	h := &HTTP{name: o.Name, url: o.URL, safeURL: redactURL(u), static: make(http.Header, len(o.Headers)), prop: o.Propagator}
 	if h.fwd, err = newForwarder(o.ForwardHeaders); err != nil {
-		return nil, fmt.Errorf("http backend %q: %w: forward_headers: %w", o.Name, ErrBadOption, err)
+		return nil, fmt.Errorf("http backend %q: %w: forward_headers: %w", o.Name, ErrInvalidOption, err)
 	}
 
 	switch {

@@ -286,8 +286,8 @@ func TestNewHTTPBadOptions(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := handlers.NewHTTP(tc.give)
-			if !errors.Is(err, handlers.ErrBadOption) {
-				t.Fatalf("got %v, want ErrBadOption", err)
+			if !errors.Is(err, handlers.ErrInvalidOption) {
+				t.Fatalf("got %v, want ErrInvalidOption", err)
 			}
 			if strings.Contains(err.Error(), "pw@") {
 				t.Errorf("error %q contains the URL's userinfo", err)

@@ -76,10 +76,10 @@ type NATS struct {
 
 var _ Backend = (*NATS)(nil)
 
-// NewNATS returns a NATS request-reply backend. Errors wrap ErrBadOption.
+// NewNATS returns a NATS request-reply backend. Errors wrap ErrInvalidOption.
 func NewNATS(o NATSOptions) (*NATS, error) {
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("nats backend %q: %w: %s", o.Name, ErrBadOption, fmt.Sprintf(format, a...))
+		return fmt.Errorf("nats backend %q: %w: %s", o.Name, ErrInvalidOption, fmt.Sprintf(format, a...))
 	}
 	if o.Conn == nil {
 		return nil, bad("no connection")
@@ -89,7 +89,7 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	}
 	fwd, err := newForwarder(o.ForwardHeaders)
 	if err != nil {
-		return nil, fmt.Errorf("nats backend %q: %w: forward_headers: %w", o.Name, ErrBadOption, err)
+		return nil, fmt.Errorf("nats backend %q: %w: forward_headers: %w", o.Name, ErrInvalidOption, err)
 	}
 	return &NATS{name: o.Name, conn: o.Conn, subject: o.Subject, prop: o.Propagator, fwd: fwd}, nil
 }

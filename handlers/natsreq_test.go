@@ -155,8 +155,8 @@ func TestNewNATSBadOptions(t *testing.T) {
 		{"space", handlers.NATSOptions{Conn: nc, Subject: "svc x"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := handlers.NewNATS(tc.give); !errors.Is(err, handlers.ErrBadOption) {
-				t.Fatalf("got %v, want ErrBadOption", err)
+			if _, err := handlers.NewNATS(tc.give); !errors.Is(err, handlers.ErrInvalidOption) {
+				t.Fatalf("got %v, want ErrInvalidOption", err)
 			}
 		})
 	}

@@ -99,7 +99,7 @@ type tokenCall struct {
 }
 
 // newOAuthSource checks o and reads the secret; it does not contact the
-// token endpoint. bad formats an ErrBadOption error.
+// token endpoint. bad formats an ErrInvalidOption error.
 func newOAuthSource(name string, o *OAuth2Options, getenv func(string) string, bad func(string, ...any) error) (*oauthSource, error) {
 	u, err := url.Parse(o.TokenURL)
 	switch {

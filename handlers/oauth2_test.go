@@ -353,8 +353,8 @@ func TestOAuth2Options(t *testing.T) {
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("got %v, want no error", err)
-			case tc.want != "" && (!errors.Is(err, handlers.ErrBadOption) || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("got %v, want ErrBadOption with %q", err, tc.want)
+			case tc.want != "" && (!errors.Is(err, handlers.ErrInvalidOption) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want ErrInvalidOption with %q", err, tc.want)
 			}
 		})
 	}

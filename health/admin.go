@@ -120,10 +120,10 @@ type ControlReply struct {
 // not JSON or lacks its field; 422: the Controller refused, e.g. an
 // unknown route) and Nats-Service-Error. Controller methods are called on
 // the service's goroutines, concurrently. Stop the service with Stop.
-// Errors wrap ErrInvalidOptions when a required option is missing.
+// Errors wrap ErrInvalidOption when a required option is missing.
 func StartAdmin(o AdminOptions) (micro.Service, error) {
 	if o.Conn == nil || o.Monitor == nil || o.Control == nil || o.WorkerID == "" {
-		return nil, fmt.Errorf("%w: admin needs Conn, Monitor, Control and WorkerID", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: admin needs Conn, Monitor, Control and WorkerID", ErrInvalidOption)
 	}
 	if o.Subject == "" {
 		o.Subject = "breakwater"

@@ -10,32 +10,61 @@ import (
 	"github.com/breakwater/breakwater/bus"
 )
 
+// State is a backend's health as health.backend events spell it (the
+// "state" field): wire format, so the values never change.
+type State string
+
 // Backend states.
 const (
-	Healthy   = "healthy"
-	Degraded  = "degraded"
-	Unhealthy = "unhealthy"
+	Healthy   State = "healthy"
+	Degraded  State = "degraded"
+	Unhealthy State = "unhealthy"
 )
 
-// Breaker states, as the events spell them.
+// BreakerState is a circuit breaker's state as the events spell it (the
+// "breaker" field).
+type BreakerState string
+
+// Breaker states.
 const (
-	BreakerClosed   = "closed"
-	BreakerOpen     = "open"
-	BreakerHalfOpen = "half-open"
+	BreakerClosed   BreakerState = "closed"
+	BreakerOpen     BreakerState = "open"
+	BreakerHalfOpen BreakerState = "half-open"
 )
+
+// AlertStatus says whether an alert fires (the "status" field of
+// health.alert events).
+type AlertStatus string
 
 // Alert statuses.
 const (
-	Firing   = "firing"
-	Resolved = "resolved"
+	Firing   AlertStatus = "firing"
+	Resolved AlertStatus = "resolved"
 )
+
+// WorkerStatus is the "status" field of a worker heartbeat.
+type WorkerStatus string
 
 // Worker statuses in heartbeats.
 const (
-	WorkerRunning = "running"
+	WorkerRunning WorkerStatus = "running"
 	// WorkerStopped is the last heartbeat of a worker that shut down on
 	// purpose: other workers do not report it as stale.
-	WorkerStopped = "stopped"
+	WorkerStopped WorkerStatus = "stopped"
+)
+
+// Kind says why a backend event was sent (the "kind" field).
+type Kind string
+
+// Kinds of backend events.
+const (
+	// KindChange: the backend's state or breaker changed.
+	KindChange Kind = "change"
+	// KindHeartbeat: sent every Interval whatever happened.
+	KindHeartbeat Kind = "heartbeat"
+	// KindSnapshot: not published; Monitor.Snapshot's answer (the admin
+	// plane's status).
+	KindSnapshot Kind = "snapshot"
 )
 
 // Latency is a backend's latency percentiles in milliseconds.
@@ -47,12 +76,12 @@ type Latency struct {
 
 // BackendEvent is the body of health.backend.<name>.
 type BackendEvent struct {
-	Backend     string  `json:"backend"`
-	State       string  `json:"state"`
-	Breaker     string  `json:"breaker"`
-	SuccessRate float64 `json:"success_rate"` // 0..1 over the last 200 calls
-	LatencyMS   Latency `json:"latency_ms"`
-	InFlight    int     `json:"in_flight"`
+	Backend     string       `json:"backend"`
+	State       State        `json:"state"`
+	Breaker     BreakerState `json:"breaker"`
+	SuccessRate float64      `json:"success_rate"` // 0..1 over the last 200 calls
+	LatencyMS   Latency      `json:"latency_ms"`
+	InFlight    int          `json:"in_flight"`
 	// Calls and Rejected are the calls in the success rate's window and,
 	// of those, the ones refused as the task's fault (they count as
 	// successes for the state: the backend answered).
@@ -62,8 +91,9 @@ type BackendEvent struct {
 	Since        time.Time `json:"since"`        // when the state began
 	Reason       string    `json:"reason"`
 	Worker       string    `json:"worker"`
-	// Kind says why it was sent: "change" or "heartbeat".
-	Kind string    `json:"kind"`
+	// Kind says why it was sent: KindChange or KindHeartbeat
+	// (KindSnapshot in Monitor.Snapshot).
+	Kind Kind      `json:"kind"`
 	At   time.Time `json:"at"`
 	// ConcurrencyLimit bounds the backend's calls in flight now (the
 	// adaptive limit, or max_concurrency); absent when unbounded.
@@ -82,14 +112,14 @@ type Tasks struct {
 
 // WorkerEvent is the body of health.worker.<id>, a heartbeat.
 type WorkerEvent struct {
-	Worker        string  `json:"worker"`
-	Status        string  `json:"status"`
-	Version       string  `json:"version"`
-	UptimeSeconds float64 `json:"uptime_s"`
-	Tasks         Tasks   `json:"tasks"`
-	CacheHitRatio float64 `json:"cache_hit_ratio"`
-	InFlight      int64   `json:"in_flight"`
-	Interval      float64 `json:"interval_s"` // heartbeats come this often
+	Worker        string       `json:"worker"`
+	Status        WorkerStatus `json:"status"`
+	Version       string       `json:"version"`
+	UptimeSeconds float64      `json:"uptime_s"`
+	Tasks         Tasks        `json:"tasks"`
+	CacheHitRatio float64      `json:"cache_hit_ratio"`
+	InFlight      int64        `json:"in_flight"`
+	Interval      float64      `json:"interval_s"` // heartbeats come this often
 	// PausedRoutes are the routes an operator paused on this worker
 	// (never null: an empty list says none, a missing field an older
 	// worker).
@@ -104,23 +134,26 @@ type WorkerEvent struct {
 
 // AlertEvent is the body of health.alert.<name>.
 type AlertEvent struct {
-	Alert     string    `json:"alert"`
-	Status    string    `json:"status"`
-	Backend   string    `json:"backend,omitempty"`
-	Rule      string    `json:"rule"`
-	Value     float64   `json:"value"`
-	Threshold float64   `json:"threshold"`
-	Message   string    `json:"message"`
-	Worker    string    `json:"worker"` // who saw it
-	At        time.Time `json:"at"`
+	Alert     string      `json:"alert"`
+	Status    AlertStatus `json:"status"`
+	Backend   string      `json:"backend,omitempty"`
+	Rule      Rule        `json:"rule"`
+	Value     float64     `json:"value"`
+	Threshold float64     `json:"threshold"`
+	Message   string      `json:"message"`
+	Worker    string      `json:"worker"` // who saw it
+	At        time.Time   `json:"at"`
 }
+
+// Rule names the rule behind an alert (the "rule" field).
+type Rule string
 
 // Alert rules.
 const (
-	RuleBreakerOpen  = "breaker_open" // value, threshold: seconds open
-	RuleAvailability = "availability" // value, threshold: percent
-	RuleDLQSize      = "dlq_size"     // value, threshold: percent of the limit
-	RuleWorkerStale  = "worker_stale" // value, threshold: seconds since the last heartbeat
+	RuleBreakerOpen  Rule = "breaker_open" // value, threshold: seconds open
+	RuleAvailability Rule = "availability" // value, threshold: percent
+	RuleDLQSize      Rule = "dlq_size"     // value, threshold: percent of the limit
+	RuleWorkerStale  Rule = "worker_stale" // value, threshold: seconds since the last heartbeat
 )
 
 // WorkerStats are what a worker heartbeat reports.
@@ -258,10 +291,10 @@ func checkAlert(ev *AlertEvent, name string) error {
 const maxInterval = 24 * time.Hour
 
 // short cuts a value from an event for an error message.
-func short(s string) string {
+func short[S ~string](s S) string {
 	const n = 64
 	if len(s) <= n {
-		return s
+		return string(s)
 	}
-	return s[:n] + "..."
+	return string(s[:n]) + "..."
 }

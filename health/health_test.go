@@ -187,14 +187,14 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"SLA negative", health.Options{JS: e.js, WorkerID: "w1", SLATarget: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := health.New(tc.give); !errors.Is(err, health.ErrInvalidOptions) {
-				t.Fatalf("New: got %v, want ErrInvalidOptions", err)
+			if _, err := health.New(tc.give); !errors.Is(err, health.ErrInvalidOption) {
+				t.Fatalf("New: got %v, want ErrInvalidOption", err)
 			}
 		})
 	}
 	m := newMonitor(t, health.Options{JS: e.js, WorkerID: "w1"})
-	if _, err := health.StartAdmin(health.AdminOptions{Conn: e.nc, Monitor: m, WorkerID: "w1"}); !errors.Is(err, health.ErrInvalidOptions) {
-		t.Fatalf("StartAdmin without a Controller: got %v, want ErrInvalidOptions", err)
+	if _, err := health.StartAdmin(health.AdminOptions{Conn: e.nc, Monitor: m, WorkerID: "w1"}); !errors.Is(err, health.ErrInvalidOption) {
+		t.Fatalf("StartAdmin without a Controller: got %v, want ErrInvalidOption", err)
 	}
 }
 
@@ -236,7 +236,10 @@ func TestStateTransitionsFromTraffic(t *testing.T) {
 	status.Store(0)
 	call(t, m, b, 200) // the failures leave the 200-call window
 
-	want := []struct{ state, breaker string }{
+	want := []struct {
+		state   health.State
+		breaker health.BreakerState
+	}{
 		{health.Degraded, health.BreakerClosed},
 		{health.Unhealthy, health.BreakerClosed},
 		{health.Unhealthy, health.BreakerOpen},
@@ -301,7 +304,7 @@ func TestHeartbeatsAndLateSubscriber(t *testing.T) {
 			t.Fatalf("backend %s: %v", b, err)
 		}
 		var ev health.BackendEvent
-		want := map[string]string{"a": health.Healthy, "b": health.Unhealthy}[b]
+		want := map[string]health.State{"a": health.Healthy, "b": health.Unhealthy}[b]
 		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Backend != b || ev.State != want {
 			t.Fatalf("last event of %s: %s (%v), want %s", b, msg.Data, err, want)
 		}

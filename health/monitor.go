@@ -21,9 +21,9 @@ import (
 	"github.com/breakwater/breakwater/handlers"
 )
 
-// ErrInvalidOptions is wrapped by the errors of New and StartAdmin when
+// ErrInvalidOption is wrapped by the errors of New and StartAdmin when
 // their options cannot work.
-var ErrInvalidOptions = errors.New("health: invalid options")
+var ErrInvalidOption = errors.New("invalid health option")
 
 // ProbeFunc checks a backend actively; nil error means it answered.
 type ProbeFunc func(ctx context.Context) error
@@ -95,15 +95,15 @@ type peer struct {
 }
 
 // New checks o and applies the defaults; it starts nothing. Errors wrap
-// ErrInvalidOptions.
+// ErrInvalidOption.
 func New(o Options) (*Monitor, error) {
 	switch {
 	case o.JS == nil:
-		return nil, fmt.Errorf("%w: JS is required", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: JS is required", ErrInvalidOption)
 	case o.WorkerID == "":
-		return nil, fmt.Errorf("%w: WorkerID is required", ErrInvalidOptions)
+		return nil, fmt.Errorf("%w: WorkerID is required", ErrInvalidOption)
 	case o.SLATarget < 0 || o.SLATarget > 100:
-		return nil, fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOptions, o.SLATarget)
+		return nil, fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOption, o.SLATarget)
 	}
 	if o.Interval <= 0 {
 		o.Interval = 10 * time.Second
@@ -176,9 +176,8 @@ func (m *Monitor) AttemptDone(backend string, d time.Duration, err error) {
 }
 
 // BreakerChanged records the backend's breaker entering state
-// (BreakerClosed, BreakerOpen or BreakerHalfOpen: what failsafe-go's
-// State.String returns).
-func (m *Monitor) BreakerChanged(backend, state string) {
+// (BreakerClosed, BreakerOpen or BreakerHalfOpen).
+func (m *Monitor) BreakerChanged(backend string, state BreakerState) {
 	if m.tracker(backend).setBreaker(m.o.Now(), state) {
 		m.poke()
 	}
@@ -209,18 +208,18 @@ func (m *Monitor) poke() {
 }
 
 // Snapshot returns every backend's health now, sorted by name, with Kind
-// "snapshot".
+// KindSnapshot.
 func (m *Monitor) Snapshot() []BackendEvent {
 	names := m.names()
 	now := m.o.Now()
 	out := make([]BackendEvent, 0, len(names))
 	for _, n := range names {
-		out = append(out, m.event(n, m.tracker(n).snapshot(now, true), "snapshot", now))
+		out = append(out, m.event(n, m.tracker(n).snapshot(now, true), KindSnapshot, now))
 	}
 	return out
 }
 
-func (m *Monitor) event(backend string, v view, kind string, at time.Time) BackendEvent {
+func (m *Monitor) event(backend string, v view, kind Kind, at time.Time) BackendEvent {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	e := BackendEvent{
 		Backend: backend, State: v.state, Breaker: v.breaker, SuccessRate: v.successRate,
@@ -303,7 +302,7 @@ func (m *Monitor) publishChanges(ctx context.Context) {
 		}
 		v := t.snapshot(m.o.Now(), true)
 		for _, tr := range pending {
-			ev := m.event(n, v, "change", tr.at)
+			ev := m.event(n, v, KindChange, tr.at)
 			ev.State, ev.Reason, ev.Breaker, ev.Since = tr.state, tr.reason, tr.breaker, tr.since.UTC()
 			ev.SuccessRate, ev.InFlight = tr.successRate, tr.inFlight
 			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), ev)
@@ -313,12 +312,12 @@ func (m *Monitor) publishChanges(ctx context.Context) {
 
 // heartbeat sends every backend's current health (unless stopping) and
 // the worker's.
-func (m *Monitor) heartbeat(ctx context.Context, status string) {
+func (m *Monitor) heartbeat(ctx context.Context, status WorkerStatus) {
 	now := m.o.Now()
 	if status == WorkerRunning {
 		for _, n := range m.names() {
 			v := m.tracker(n).snapshot(now, true)
-			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), m.event(n, v, "heartbeat", now))
+			m.publish(ctx, m.o.Topology.HealthBackendSubject(Token(n)), m.event(n, v, KindHeartbeat, now))
 		}
 	}
 	var st WorkerStats
@@ -391,9 +390,10 @@ const staleAfter = 3
 
 // check is one evaluation of an alert rule.
 type check struct {
-	name, backend, rule string
-	value, threshold    float64
-	fire, resolve       bool // neither: between thresholds, leave as is
+	name, backend    string
+	rule             Rule
+	value, threshold float64
+	fire, resolve    bool // neither: between thresholds, leave as is
 	// shared: every worker sees the same condition (the DLQ, another
 	// worker), so any of them may resolve it; otherwise only the worker
 	// that fired it, or anyone once that worker is gone.
@@ -495,7 +495,7 @@ func (m *Monitor) settle(ctx context.Context, c check) {
 	}
 	now := m.o.Now()
 	firing := last.Status == Firing
-	var status string
+	var status AlertStatus
 	switch {
 	case c.fire && !firing:
 		status = Firing

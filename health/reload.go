@@ -21,10 +21,10 @@ type Settings struct {
 }
 
 // Reconfigure applies s from the next probe round and alert check on. Safe
-// for concurrent use. Errors wrap ErrInvalidOptions.
+// for concurrent use. Errors wrap ErrInvalidOption.
 func (m *Monitor) Reconfigure(s Settings) error {
 	if s.SLATarget < 0 || s.SLATarget > 100 {
-		return fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOptions, s.SLATarget)
+		return fmt.Errorf("%w: SLATarget %v is not a percentage", ErrInvalidOption, s.SLATarget)
 	}
 	if s.SLATarget == 0 {
 		s.SLATarget = 99.9

@@ -35,7 +35,7 @@ func TestReconfigure(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, "a failing backend added by Reconfigure probed twice and unusable", func() (bool, string) {
 		return !m.Usable("new") && probed.Load() >= 2, fmt.Sprintf("%d probes, usable %v", probed.Load(), m.Usable("new"))
 	})
-	if err := m.Reconfigure(health.Settings{SLATarget: 101}); !errors.Is(err, health.ErrInvalidOptions) {
-		t.Errorf("SLATarget 101: got %v, want ErrInvalidOptions", err)
+	if err := m.Reconfigure(health.Settings{SLATarget: 101}); !errors.Is(err, health.ErrInvalidOption) {
+		t.Errorf("SLATarget 101: got %v, want ErrInvalidOption", err)
 	}
 }

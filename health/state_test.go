@@ -33,7 +33,7 @@ func TestTrackerCallsAndRejections(t *testing.T) {
 	tests := []struct {
 		name         string
 		give         []call
-		wantState    string
+		wantState    State
 		wantReason   string // contained in the reason; "" wants none
 		wantCalls    int
 		wantRejected int

@@ -58,16 +58,17 @@ type tracker struct {
 	rejCount int
 
 	inFlight    int
-	breaker     string    // closed, open, half-open
+	breaker     BreakerState
 	breakerAt   time.Time // when it entered that state
 	probeFailed int       // consecutive failed probes
 	probeErr    string
 	probed      bool // has a probe
 
-	state, reason string
-	stateAt       time.Time    // when state began
-	pending       []transition // not yet published
-	dropped       int          // transitions lost to maxPending
+	state   State
+	reason  string
+	stateAt time.Time    // when state began
+	pending []transition // not yet published
+	dropped int          // transitions lost to maxPending
 
 	slots [availabilitySlots]slot
 }
@@ -75,10 +76,12 @@ type tracker struct {
 // transition is one change of a backend's state or breaker, as it was
 // when it happened.
 type transition struct {
-	state, reason, breaker string
-	at, since              time.Time // since: when state began
-	successRate            float64
-	inFlight               int
+	state       State
+	reason      string
+	breaker     BreakerState
+	at, since   time.Time // since: when state began
+	successRate float64
+	inFlight    int
 }
 
 // slot counts the calls of one availability slot.
@@ -169,7 +172,7 @@ func (t *tracker) count(now time.Time, ok bool) {
 
 // setBreaker records the breaker entering state and reports whether that
 // is a change.
-func (t *tracker) setBreaker(now time.Time, state string) bool {
+func (t *tracker) setBreaker(now time.Time, state BreakerState) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.breaker == state {
@@ -236,7 +239,7 @@ func (t *tracker) rejudge(now time.Time, breakerChanged bool) bool {
 // A healthy backend gets a reason too when its success rate is not one a
 // reader should trust or read alone: too few calls to judge it, or calls
 // it rejected as the tasks' fault. The caller holds mu.
-func (t *tracker) judge() (state, reason string) {
+func (t *tracker) judge() (state State, reason string) {
 	judged := t.n >= minCalls
 	// Integer arithmetic: okCount/n < 0.5 and < 0.95 without division.
 	switch {
@@ -272,9 +275,10 @@ func (t *tracker) takePending() ([]transition, int) {
 
 // view is what a tracker says at one moment.
 type view struct {
-	state, reason     string
+	state             State
+	reason            string
 	stateSince        time.Time
-	breaker           string
+	breaker           BreakerState
 	breakerSince      time.Time
 	successRate       float64 // 0..1, 1 without calls; rejections count as successes
 	calls             int     // in the window the success rate is over

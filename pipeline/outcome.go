@@ -30,6 +30,28 @@ var (
 	ErrCancelled = errors.New("task cancelled")
 )
 
+// Outcome is how one delivery of a task ended (Settled.Outcome): the
+// outcome label of the task metrics, so the values never change.
+type Outcome string
+
+// Outcomes of Settled.
+const (
+	// OutcomeDone: the result is stored and the task acked.
+	OutcomeDone Outcome = "done"
+	// OutcomeDeadLettered: the DLQ copy is stored and the task termed.
+	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeRedelivered: handed back to the stream for a later try.
+	OutcomeRedelivered Outcome = "redelivered"
+	// OutcomeDuplicate: a redelivery whose result was already stored,
+	// acked without a backend call.
+	OutcomeDuplicate Outcome = "duplicate"
+)
+
+// Outcomes lists every Outcome.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeDone, OutcomeDeadLettered, OutcomeRedelivered, OutcomeDuplicate}
+}
+
 // Action is what happens to a task message.
 type Action int
 

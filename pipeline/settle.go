@@ -484,7 +484,7 @@ func isMaxPayload(err error) bool {
 
 // observe tells Options.Observe how a delivery that started at start
 // ended (the clock is read only when someone is told).
-func (w *Worker) observe(typ, outcome string, reason dlq.Reason, start time.Time) {
+func (w *Worker) observe(typ string, outcome Outcome, reason dlq.Reason, start time.Time) {
 	if w.o.Observe != nil {
 		w.o.Observe(Settled{Type: typ, Outcome: outcome, Reason: reason, Took: time.Since(start)})
 	}
@@ -492,21 +492,7 @@ func (w *Worker) observe(typ, outcome string, reason dlq.Reason, start time.Time
 
 // records turns one delivery's attempts into history records.
 func (w *Worker) records(attempts []resilience.Attempt, delivery int) []dlq.Record {
-	out := make([]dlq.Record, len(attempts))
-	for i, a := range attempts {
-		class := "ok"
-		switch {
-		case a.Err == nil:
-		case errors.Is(a.Err, resilience.ErrInvalidResult):
-			class = "invalid"
-		case handlers.IsPermanent(a.Err):
-			class = "permanent"
-		default:
-			class = "transient"
-		}
-		out[i] = dlq.NewRecord(delivery, a.Backend, class, handlers.StatusOf(a.Err), a.Duration, a.Start, w.o.WorkerID, a.Err)
-	}
-	return out
+	return dlq.Records(attempts, delivery, w.o.WorkerID)
 }
 
 // attemptsSoFar counts the backend calls of a task: those of this delivery

@@ -103,18 +103,10 @@ type Options struct {
 // Settled describes how one delivery of a task ended.
 type Settled struct {
 	Type    string
-	Outcome string     // done, dead_lettered, redelivered, duplicate
+	Outcome Outcome
 	Reason  dlq.Reason // with dead_lettered
 	Took    time.Duration
 }
-
-// Outcomes of Settled.
-const (
-	OutcomeDone         = "done"
-	OutcomeDeadLettered = "dead_lettered"
-	OutcomeRedelivered  = "redelivered"
-	OutcomeDuplicate    = "duplicate"
-)
 
 // Stats are counted on the task path.
 type Stats struct {

@@ -9,33 +9,83 @@ import (
 	"github.com/failsafe-go/failsafe-go/budget"
 )
 
-// Defaults of AdaptiveOptions: failsafe-go's.
+// Defaults of AdaptiveOptions. The bounds and the calls per window are
+// failsafe-go's; the window and the baseline are ours, chosen so that the
+// limit follows a backend whose capacity drops (see AdaptiveOptions and
+// docs/config.md). 20 calls a window moved the limit no faster in
+// TestAdaptiveLimitTracksCapacityDrop (while it falls, a window lasts
+// twice the fastest call anyway) and made the limit move within a worker's
+// first 20 calls.
 const (
-	DefaultAdaptiveMin          = 1
-	DefaultAdaptiveMax          = 200
-	DefaultAdaptiveInitial      = 20
-	DefaultAdaptiveWindow       = time.Second
-	DefaultAdaptiveWindowCalls  = 50
+	DefaultAdaptiveMin         = 1
+	DefaultAdaptiveMax         = 200
+	DefaultAdaptiveInitial     = 20
+	DefaultAdaptiveWindow      = 100 * time.Millisecond
+	DefaultAdaptiveWindowCalls = 50
+	DefaultAdaptiveBaseline    = 1000
+	// DefaultRetryBudgetRemembers caps a retry budget's earnings at what
+	// that many uses earn.
 	DefaultRetryBudgetRemembers = 100
 )
+
+// adaptiveCorrelation turns off the secondary signals of failsafe-go's
+// limiter. Besides its queue estimate, it lowers the limit whenever the
+// limiter is full and, over the last correlation-window windows, latency
+// rose and fell with the limit while throughput stayed flat. But a limit
+// that is falling makes latency fall with it, so once the limit had come
+// down to the backend's capacity these signals kept lowering it, to the
+// minimum, where throughput collapsed and the limit climbed again: a
+// sawtooth between 1 and about 10 that lost up to 70 % of the backend's
+// throughput in the worst second (over HTTP, with correlation windows of
+// 10 and 50; TestAdaptiveLimitFallsWhenBackendQueues fails with them).
+// failsafe-go v0.9.8 ignores the correlations until its window holds 10
+// samples (internal/util.CorrelationWindow's warmup), so a window of 5
+// never reports one; the limit then follows the queue estimate alone and
+// settles.
+const adaptiveCorrelation = 5
 
 // AdaptiveOptions make a target's concurrency limit adaptive
 // (failsafe-go's adaptivelimiter): the limit falls when the backend's
 // latency rises above its baseline (calls queue inside it) and rises while
 // latency holds, between Min and Max. Calls over the limit wait for a slot
 // up to the attempt's timeout, in the worker rather than in the backend.
+//
+// How it moves: every window, the 90th percentile of the window's call
+// latencies (smoothed over the last windows) is compared with the baseline,
+// a slow average of the same; queue = limit × (1 − baseline/recent)
+// estimates the calls waiting inside the backend. The limit drops by one
+// while that estimate is above 6, holds between 3 and 6, and rises by one
+// below 3 (they grow with the limit's digits: from 100, steps of 2 and
+// thresholds 6 and 12), never above 5 × the calls in flight. So under
+// overload it settles with 3 to 6 calls queued in the backend: a backend
+// that now serves 4 at once gets a limit near 10, and about 2.5 × its
+// service time as latency. One step per window, and a window lasts at
+// least twice the fastest call in it: in TestAdaptiveLimitTracksCapacityDrop
+// a limit of about 40 over a backend whose capacity fell from 32 to 4
+// (20 ms calls) was down to 9-11 within about 10 s.
 type AdaptiveOptions struct {
 	// Min, Max and Initial bound the limit; DefaultAdaptiveMin,
 	// DefaultAdaptiveMax and DefaultAdaptiveInitial when zero. Initial is
 	// kept within Min and Max.
 	Min, Max, Initial int
 	// Window is the shortest time latency is sampled over before the limit
-	// moves, and WindowCalls the fewest calls; DefaultAdaptiveWindow and
-	// DefaultAdaptiveWindowCalls when zero. Shorter windows adapt faster and
-	// are noisier.
+	// moves (at least twice the fastest call of the window, so a slow
+	// backend gets longer windows), and WindowCalls the fewest calls;
+	// DefaultAdaptiveWindow and DefaultAdaptiveWindowCalls when zero. A
+	// window with too few calls is extended up to 30 s. Shorter windows
+	// adapt faster and are noisier.
 	Window      time.Duration
 	WindowCalls int
-	// Baseline is how many windows the baseline latency remembers.
+	// Baseline is how many windows the baseline latency remembers (an
+	// exponential average of that age); DefaultAdaptiveBaseline when zero.
+	// It must outlast the fall of the limit: with failsafe-go's default,
+	// 10, an overloaded backend's latency became the baseline within about
+	// ten windows, while the limit had fallen a few steps, and it climbed
+	// back (to 200 within 40 s of overload in
+	// TestAdaptiveLimitThroughLongOverload). With the default, a backend
+	// that stays overloaded (or becomes slower for every call, not from
+	// load) is accepted as the new normal over minutes: in that test the
+	// limit crept from 9 to 13 over two minutes at capacity 4.
 	Baseline int
 	// OnLimitChanged observes the limit (logs); nil for none.
 	OnLimitChanged func(backend string, from, to int)
@@ -56,17 +106,22 @@ func newAdaptiveLimiter(name string, o *AdaptiveOptions, maxWait time.Duration) 
 		init = DefaultAdaptiveInitial
 	}
 	init = min(max(init, lo), hi)
-	window, calls := o.Window, o.WindowCalls
+	window, calls, baseline := o.Window, o.WindowCalls, o.Baseline
 	if window <= 0 {
 		window = DefaultAdaptiveWindow
 	}
 	if calls <= 0 {
 		calls = DefaultAdaptiveWindowCalls
 	}
+	if baseline <= 0 {
+		baseline = DefaultAdaptiveBaseline
+	}
 	b := adaptivelimiter.NewBuilder[response]().
 		WithLimits(uint(lo), uint(hi), uint(init)).
 		WithRecentWindow(window, max(window, 30*time.Second), uint(calls)).
-		WithMaxWaitTime(maxWait).WithCorrelationWindow(10)
+		WithBaselineWindow(uint(baseline)).
+		WithCorrelationWindow(adaptiveCorrelation).
+		WithMaxWaitTime(maxWait)
 	if f := o.OnLimitChanged; f != nil {
 		b = b.OnLimitChanged(func(e adaptivelimiter.LimitChangedEvent) { f(name, int(e.OldLimit), int(e.NewLimit)) })
 	}

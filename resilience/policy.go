@@ -35,7 +35,7 @@ type PolicyOptions struct {
 	RateN   int
 	RatePer time.Duration
 	// OnBreakerStateChanged observes the breaker (health events, metrics).
-	OnBreakerStateChanged func(backend string, from, to circuitbreaker.State)
+	OnBreakerStateChanged func(backend string, from, to BreakerState)
 	// OnRetry observes each retry of a failed call (metrics).
 	OnRetry func(backend string)
 	// Hook, when set, wraps every backend call (tracing, health, metrics).
@@ -138,7 +138,7 @@ func NewTarget(name string, b handlers.Backend, o PolicyOptions) Target {
 		succ := uint(max(br.SuccessThreshold, 1))
 		cb = cb.WithDelay(br.Delay).WithSuccessThresholdRatio(succ, max(succ, uint(br.HalfOpenMaxCalls)))
 		if f := o.OnBreakerStateChanged; f != nil {
-			cb = cb.OnStateChanged(func(e circuitbreaker.StateChangedEvent) { f(name, e.OldState, e.NewState) })
+			cb = cb.OnStateChanged(func(e circuitbreaker.StateChangedEvent) { f(name, breakerState(e.OldState), breakerState(e.NewState)) })
 		}
 		t.breaker = cb.Build()
 		policies = append(policies, t.breaker)
@@ -192,9 +192,64 @@ func (t *Target) Open() (bool, time.Duration) {
 	return remaining > 0, remaining
 }
 
-// Breaker exposes the target's circuit breaker, or nil (health reporting,
-// admin commands).
-func (t *Target) Breaker() circuitbreaker.CircuitBreaker[*handlers.Response] { return t.breaker }
+// Breaker exposes the target's circuit breaker, or nil when it has none
+// (health reporting, admin commands). Two calls on targets sharing a
+// breaker (kept across a reload) return equal values.
+func (t *Target) Breaker() Breaker {
+	if t.breaker == nil {
+		return nil
+	}
+	return breaker{t.breaker}
+}
+
+// BreakerState is a circuit breaker's state, spelled as health events and
+// metrics spell it (health.BreakerState has the same values).
+type BreakerState string
+
+// Breaker states.
+const (
+	BreakerClosed   BreakerState = "closed"
+	BreakerOpen     BreakerState = "open"
+	BreakerHalfOpen BreakerState = "half-open"
+)
+
+// String returns the state as the events spell it.
+func (s BreakerState) String() string { return string(s) }
+
+// Breaker is a target's circuit breaker as the admin plane and health
+// reporting use it: the breaker library stays behind it. Safe for
+// concurrent use.
+type Breaker interface {
+	// State is the breaker's state now.
+	State() BreakerState
+	// Open trips the breaker: it refuses calls for its configured delay,
+	// then lets probes through.
+	Open()
+	// Close resets the breaker: calls go through at once.
+	Close()
+}
+
+// breaker adapts failsafe-go's breaker to Breaker. It is a comparable
+// value, so that equal breakers compare equal through the interface.
+type breaker struct {
+	cb circuitbreaker.CircuitBreaker[response]
+}
+
+func (b breaker) State() BreakerState { return breakerState(b.cb.State()) }
+func (b breaker) Open()               { b.cb.Open() }
+func (b breaker) Close()              { b.cb.Close() }
+
+// breakerState names failsafe-go's breaker states.
+func breakerState(s circuitbreaker.State) BreakerState {
+	switch s {
+	case circuitbreaker.OpenState:
+		return BreakerOpen
+	case circuitbreaker.HalfOpenState:
+		return BreakerHalfOpen
+	default:
+		return BreakerClosed
+	}
+}
 
 // classifyPolicyErr turns the policies' own refusals into transient
 // backend errors, so that the route moves on and the task's fate is decided

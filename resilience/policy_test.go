@@ -9,8 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
-
 	"github.com/breakwater/breakwater/handlers"
 	"github.com/breakwater/breakwater/resilience"
 )
@@ -71,7 +69,7 @@ func TestBreakerOpensAtThresholdAndRecovers(t *testing.T) {
 		target := resilience.NewTarget("a", b, resilience.PolicyOptions{
 			Timeout: time.Second,
 			Breaker: &resilience.BreakerOptions{FailureThreshold: 3, Delay: 10 * time.Second, SuccessThreshold: 2},
-			OnBreakerStateChanged: func(_ string, from, to circuitbreaker.State) {
+			OnBreakerStateChanged: func(_ string, from, to resilience.BreakerState) {
 				mu.Lock()
 				transitions = append(transitions, from.String()+">"+to.String())
 				mu.Unlock()
@@ -102,7 +100,7 @@ func TestBreakerOpensAtThresholdAndRecovers(t *testing.T) {
 				t.Fatalf("probe %d: %v", i, err)
 			}
 		}
-		if !r.Targets[0].Breaker().IsClosed() {
+		if r.Targets[0].Breaker().State() != resilience.BreakerClosed {
 			t.Errorf("breaker state after 2 successes: %v, want closed", r.Targets[0].Breaker().State())
 		}
 		mu.Lock()

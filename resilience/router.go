@@ -453,15 +453,6 @@ func NewRouter(routes []*Route) *Router {
 	return &Router{routes: m}
 }
 
-// Routes returns the routes, in no particular order.
-func (r *Router) Routes() []*Route {
-	out := make([]*Route, 0, len(r.routes))
-	for _, rt := range r.routes {
-		out = append(out, rt)
-	}
-	return out
-}
-
 // Route returns the route of task type typ, or an error wrapping ErrNoRoute.
 func (r *Router) Route(typ string) (*Route, error) {
 	rt, ok := r.routes[typ]

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
@@ -28,7 +27,7 @@ import (
 // metrics. Nil fields observe nothing.
 type Observers struct {
 	Hook      resilience.AttemptHook
-	OnBreaker func(backend string, from, to circuitbreaker.State)
+	OnBreaker func(backend string, from, to resilience.BreakerState)
 	OnRetry   func(backend string)
 	// Down, when set, tells routing whether backend b (named name) is
 	// down by its health checks; it returns nil for a backend without
@@ -209,7 +208,7 @@ func (bk *Backends) diff(next *Backends) (added, kept, removed []string) {
 // connections (nil when it holds none of its own).
 func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (handlers.Backend, func(), error) {
 	switch b.Kind() {
-	case "http":
+	case config.KindHTTP:
 		auth := config.Auth{}
 		if b.Auth != nil {
 			auth = *b.Auth
@@ -231,7 +230,7 @@ func newBackend(name string, b config.Backend, nc *nats.Conn, obs Observers) (ha
 			return nil, nil, err
 		}
 		return h, func() { _ = h.Close() }, nil
-	case "nats":
+	case config.KindNATS:
 		if nc == nil {
 			// Check: nothing runs, and the subject was validated.
 			return handlers.BackendFunc(func(context.Context, *handlers.Request) (*handlers.Response, error) {
@@ -259,7 +258,7 @@ func policyOptions(name string, b config.Backend, log *slog.Logger, obs Observer
 	o := resilience.PolicyOptions{
 		Timeout:        b.Timeout.D(),
 		MaxConcurrency: b.MaxConcurrency.Limit,
-		OnBreakerStateChanged: func(backend string, from, to circuitbreaker.State) {
+		OnBreakerStateChanged: func(backend string, from, to resilience.BreakerState) {
 			log.Warn("circuit breaker", "backend", backend, "from", from.String(), "to", to.String())
 			if obs.OnBreaker != nil {
 				obs.OnBreaker(backend, from, to)

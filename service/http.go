@@ -37,7 +37,7 @@ func (r *readiness) breakers() map[string]string {
 	if ts := r.targets.Load(); ts != nil {
 		for name, t := range *ts {
 			if b := t.Breaker(); b != nil {
-				out[name] = b.State().String()
+				out[name] = string(b.State())
 			}
 		}
 	}

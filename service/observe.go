@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
@@ -30,7 +29,7 @@ type control struct {
 func (c *control) PauseRoute(name string) error  { return c.worker.PauseRoute(name) }
 func (c *control) ResumeRoute(name string) error { return c.worker.ResumeRoute(name) }
 
-func (c *control) breaker(backend string) (circuitbreaker.CircuitBreaker[*handlers.Response], error) {
+func (c *control) breaker(backend string) (resilience.Breaker, error) {
 	t, ok := (*c.targets.Load())[backend]
 	if !ok {
 		return nil, fmt.Errorf("no backend %q", backend)
@@ -96,14 +95,16 @@ func observe(m *health.Monitor, traces *tracing.Tracing, in *tracing.Instruments
 				// The same classes as the attempt history in the DLQ.
 				class := dlq.ClassOf(a.Err)
 				if span != nil {
-					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), class)
+					tracing.EndAttempt(span, a.Err, handlers.StatusOf(a.Err), string(class))
 				}
 				if in != nil {
-					in.BackendCall(ctx, backend, class, a.Duration, a.Waited)
+					in.BackendCall(ctx, backend, string(class), a.Duration, a.Waited)
 				}
 			}
 		},
-		OnBreaker: func(backend string, _, to circuitbreaker.State) { m.BreakerChanged(backend, to.String()) },
+		OnBreaker: func(backend string, _, to resilience.BreakerState) {
+			m.BreakerChanged(backend, health.BreakerState(to))
+		},
 		OnRetry: func(backend string) {
 			if in != nil {
 				in.Retry(context.Background(), backend)
@@ -136,7 +137,7 @@ func settledObserver(in *tracing.Instruments) func(pipeline.Settled) {
 	return func(s pipeline.Settled) {
 		ctx := context.Background()
 		if s.Took > 0 {
-			in.TaskDone(ctx, s.Type, s.Outcome, s.Took)
+			in.TaskDone(ctx, s.Type, string(s.Outcome), s.Took)
 		}
 		if s.Outcome == pipeline.OutcomeDeadLettered {
 			in.DLQEntry(ctx, string(s.Reason))

@@ -21,15 +21,20 @@ func knownLabels(cfg *config.Config) tracing.Known {
 			types = append(types, t)
 		}
 	}
-	reasons := make([]string, 0, len(dlq.Reasons()))
-	for _, r := range dlq.Reasons() {
-		reasons = append(reasons, string(r))
-	}
 	return tracing.Known{
 		Types:        types,
-		TaskOutcomes: []string{pipeline.OutcomeDone, pipeline.OutcomeDeadLettered, pipeline.OutcomeRedelivered, pipeline.OutcomeDuplicate},
+		TaskOutcomes: labels(pipeline.Outcomes()),
 		Backends:     slices.Sorted(maps.Keys(cfg.Backends)),
-		CallOutcomes: []string{dlq.ClassOK, dlq.ClassTransient, dlq.ClassPermanent, dlq.ClassInvalid}, // dlq.ClassOf
-		Reasons:      reasons,
+		CallOutcomes: labels(dlq.Classes()), // dlq.ClassOf
+		Reasons:      labels(dlq.Reasons()),
 	}
+}
+
+// labels spells typed values as the metric label values they are.
+func labels[S ~string](vs []S) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
 }

@@ -209,7 +209,7 @@ func (s *worker) reload(ctx context.Context) error {
 	for _, name := range added {
 		if t := bk.Targets[name]; t.Breaker() != nil {
 			b := t.Breaker()
-			s.monitor.BreakerChanged(name, b.State().String())
+			s.monitor.BreakerChanged(name, health.BreakerState(b.State()))
 		}
 	}
 	s.probe.loaded.Store(ld)

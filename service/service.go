@@ -58,7 +58,7 @@ type Options struct {
 }
 
 // ErrInvalidOption is wrapped by Run's error when Options cannot work.
-var ErrInvalidOption = errors.New("service: invalid option")
+var ErrInvalidOption = errors.New("invalid service option")
 
 // Run loads the config, starts the worker and runs it until ctx ends, then
 // drains (in-flight tasks finish or are handed back) and returns nil. It

@@ -192,7 +192,7 @@ func healthLine(ev any) string {
 			ev.Tasks.Failed, ev.Tasks.DeadLettered, ev.InFlight, 100*ev.CacheHitRatio, ev.Version)
 	case health.AlertEvent:
 		return fmt.Sprintf("%s alert %s %s rule=%s value=%.2f threshold=%.2f by %s%s",
-			stamp(ev.At), ev.Alert, strings.ToUpper(ev.Status), ev.Rule, ev.Value, ev.Threshold, ev.Worker, suffix(ev.Message))
+			stamp(ev.At), ev.Alert, strings.ToUpper(string(ev.Status)), ev.Rule, ev.Value, ev.Threshold, ev.Worker, suffix(ev.Message))
 	}
 	return ""
 }
