@@ -17,6 +17,8 @@
 #   POLICIES=1            also drain with the echo route on a backend with
 #                         every policy (timeout, retry, breaker,
 #                         max_concurrency, rate_limit that never binds)
+#   WORKER_ENV="K=V ..."  environment of the worker only (BASE_ENV: of the base
+#                         worker), e.g. WORKER_ENV=GOGC=400 against BASE=HEAD
 #   PERF=dir              record each drain with `perf record -g` into
 #                         dir/IMPL-N.data (`perf report -i ...` reads it)
 #
@@ -102,9 +104,9 @@ forget() { # forget PID: stop it and drop it from the cleanup list
 }
 impl_cmd() {
 	case $1 in
-	worker) echo "$TMP/worker --nats-url $URL --log-level warn" ;;
+	worker) echo "env ${WORKER_ENV:-} $TMP/worker --nats-url $URL --log-level warn" ;;
 	minimal) echo "$TMP/minimal --nats-url $URL" ;;
-	base) echo "$TMP/base-worker --nats-url $URL --log-level warn" ;;
+	base) echo "env ${BASE_ENV:-} $TMP/base-worker --nats-url $URL --log-level warn" ;;
 	policies) echo "$TMP/worker --nats-url $URL --log-level warn --config $TMP/policies.yaml" ;;
 	esac
 }

@@ -68,14 +68,14 @@ func (w *Worker) process(ctx context.Context, slot *runSlot, d *delivery) outcom
 	o := outcome{start: time.Now(), delivered: 1}
 	var seq uint64
 	var storedAt time.Time
-	if meta, err := msg.Metadata(); err == nil {
-		seq, o.delivered, storedAt = meta.Sequence.Stream, int(meta.NumDelivered), meta.Timestamp
+	if meta, ok := parseAckReply(msg.Reply); ok {
+		seq, o.delivered, storedAt = meta.seq, max(meta.delivered, 1), meta.stored
 	}
 	// What this task is processed with, even if a reload replaces it.
 	live := w.acquire()
 	defer w.release(live)
-	typ, _ := w.o.Topology.TaskType(msg.Subject())
-	t, err := task.Parse(msg.Subject(), typ, msg.Headers(), msg.Data(), seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: live.Reply})
+	typ, _ := w.o.Topology.TaskType(msg.Subject)
+	t, err := task.Parse(msg.Subject, typ, msg.Header, msg.Data, seq, task.ParseOptions{MaxPayload: w.o.MaxPayload, Reply: live.Reply})
 	if err == nil {
 		err = t.Firing(w.everyPrefix, storedAt)
 	}
@@ -88,7 +88,7 @@ func (w *Worker) process(ctx context.Context, slot *runSlot, d *delivery) outcom
 	o.span = trace.SpanFromContext(ctx) // a no-op span, without tracing
 	if w.traced {
 		ctx, o.span = tracing.StartProcess(ctx, w.o.Tracer, w.o.Propagator, tracing.ProcessInfo{
-			Subject: msg.Subject(), Type: t.Type, TaskID: t.ID, Consumer: bus.DefaultConsumer,
+			Subject: msg.Subject, Type: t.Type, TaskID: t.ID, Consumer: bus.DefaultConsumer,
 			Delivered: o.delivered, BodySize: len(t.Payload), Header: t.Header,
 		})
 	}

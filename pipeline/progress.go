@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"github.com/nats-io/nats.go"
 	"sync"
 	"time"
 )
@@ -16,6 +17,7 @@ import (
 // cancellation: it is no longer kept alive, so the server redelivers it
 // and, after max_deliver, reports it for the DLQ (max_deliveries).
 type progress struct {
+	nc      *nats.Conn // sends the InProgress acknowledgements
 	ackWait time.Duration
 	stuck   func(*delivery) // told once per stuck task
 	// failed is told of an InProgress that could not be sent.
@@ -36,8 +38,8 @@ type tracked struct {
 	giveUp  time.Time // zero while not calling a route (waiting, held)
 }
 
-func newProgress(ackWait time.Duration, stuck func(*delivery), failed func(*delivery, string, error)) *progress {
-	return &progress{ackWait: ackWait, stuck: stuck, failed: failed, running: make(map[uint64]tracked), lastTick: time.Now()}
+func newProgress(nc *nats.Conn, ackWait time.Duration, stuck func(*delivery), failed func(*delivery, string, error)) *progress {
+	return &progress{nc: nc, ackWait: ackWait, stuck: stuck, failed: failed, running: make(map[uint64]tracked), lastTick: time.Now()}
 }
 
 // calling marks the task as calling its route from about since (its
@@ -123,7 +125,7 @@ func (p *progress) run(ctx context.Context) {
 			}
 			p.mu.Unlock()
 			for _, d := range due {
-				if err := d.msg.InProgress(); err != nil {
+				if err := respond(p.nc, d, ackInProgress); err != nil {
 					p.failed(d, "in progress", err)
 				}
 			}

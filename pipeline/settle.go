@@ -36,16 +36,11 @@ type settler struct {
 	progress *progress
 	parking  *parking
 	pull     *puller // set by Run
-	// results publishes results only; its ack and error callbacks settle
-	// the task whose result the server has (or has refused).
-	results jetstream.JetStream
-
-	mu sync.Mutex
-	// storing are the results published and not yet acknowledged, by
-	// their message (the callbacks are given it back).
-	storing map[*nats.Msg]*delivery
-	// stores counts the results in storing and the failed stores being
-	// settled; a drain waits for it.
+	// pub stores results; its callbacks (stored, storeFailed) settle the
+	// task whose result the server has (or has refused).
+	pub *resultPublisher
+	// stores counts the results awaiting the server's answer and the
+	// failed stores being settled; a drain waits for it.
 	stores sync.WaitGroup
 	// bufs are result messages to reuse (resultBuf).
 	bufs sync.Pool
@@ -66,22 +61,12 @@ type pendingAck struct {
 const resultAckTimeout = 30 * time.Second
 
 func newSettler(w *Worker) (*settler, error) {
-	s := &settler{w: w, parking: newParking(w.o.MaxParked), storing: map[*nats.Msg]*delivery{}}
-	s.progress = newProgress(w.o.AckWait, func(d *delivery) {
+	s := &settler{w: w, parking: newParking(w.o.MaxParked)}
+	s.progress = newProgress(w.o.Conn, w.o.AckWait, func(d *delivery) {
 		w.log.Error("task stuck in a backend that ignores its timeout; no longer kept alive, the server will redeliver it",
-			"subject", d.msg.Subject())
+			"subject", d.msg.Subject)
 	}, s.failed)
-	// A publisher of its own, on the worker's connection: the callbacks
-	// are per publisher, and results are all this one publishes.
-	js, err := jetstream.New(w.o.Conn,
-		jetstream.WithPublishAsyncAckHandler(s.stored),
-		jetstream.WithPublishAsyncErrHandler(s.storeFailed),
-		jetstream.WithPublishAsyncMaxPending(w.o.ResultWindow),
-		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("pipeline: result publisher: %w", err)
-	}
-	s.results = js
+	s.pub = newResultPublisher(w.o.Conn, w.o.ResultWindow, resultAckTimeout, s.stored, s.storeFailed)
 	return s, nil
 }
 
@@ -95,15 +80,31 @@ func (s *settler) track(d *delivery) {
 func (s *settler) failed(d *delivery, op string, err error) {
 	s.w.stats.settleErrors.Add(1)
 	s.w.log.Warn("settle request not sent; the server will redeliver the task after the ack wait",
-		"op", op, "subject", d.msg.Subject(), "err", err)
+		"op", op, "subject", d.msg.Subject, "err", err)
 }
 
 // first reports whether the caller settles d (nobody did before).
 func (s *settler) first(d *delivery) bool { return d.settled.CompareAndSwap(false, true) }
 
+// The acknowledgement bodies of the JetStream protocol (what
+// jetstream.Msg's Ack, Nak and the rest send to the reply subject).
+var (
+	ackAck        = []byte("+ACK")
+	ackNak        = []byte("-NAK")
+	ackInProgress = []byte("+WPI")
+)
+
+// respond sends an acknowledgement of d to the server.
+func respond(nc *nats.Conn, d *delivery, body []byte) error {
+	if d.msg.Reply == "" {
+		return jetstream.ErrMsgNoReply
+	}
+	return nc.Publish(d.msg.Reply, body)
+}
+
 func (s *settler) ack(d *delivery) {
 	if s.first(d) {
-		if err := d.msg.Ack(); err != nil {
+		if err := respond(s.w.o.Conn, d, ackAck); err != nil {
 			s.failed(d, "ack", err)
 		}
 	}
@@ -113,20 +114,22 @@ func (s *settler) nak(d *delivery, delay time.Duration) {
 	if !s.first(d) {
 		return
 	}
-	var err error
+	body := ackNak
 	if delay > 0 {
-		err = d.msg.NakWithDelay(delay)
-	} else {
-		err = d.msg.Nak()
+		body = fmt.Appendf(nil, `-NAK {"delay": %d}`, delay.Nanoseconds())
 	}
-	if err != nil {
+	if err := respond(s.w.o.Conn, d, body); err != nil {
 		s.failed(d, "nak", err)
 	}
 }
 
 func (s *settler) term(d *delivery, reason dlq.Reason) {
 	if s.first(d) {
-		if err := d.msg.TermWithReason(string(reason)); err != nil {
+		body := []byte("+TERM")
+		if reason != "" {
+			body = append(body, " "+string(reason)...)
+		}
+		if err := respond(s.w.o.Conn, d, body); err != nil {
 			s.failed(d, "term", err)
 		}
 	}
@@ -174,21 +177,16 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		// and not again when it is settled; set before the publish, as
 		// the acknowledgement may settle it before the publish returns.
 		d.roomFreed = true
-		s.mu.Lock()
 		d.store = pendingAck{ctx: ctx, d: d, o: o, buf: buf}
-		s.storing[msg] = d
-		s.mu.Unlock()
 		s.stores.Add(1)
-		err := s.publishResult(ctx, msg)
+		err := s.pub.publish(ctx, d, msg)
 		s.pull.free()
 		if err == nil {
 			return // stored or storeFailed settles it
 		}
-		if _, ok := s.take(msg); !ok {
-			return // settled by a callback after all
-		}
 		s.stores.Done()
-		o.err = err
+		s.putBuf(buf)
+		o.err = w.resultErr(err)
 	}
 	s.fail(ctx, d, o)
 	s.done(d, o)
@@ -210,57 +208,19 @@ func endSpan(o outcome) {
 	}
 }
 
-// publishResult starts storing the result in RESULTS. A full publish
-// window is waited out, not reported: the backend call has succeeded and
-// must not be made again.
-func (s *settler) publishResult(ctx context.Context, msg *nats.Msg) error {
-	js := s.results
-	for {
-		_, err := js.PublishMsgAsync(msg)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || ctx.Err() != nil {
-			if err != nil {
-				return s.w.resultErr(err)
-			}
-			return nil
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-		}
-	}
-}
-
-// take removes and returns the pending store of msg, if it is still
-// pending (each result is settled once: by a callback or by its publish
-// failing).
-func (s *settler) take(msg *nats.Msg) (pendingAck, bool) {
-	s.mu.Lock()
-	d, ok := s.storing[msg]
-	delete(s.storing, msg)
-	s.mu.Unlock()
-	if !ok {
-		return pendingAck{}, false
-	}
-	return d.store, true
-}
-
 // stored is the result publisher's ack callback: the result is in
 // RESULTS, so the task is acked and the Task-Reply-To caller answered. A
 // task leaves TASKS only once its result is stored. It runs on the
 // client's acknowledgement goroutine and does not block (Ack and the reply
 // are buffered publishes).
-func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
-	p, ok := s.take(msg)
-	if !ok {
-		return
-	}
+func (s *settler) stored(d *delivery) {
+	p := d.store
 	defer s.stores.Done()
 	w := s.w
 	s.ack(p.d)
 	w.stats.done.Add(1)
 	w.observe(p.o.t.Type, OutcomeDone, "", p.o.start)
-	s.reply(p.ctx, p.o.t, msg.Header, msg.Data)
+	s.reply(p.ctx, p.o.t, p.buf.msg.Header, p.buf.msg.Data)
 	s.done(p.d, p.o)
 	s.putBuf(p.buf)
 }
@@ -269,11 +229,8 @@ func (s *settler) stored(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubA
 // out, or the connection lost): the failure is settled like any other, on
 // a goroutine of its own, as a dead-letter waits for the DLQ's
 // acknowledgement and the callback must not block.
-func (s *settler) storeFailed(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	p, ok := s.take(msg)
-	if !ok {
-		return
-	}
+func (s *settler) storeFailed(d *delivery, err error) {
+	p := d.store
 	go func() {
 		defer s.stores.Done()
 		p.o.err = s.w.resultErr(err)

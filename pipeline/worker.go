@@ -170,8 +170,8 @@ type counters struct {
 // delivery is one delivered task message, tracked from its arrival until
 // it is settled.
 type delivery struct {
-	msg jetstream.Msg
-	pid uint64 // progress id
+	msg *nats.Msg // a JetStream delivery: its reply subject takes the acks
+	pid uint64    // progress id
 	// settled is set by whoever settles the message first: the settler,
 	// or a drain that timed out and handed it back. Later settles of the
 	// same delivery do nothing.
@@ -298,7 +298,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	pull := newPuller(w.o.Concurrency+w.o.Prefetch, fetchExpiry, w.log, func(m jetstream.Msg) {
+	pull := newPuller(w.o.Concurrency+w.o.Prefetch, fetchExpiry, w.log, w.o.Conn, apiPrefixOf(w.o.JS), func(m *nats.Msg) {
 		d := &delivery{msg: m}
 		if stopping.Load() {
 			// Draining: hand the fetched task back at once.
@@ -312,10 +312,18 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var bg sync.WaitGroup
 	bgCtx, stopBackground := context.WithCancel(workCtx)
+	// The result publisher outlives a drain's cancel of the tasks: the
+	// answers to results already published still settle them.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		stopBackground()
+		stopPub()
 		bg.Wait()
 	}()
+	if err := s.pub.start(); err != nil {
+		return err
+	}
+	bg.Go(func() { s.pub.run(pubCtx) })
 	// The settler keeps long tasks alive and lets held tasks go.
 	bg.Go(func() { s.progress.run(bgCtx) })
 	parkerDone := make(chan struct{})

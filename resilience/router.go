@@ -150,8 +150,14 @@ func (r *Route) Do(ctx context.Context, req *handlers.Request) (*Answer, error) 
 	if r.Strategy != nil {
 		strategy = r.Strategy
 	}
-	order := strategy.Order(r.Targets)
+	var order []int
+	if r.Strategy == nil && len(r.Targets) == 1 {
+		order = oneTarget[:] // failover over one target: no slice per call
+	} else {
+		order = strategy.Order(r.Targets)
+	}
 	log := &attemptLog{}
+	log.list = log.inline[:0]
 	var o outcome
 	if r.HedgeAfter > 0 && len(order) > 1 {
 		o = r.hedged(ctx, req, order, log)
@@ -191,6 +197,9 @@ func (r *Route) Unavailable() (bool, time.Duration) {
 	}
 	return true, wait
 }
+
+// oneTarget is the order of a route with one target; never written.
+var oneTarget = [1]int{0}
 
 // outcome is what one pass over some of a route's targets came to.
 type outcome struct {
@@ -293,6 +302,9 @@ func (r *Route) hedged(ctx context.Context, req *handlers.Request, order []int, 
 type attemptLog struct {
 	mu   sync.Mutex
 	list []Attempt
+	// inline backs list for the first attempts: most tasks make one, and
+	// the log is allocated anyway.
+	inline [2]Attempt
 }
 
 func (l *attemptLog) add(a Attempt) {
@@ -344,62 +356,77 @@ func (t *Target) timeout() time.Duration {
 // call runs one target's policies around the backend, recording every
 // backend call it makes in attempts.
 func (t *Target) call(ctx context.Context, req *handlers.Request, log *attemptLog, v Validator) (*handlers.Response, error) {
-	timeout := t.timeout()
-	callStart, tries := time.Now(), 0
-	var last error // the last try's error
-	attempt := func(ctx context.Context) (*handlers.Response, error) {
-		actx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		req.Attempt = log.len() + 1
-		var end func(Attempt)
-		if t.hook != nil {
-			actx, end = t.hook(actx, t.Name, req.Attempt)
-		}
-		a := Attempt{Backend: t.Name, Start: time.Now()}
-		if tries++; tries == 1 {
-			a.Waited = a.Start.Sub(callStart)
-		}
-		resp, err := t.Backend.Call(actx, req)
-		a.Duration = time.Since(a.Start)
-		if err == nil && resp == nil {
-			err = handlers.Transient(errors.New("backend returned no response"))
-		}
-		if err == nil && v != nil {
-			if verr := v.Validate(resp.Body); verr != nil {
-				err = invalid(verr)
-			}
-		}
-		if t.stats != nil {
-			t.stats.observe(a.Duration, err != nil && !handlers.IsPermanent(err))
-		}
-		if err != nil {
-			err = classify(err)
-		}
-		a.Err = err
-		last = err
-		log.add(a)
-		if end != nil {
-			end(a)
-		}
-		return resp, err
-	}
+	c := callState{t: t, req: req, log: log, v: v, timeout: t.timeout(), start: time.Now()}
 	var resp *handlers.Response
 	var err error
 	if t.exec == nil {
-		resp, err = attempt(ctx)
+		// No policies: the one try runs here, without a closure for an
+		// executor (an allocation per task on the busiest path).
+		resp, err = c.attempt(ctx)
 	} else {
 		resp, err = t.exec.WithContext(ctx).GetWithExecution(func(e failsafe.Execution[*handlers.Response]) (*handlers.Response, error) {
-			return attempt(e.Context())
+			return c.attempt(e.Context())
 		})
 	}
 	if err != nil {
-		if errors.Is(err, budget.ErrExceeded) && last != nil {
+		if errors.Is(err, budget.ErrExceeded) && c.last != nil {
 			// The retry not made says less than the try that failed.
-			err = fmt.Errorf("%w (not retried: retry budget spent)", last)
+			err = fmt.Errorf("%w (not retried: retry budget spent)", c.last)
 		}
 		return nil, fmt.Errorf("%s: %w", t.Name, classify(classifyPolicyErr(err)))
 	}
 	return resp, nil
+}
+
+// callState is one use of a target: its tries share it.
+type callState struct {
+	t       *Target
+	req     *handlers.Request
+	log     *attemptLog
+	v       Validator
+	timeout time.Duration
+	start   time.Time // of the use, for the first try's wait
+	tries   int
+	last    error // the last try's error
+}
+
+// attempt is one try: one backend call under the attempt timeout.
+func (c *callState) attempt(ctx context.Context) (*handlers.Response, error) {
+	t, req := c.t, c.req
+	actx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req.Attempt = c.log.len() + 1
+	var end func(Attempt)
+	if t.hook != nil {
+		actx, end = t.hook(actx, t.Name, req.Attempt)
+	}
+	a := Attempt{Backend: t.Name, Start: time.Now()}
+	if c.tries++; c.tries == 1 {
+		a.Waited = a.Start.Sub(c.start)
+	}
+	resp, err := t.Backend.Call(actx, req)
+	a.Duration = time.Since(a.Start)
+	if err == nil && resp == nil {
+		err = handlers.Transient(errors.New("backend returned no response"))
+	}
+	if err == nil && c.v != nil {
+		if verr := c.v.Validate(resp.Body); verr != nil {
+			err = invalid(verr)
+		}
+	}
+	if t.stats != nil {
+		t.stats.observe(a.Duration, err != nil && !handlers.IsPermanent(err))
+	}
+	if err != nil {
+		err = classify(err)
+	}
+	a.Err = err
+	c.last = err
+	c.log.add(a)
+	if end != nil {
+		end(a)
+	}
+	return resp, err
 }
 
 // classify makes unclassified failures transient.

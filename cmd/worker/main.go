@@ -60,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "ok")
 		return exitOK
 	}
+	logger := newLogger(f, stderr)
+	service.TuneRuntime(getenv, logger)
 	reload, stopReload := reloads(ctx)
 	defer stopReload()
 	err = service.Run(ctx, service.Options{
@@ -72,7 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HTTPAddr:      f.httpAddr,
 		WorkerID:      f.id,
 		Getenv:        getenv,
-		Logger:        newLogger(f, stderr),
+		Logger:        logger,
 		Reload:        reload,
 	})
 	if err != nil {
