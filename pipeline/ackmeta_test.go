@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/breakwater/breakwater/bus"
+	"github.com/breakwater/breakwater/internal/testkit"
 )
 
 func TestParseAckReply(t *testing.T) {
@@ -43,7 +42,7 @@ func TestParseAckReply(t *testing.T) {
 // TestParseAckReplyAgreesWithLibrary reads real deliveries (first and
 // redelivered) and compares the parse with jetstream.Msg.Metadata.
 func TestParseAckReplyAgreesWithLibrary(t *testing.T) {
-	_, js := embedded(t)
+	_, js := testkit.StartServer(t).JetStream(t)
 	ctx := context.Background()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}})
 	if err != nil {
@@ -87,26 +86,6 @@ func TestParseAckReplyAgreesWithLibrary(t *testing.T) {
 	if seen != 6 {
 		t.Fatalf("saw %d deliveries, want 6", seen)
 	}
-}
-
-// embedded starts a JetStream server for the test and connects to it.
-func embedded(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Host: "127.0.0.1", Port: -1, StoreDir: t.TempDir(), NoSyncAlways: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
 }
 
 // FuzzParseAckReply: any subject is either refused or parsed to the

@@ -87,7 +87,7 @@ func TestPullerCountsCorrected(t *testing.T) {
 // TestPullerDrainsAStream: a puller over a real consumer delivers every
 // task once, and when it stops no request is left open or counted.
 func TestPullerDrainsAStream(t *testing.T) {
-	nc, js := embedded(t)
+	nc, js := testkit.StartServer(t).JetStream(t)
 	ctx := context.Background()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}})
 	if err != nil {

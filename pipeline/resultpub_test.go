@@ -58,7 +58,7 @@ func startPublisher(t *testing.T, nc *nats.Conn, window int, timeout time.Durati
 }
 
 func TestResultPublisherStoresThroughASmallWindow(t *testing.T) {
-	nc, js := embedded(t)
+	nc, js := testkit.StartServer(t).JetStream(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R", Subjects: []string{"r.>"}}); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestResultPublisherStoresThroughASmallWindow(t *testing.T) {
 }
 
 func TestResultPublisherFailures(t *testing.T) {
-	nc, js := embedded(t)
+	nc, js := testkit.StartServer(t).JetStream(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 16}); err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestResultPublisherFailures(t *testing.T) {
 // been lost (a reconnect) is sent again under its token, and the first
 // answer settles it once.
 func TestResultPublisherRepublishes(t *testing.T) {
-	nc, _ := embedded(t)
+	nc, _ := testkit.StartServer(t).JetStream(t)
 	ctx := context.Background()
 	got := make(chan *nats.Msg, 4)
 	sub, err := nc.Subscribe("held.>", func(m *nats.Msg) { got <- m })
