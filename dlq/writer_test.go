@@ -19,14 +19,6 @@ import (
 	"github.com/breakwater/breakwater/resilience"
 )
 
-func TestRedactIsRedactText(t *testing.T) {
-	for _, s := range []string{"dial http://bob:hunter2@api.local/run", "Cookie: a=1", "status 503"} {
-		if got, want := dlq.Redact(s), redact.Text(s); got != want {
-			t.Errorf("Redact(%q) = %q, redact.Text says %q", s, got, want)
-		}
-	}
-}
-
 func TestHeader(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	w := dlq.NewWriter(nil, dlq.WriterOptions{Topology: bus.Topology{}, Worker: "w7", Now: func() time.Time { return now },

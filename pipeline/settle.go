@@ -271,7 +271,7 @@ func (s *settler) fail(ctx context.Context, d *delivery, o outcome) {
 				log.Warn("attempt history not kept", "err", err)
 			}
 		}
-		log.InfoContext(ctx, "task will be redelivered", "delay", fate.Delay.String(), "err", dlq.Redact(cause.Error()))
+		log.InfoContext(ctx, "task will be redelivered", "delay", fate.Delay.String(), "err", w.o.DLQ.Redact(cause.Error()))
 		s.nak(d, fate.Delay)
 	case DeadLetter:
 		s.deadLetter(ctx, d, o, fate, log)
@@ -310,7 +310,7 @@ func (s *settler) deadLetter(ctx context.Context, d *delivery, o outcome, fate F
 	dctx, dspan := ctx, trace.Span(nil)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(tracing.AttrDLQReason.String(string(fate.Reason)))
-		span.SetStatus(codes.Error, dlq.Redact(cause.Error()))
+		span.SetStatus(codes.Error, w.o.DLQ.Redact(cause.Error()))
 		dctx, dspan = tracing.StartPublish(ctx, w.o.Tracer, w.o.Propagator, w.o.Topology.DLQSubject(e.Type), "", nats.Header{}, len(e.Payload))
 	}
 	err := w.o.DLQ.Write(dctx, e)
@@ -326,7 +326,7 @@ func (s *settler) deadLetter(ctx context.Context, d *delivery, o outcome, fate F
 	}
 	w.stats.dead.Add(1)
 	w.observe(t.Type, OutcomeDeadLettered, fate.Reason, o.start)
-	log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", dlq.Redact(cause.Error()))
+	log.WarnContext(ctx, "task dead-lettered", "reason", fate.Reason, "err", w.o.DLQ.Redact(cause.Error()))
 	if t.ReplyTo != "" {
 		h := w.o.DLQ.Header(e)
 		h.Set(task.HeaderID, t.ID)
