@@ -1,12 +1,10 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,30 +16,12 @@ import (
 	"github.com/breakwater/breakwater/resilience"
 )
 
-// lockedBuffer is a log sink the worker's goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestLogsRedactConfiguredHeaders: a backend error quoting a header on the
 // configured deny-list (dlq.redact_headers) reaches neither the
 // redelivery log line nor the dead-letter one with its value.
 func TestLogsRedactConfiguredHeaders(t *testing.T) {
 	e := newEnv(t, bus.ConsumerOptions{})
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	secret := errors.New("upstream refused X-Model-Key: s3cr3t-value for this call")
 	route := &resilience.Route{Name: "work", Targets: []resilience.Target{fixed("model", handlers.Transient(secret))}}
 	o := pipeline.Options{MaxDeliver: 2}
