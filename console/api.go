@@ -158,19 +158,27 @@ func (c *Console) apiDLQ(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) apiEntry(w http.ResponseWriter, r *http.Request) {
+	if _, i, ok := c.entryAt(w, r); ok {
+		writeJSON(w, c.detail(i))
+	}
+}
+
+// entryAt reads the DLQ entry the path's {seq} names; when it cannot, it
+// has answered r with why (a bad sequence, or the admin's error).
+func (c *Console) entryAt(w http.ResponseWriter, r *http.Request) (uint64, *dlq.Item, bool) {
 	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
 	if err != nil || seq == 0 {
 		httpError(w, r, http.StatusBadRequest, "not a DLQ sequence")
-		return
+		return 0, nil, false
 	}
 	ctx, cancel := c.reqContext(r)
 	defer cancel()
 	i, err := c.admin.Get(ctx, seq)
 	if err != nil {
 		c.fail(w, r, err)
-		return
+		return 0, nil, false
 	}
-	writeJSON(w, c.detail(i))
+	return seq, i, true
 }
 
 func (c *Console) apiSchedules(w http.ResponseWriter, r *http.Request) {

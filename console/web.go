@@ -431,16 +431,8 @@ func (c *Console) detail(i *dlq.Item) Detail {
 }
 
 func (c *Console) entryPage(w http.ResponseWriter, r *http.Request) {
-	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
-	if err != nil || seq == 0 {
-		httpError(w, r, http.StatusBadRequest, "not a DLQ sequence")
-		return
-	}
-	ctx, cancel := c.reqContext(r)
-	defer cancel()
-	i, err := c.admin.Get(ctx, seq)
-	if err != nil {
-		c.fail(w, r, err)
+	seq, i, ok := c.entryAt(w, r)
+	if !ok {
 		return
 	}
 	d := c.detail(i)
