@@ -195,19 +195,6 @@ func headerValues(h nats.Header, k string) []string {
 	return nil
 }
 
-// NoCache reports whether the task asks to skip the cache's read
-// (Cache-Control: no-cache); its result still refreshes the entry.
-func NoCache(h nats.Header) bool {
-	for _, v := range headerValues(h, "Cache-Control") {
-		for _, d := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(d), "no-cache") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // Get returns the entry of key if it is there and not expired, from L1,
 // else (for a shared policy) from L2, filling L1.
 func (c *Cache) Get(ctx context.Context, key string, p Policy) (Entry, bool) {

@@ -95,22 +95,6 @@ func TestKey(t *testing.T) {
 	}
 }
 
-func TestNoCache(t *testing.T) {
-	for _, tc := range []struct {
-		h    nats.Header
-		want bool
-	}{
-		{nats.Header{"Cache-Control": {"no-cache"}}, true},
-		{nats.Header{"cache-control": {"max-age=0, No-Cache"}}, true},
-		{nats.Header{"Cache-Control": {"no-store"}}, false},
-		{nil, false},
-	} {
-		if got := cache.NoCache(tc.h); got != tc.want {
-			t.Errorf("NoCache(%v) = %v, want %v", tc.h, got, tc.want)
-		}
-	}
-}
-
 // A flood of distinct large results stays within the size cap; the oldest
 // are evicted.
 func TestSizeCapHolds(t *testing.T) {

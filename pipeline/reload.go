@@ -1,7 +1,7 @@
 package pipeline
 
 import (
-	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -70,7 +70,7 @@ func (w *Worker) release(g *generation) {
 // is required. Safe for concurrent use.
 func (w *Worker) SetLive(l Live) error {
 	if l.Router == nil {
-		return errors.New("pipeline: SetLive: Router is required")
+		return fmt.Errorf("%w: SetLive: Router is required", ErrInvalidOption)
 	}
 	old := w.live.Swap(&generation{Live: l})
 	old.replaced.Store(true)

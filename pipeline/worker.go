@@ -183,10 +183,14 @@ type delivery struct {
 	store pendingAck
 }
 
+// ErrInvalidOption: Options (or a Live given to SetLive) lack what the
+// worker needs.
+var ErrInvalidOption = errors.New("pipeline: invalid option")
+
 // New checks o and returns a Worker; it does not start anything.
 func New(ctx context.Context, o Options) (*Worker, error) {
 	if o.JS == nil || o.Consumer == nil || o.Router == nil || o.DLQ == nil || o.Conn == nil {
-		return nil, errors.New("pipeline: JS, Conn, Consumer, Router and DLQ are required")
+		return nil, fmt.Errorf("%w: JS, Conn, Consumer, Router and DLQ are required", ErrInvalidOption)
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 64
