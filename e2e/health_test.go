@@ -47,11 +47,11 @@ routes:
 		}
 		return ev.State + "/" + ev.Breaker
 	}
-	testkit.Eventually(t, 10*time.Second, "healthy", func() (bool, string) { s := state(); return s == "healthy/closed", s })
+	testkit.Eventually(t, 20*time.Second, "healthy", func() (bool, string) { s := state(); return s == "healthy/closed", s })
 	sick.Store(true)
-	testkit.Eventually(t, 10*time.Second, "unhealthy from the probe", func() (bool, string) { s := state(); return strings.HasPrefix(s, "unhealthy"), s })
+	testkit.Eventually(t, 20*time.Second, "unhealthy from the probe", func() (bool, string) { s := state(); return strings.HasPrefix(s, "unhealthy"), s })
 	sick.Store(false)
-	testkit.Eventually(t, 10*time.Second, "healthy again", func() (bool, string) { s := state(); return s == "healthy/closed", s })
+	testkit.Eventually(t, 20*time.Second, "healthy again", func() (bool, string) { s := state(); return s == "healthy/closed", s })
 
 	ping, err := c.nc.Request("$SRV.PING.breakwater", nil, 5*time.Second)
 	if err != nil || !strings.Contains(string(ping.Data), `"worker":"hw1"`) {

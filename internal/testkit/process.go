@@ -20,7 +20,7 @@ import (
 // test never waits them out.
 const (
 	// StartTimeout bounds the wait for a process to become ready.
-	StartTimeout = 20 * time.Second
+	StartTimeout = 45 * time.Second
 	// StopTimeout bounds the wait for a process to exit after a signal.
 	StopTimeout = 20 * time.Second
 )
