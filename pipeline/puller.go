@@ -43,9 +43,12 @@ type puller struct {
 	// deliver takes each fetched message; it must not block.
 	deliver func(*nats.Msg)
 
-	held     atomic.Int64 // delivered, not yet settled or parked
-	fetching atomic.Int64 // asked for, not yet arrived (the sum of the requests' remaining)
-	open     atomic.Int64 // requests not yet ended
+	held atomic.Int64 // delivered, not yet settled or parked
+	// fetching (the sum of reqs' remaining: asked for, not yet arrived)
+	// and open (len(reqs)) mirror reqs, changed with it under mu, so that
+	// free, on every task's settle, reads them without the lock.
+	fetching atomic.Int64
+	open     atomic.Int64
 	room     chan struct{}
 	ended    chan error // a request ended with this error (non-blocking sends)
 

@@ -52,14 +52,13 @@ type pendingStore struct {
 	msg     *nats.Msg
 	epoch   uint64 // the sweep's tick when it was (last) published
 	retries int    // after "no responders"
+	retry   bool   // "no responders": the next sweep publishes it again
 }
 
-// Retries of a publish that found no stream responding (a leader
-// election in a cluster): as the library's defaults.
-const (
-	noResponderRetries = 2
-	noResponderWait    = 250 * time.Millisecond
-)
+// noResponderRetries is how often a publish that found no stream
+// responding (a leader election in a cluster) is made again, at the next
+// sweep, before its store counts as failed (the library's default count).
+const noResponderRetries = 2
 
 // sweepEvery is the timeout sweep's tick: a result times out between
 // timeout and timeout+sweepEvery after its publish.
@@ -109,7 +108,7 @@ func (p *resultPublisher) run(ctx context.Context) {
 			return
 		case s := <-status:
 			if s == nats.CLOSED {
-				p.failAll(nats.ErrConnectionClosed)
+				p.fail(p.tokens(nil), nats.ErrConnectionClosed)
 			} else {
 				p.republishAll()
 			}
@@ -124,6 +123,8 @@ func (p *resultPublisher) run(ctx context.Context) {
 // exactly one of stored and failed is called for d later, possibly before
 // publish returns; on an error neither is.
 func (p *resultPublisher) publish(ctx context.Context, d *delivery, msg *nats.Msg) error {
+	// Room first: with both room and a done ctx, a lone select could pick
+	// the error for a result that would have been stored.
 	select {
 	case p.window <- struct{}{}:
 	default:
@@ -170,20 +171,18 @@ func (p *resultPublisher) answer(m *nats.Msg) {
 		return
 	}
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-		// No stream answered: retried a little later, as the library does.
+		// No stream answered: tried again at the next sweep (its owner is
+		// run, not a timer of its own), a few times.
 		p.mu.Lock()
 		ps := p.pending[token]
 		retry := ps != nil && ps.retries < noResponderRetries
 		if retry {
 			ps.retries++
+			ps.retry = true
 		}
 		p.mu.Unlock()
-		if retry {
-			time.AfterFunc(noResponderWait, func() { p.republish(token) })
-			return
-		}
-		if ps := p.take(token); ps != nil {
-			p.failed(ps.d, jetstream.ErrNoStreamResponse)
+		if !retry {
+			p.fail([]uint64{token}, jetstream.ErrNoStreamResponse)
 		}
 		return
 	}
@@ -229,57 +228,52 @@ func (p *resultPublisher) republish(token uint64) {
 		p.mu.Unlock()
 		return
 	}
-	ps.epoch = p.epoch
+	ps.epoch, ps.retry = p.epoch, false
 	err := p.nc.PublishMsg(ps.msg) // under the lock: see publish
 	p.mu.Unlock()
 	if err != nil {
-		if ps := p.take(token); ps != nil {
-			p.failed(ps.d, err)
-		}
+		p.fail([]uint64{token}, err)
 	}
 }
 
 // republishAll sends every pending result again (after a reconnect, their
 // acknowledgements may be lost).
 func (p *resultPublisher) republishAll() {
-	p.mu.Lock()
-	tokens := make([]uint64, 0, len(p.pending))
-	for t := range p.pending {
-		tokens = append(tokens, t)
-	}
-	p.mu.Unlock()
-	for _, t := range tokens {
+	for _, t := range p.tokens(nil) {
 		p.republish(t)
 	}
 }
 
-// sweep fails the results unanswered for longer than the timeout.
+// sweep fails the results unanswered for longer than the timeout, and
+// publishes again those that found no stream responding.
 func (p *resultPublisher) sweep() {
 	ticks := uint64(p.timeout / sweepEvery)
 	p.mu.Lock()
 	p.epoch++
-	var late []uint64
-	for t, ps := range p.pending {
-		if p.epoch-ps.epoch > ticks {
-			late = append(late, t)
-		}
-	}
 	p.mu.Unlock()
-	for _, t := range late {
-		if ps := p.take(t); ps != nil {
-			p.failed(ps.d, errResultAckTimeout)
-		}
+	p.fail(p.tokens(func(ps *pendingStore) bool { return p.epoch-ps.epoch > ticks }), errResultAckTimeout)
+	for _, t := range p.tokens(func(ps *pendingStore) bool { return ps.retry }) {
+		p.republish(t)
 	}
 }
 
-// failAll fails every pending result with err (the connection is closed).
-func (p *resultPublisher) failAll(err error) {
+// tokens lists the pending results that keep (nil: all) holds for; keep
+// runs under p.mu.
+func (p *resultPublisher) tokens(keep func(*pendingStore) bool) []uint64 {
 	p.mu.Lock()
-	tokens := make([]uint64, 0, len(p.pending))
-	for t := range p.pending {
-		tokens = append(tokens, t)
+	defer p.mu.Unlock()
+	var out []uint64
+	for t, ps := range p.pending {
+		if keep == nil || keep(ps) {
+			out = append(out, t)
+		}
 	}
-	p.mu.Unlock()
+	return out
+}
+
+// fail fails the pending results of tokens with err (those answered
+// meanwhile are left alone).
+func (p *resultPublisher) fail(tokens []uint64, err error) {
 	for _, t := range tokens {
 		if ps := p.take(t); ps != nil {
 			p.failed(ps.d, err)

@@ -50,7 +50,6 @@ type settler struct {
 // has answered; it lives in the delivery (no allocation per result).
 type pendingAck struct {
 	ctx context.Context
-	d   *delivery
 	o   outcome
 	buf *resultBuf // the result's message
 }
@@ -177,7 +176,7 @@ func (s *settler) settle(ctx context.Context, d *delivery, o outcome) {
 		// and not again when it is settled; set before the publish, as
 		// the acknowledgement may settle it before the publish returns.
 		d.roomFreed = true
-		d.store = pendingAck{ctx: ctx, d: d, o: o, buf: buf}
+		d.store = pendingAck{ctx: ctx, o: o, buf: buf}
 		s.stores.Add(1)
 		err := s.pub.publish(ctx, d, msg)
 		s.pull.free()
@@ -217,11 +216,11 @@ func (s *settler) stored(d *delivery) {
 	p := d.store
 	defer s.stores.Done()
 	w := s.w
-	s.ack(p.d)
+	s.ack(d)
 	w.stats.done.Add(1)
 	w.observe(p.o.t.Type, OutcomeDone, "", p.o.start)
 	s.reply(p.ctx, p.o.t, p.buf.msg.Header, p.buf.msg.Data)
-	s.done(p.d, p.o)
+	s.done(d, p.o)
 	s.putBuf(p.buf)
 }
 
@@ -234,8 +233,8 @@ func (s *settler) storeFailed(d *delivery, err error) {
 	go func() {
 		defer s.stores.Done()
 		p.o.err = s.w.resultErr(err)
-		s.fail(p.ctx, p.d, p.o)
-		s.done(p.d, p.o)
+		s.fail(p.ctx, d, p.o)
+		s.done(d, p.o)
 	}()
 }
 
